@@ -1,0 +1,11 @@
+/* krongrad.h — the umbrella header: include this one to use krongrad.
+ * Link with `pkg-config --cflags --libs krongrad`.
+ */
+#ifndef KRONGRAD_H
+#define KRONGRAD_H
+
+#define KRONGRAD_VERSION "0.1.0"
+
+#include "tensor/kg_tensor.h"
+
+#endif

@@ -1,0 +1,112 @@
+/* backend.c — the CPU backend: host memory with byte counters, and ops run at once by the
+ * kernels the op table names. It is the reference every other backend is tested against.
+ */
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cpu_state {
+    size_t current, peak;
+} cpu_state;
+
+static bool cpu_init(kg_ctx *ctx, void **state)
+{
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return kg__fail(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
+    *state = s;
+    return true;
+}
+
+static void cpu_destroy(void *state) { free(state); }
+
+static void *cpu_alloc(void *state, size_t bytes)
+{
+    cpu_state *s = state;
+    /* 64-byte alignment suits every vector width; the size must be a multiple of it. */
+    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (p) {
+        s->current += bytes;
+        if (s->current > s->peak)
+            s->peak = s->current;
+    }
+    return p;
+}
+
+static void cpu_release(void *state, void *handle, size_t bytes)
+{
+    cpu_state *s = state;
+    s->current -= bytes;
+    free(handle);
+}
+
+static bool cpu_upload(void *state, void *handle, size_t offset, const void *src, size_t bytes)
+{
+    (void)state;
+    memcpy((char *)handle + offset, src, bytes);
+    return true;
+}
+
+static bool cpu_download(void *state, void *handle, size_t offset, void *dst, size_t bytes)
+{
+    (void)state;
+    memcpy(dst, (char *)handle + offset, bytes);
+    return true;
+}
+
+void *kg_cpu_scratch(const kg_opcall *c, size_t bytes)
+{
+    void *p = cpu_alloc(c->ctx->be_state, bytes ? bytes : 1);
+    if (!p)
+        kg__fail(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for %zu bytes of scratch",
+                 kg_op_table[c->op].name, bytes);
+    return p;
+}
+
+void kg_cpu_scratch_free(const kg_opcall *c, void *p, size_t bytes)
+{
+    cpu_release(c->ctx->be_state, p, bytes ? bytes : 1);
+}
+
+static bool cpu_run(const kg_opcall *c)
+{
+    kg_kernel_fn k = kg_op_table[c->op].cpu;
+    return k && k(c);
+}
+
+static bool cpu_flush(void *state)
+{
+    (void)state;
+    return true;
+}
+
+static void cpu_memory(void *state, size_t *current, size_t *peak)
+{
+    cpu_state *s = state;
+    *current = s->current;
+    *peak = s->peak;
+}
+
+static void cpu_reset_peak(void *state)
+{
+    cpu_state *s = state;
+    s->peak = s->current;
+}
+
+const kg_backend kg_cpu_backend = {
+    .name = "cpu",
+    .init = cpu_init,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .run = cpu_run,
+    .flush = cpu_flush,
+    .memory = cpu_memory,
+    .reset_peak = cpu_reset_peak,
+};
+
+int kg_cpu_thread_count(void) { return kg_cpu_threads(); }
+const char *kg_cpu_blas(void) { return kg_cpu_blas_name(); }

@@ -1,0 +1,47 @@
+/* cpu.h — what CPU kernels use: typed pointers into tensors, the thread pool, and SGEMM (an
+ * optimized BLAS when one loads, else the portable blocked kernel in gemm.c).
+ */
+#ifndef KG_CPU_H
+#define KG_CPU_H
+
+#include "../internal.h"
+
+static inline float *kg_cpu_f32(const kg_tensor *t)
+{
+    return (float *)t->storage->handle + t->offset;
+}
+
+static inline int32_t *kg_cpu_i32(const kg_tensor *t)
+{
+    return (int32_t *)t->storage->handle + t->offset;
+}
+
+static inline void *kg_cpu_raw(const kg_tensor *t)
+{
+    return (char *)t->storage->handle + (size_t)t->offset * kg_dtype_size(t->dtype);
+}
+
+/* Temporary memory for a kernel, taken from (and counted by) the backend, so its memory
+ * figures show everything an op used. NULL, with the context's error set, when exhausted. */
+void *kg_cpu_scratch(const kg_opcall *c, size_t bytes);
+void kg_cpu_scratch_free(const kg_opcall *c, void *p, size_t bytes);
+
+/* Run fn(arg, lo, hi) over [0, n) split across the pool's threads, in chunks of at least grain
+ * items (small loops stay on the calling thread). Returns when every chunk is done. */
+typedef void (*kg_range_fn)(void *arg, int64_t lo, int64_t hi);
+void kg_cpu_parallel_for(int64_t n, int64_t grain, kg_range_fn fn, void *arg);
+int kg_cpu_threads(void);
+
+/* C = alpha · op(A) · op(B) + beta · C, row-major; op transposes when ta / tb is set.
+ * op(A) is M × K, op(B) is K × N, C is M × N. */
+void kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc);
+/* The portable kernel alone (the benchmark compares it with the BLAS). */
+void kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc);
+/* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
+const char *kg_cpu_blas_name(void);
+
+#endif

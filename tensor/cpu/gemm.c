@@ -1,0 +1,187 @@
+/* gemm.c — SGEMM for the CPU backend. An optimized BLAS (OpenBLAS, else BLIS) is loaded at run
+ * time; without one a portable packed, register-blocked kernel runs on the thread pool.
+ *
+ * Why dlopen and not link: Debian's OpenBLAS picks its kernels when it loads, and it misdetects
+ * many current CPUs as "Prescott" (SSE3), running ~5x below what it can (REFERENCE.md, CPU
+ * facts). OPENBLAS_CORETYPE must be set before the library loads, which a linked library cannot
+ * arrange; loading it ourselves can. It also keeps the BLAS optional: KG_BLAS=none turns it off.
+ */
+#include "cpu.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- The portable kernel -------------------------------------------------------------------- */
+
+enum { MR = 4, NR = 16, MC = 64, KC = 256, NC = 1024 };
+
+/* acc (MR × NR) = Ap (k × MR panel) · Bp (k × NR panel); cloned per ISA so the 4×16 accumulator
+ * block lives in vector registers with FMA where the CPU has them. */
+__attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+static void micro_kernel(int64_t k, const float *Ap, const float *Bp, float acc[MR][NR])
+{
+    float c[MR][NR] = {{0}};
+    for (int64_t p = 0; p < k; p++) {
+        const float *b = Bp + p * NR;
+        for (int r = 0; r < MR; r++) {
+            float a = Ap[p * MR + r];
+            for (int j = 0; j < NR; j++)
+                c[r][j] += a * b[j];
+        }
+    }
+    memcpy(acc, c, sizeof c);
+}
+
+/* Element (i, j) of op(X), where X is row-major with leading dimension ld. */
+static inline float at(const float *X, int64_t ld, bool trans, int64_t i, int64_t j)
+{
+    return trans ? X[j * ld + i] : X[i * ld + j];
+}
+
+typedef struct gemm_job {
+    bool ta;
+    int64_t M, N, K, kc, nc, pc, jc;
+    float alpha;
+    const float *A;
+    int64_t lda;
+    const float *Bp; /* packed op(B)[pc:pc+kc, jc:jc+nc], NR-wide panels, zero padded */
+    float *C;
+    int64_t ldc;
+} gemm_job;
+
+/* Rows [lo, hi) in MC blocks: pack op(A)'s block, then multiply it by every B panel. */
+static void gemm_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const gemm_job *g = arg;
+    float *Ap = malloc(sizeof(float) * MC * KC);
+    if (!Ap)
+        return; /* cannot happen for 64 KiB in practice; the result would be wrong, not a crash */
+    float acc[MR][NR];
+    for (int64_t ic = lo * MC; ic < hi * MC && ic < g->M; ic += MC) {
+        int64_t mc = g->M - ic < MC ? g->M - ic : MC;
+        for (int64_t ir = 0; ir < mc; ir += MR)
+            for (int64_t p = 0; p < g->kc; p++)
+                for (int r = 0; r < MR; r++)
+                    Ap[ir * g->kc + p * MR + r] =
+                        ir + r < mc ? at(g->A, g->lda, g->ta, ic + ir + r, g->pc + p) : 0.0f;
+        for (int64_t jr = 0; jr < g->nc; jr += NR) {
+            int64_t nr = g->nc - jr < NR ? g->nc - jr : NR;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+                micro_kernel(g->kc, Ap + ir * g->kc, g->Bp + jr * g->kc, acc);
+                int64_t mr = mc - ir < MR ? mc - ir : MR;
+                for (int64_t r = 0; r < mr; r++) {
+                    float *c = g->C + (ic + ir + r) * g->ldc + g->jc + jr;
+                    for (int64_t j = 0; j < nr; j++)
+                        c[j] += g->alpha * acc[r][j];
+                }
+            }
+        }
+    }
+    free(Ap);
+}
+
+void kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    if (K == 0 || alpha == 0.0f)
+        return;
+    float *Bp = malloc(sizeof(float) * KC * (NC + NR));
+    if (!Bp)
+        return;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = N - jc < NC ? N - jc : NC;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = K - pc < KC ? K - pc : KC;
+            for (int64_t jr = 0; jr < nc; jr += NR)
+                for (int64_t p = 0; p < kc; p++)
+                    for (int j = 0; j < NR; j++)
+                        Bp[jr * kc + p * NR + j] =
+                            jr + j < nc ? at(B, ldb, tb, pc + p, jc + jr + j) : 0.0f;
+            gemm_job g = {ta, M, N, K, kc, nc, pc, jc, alpha, A, lda, Bp, C, ldc};
+            kg_cpu_parallel_for((M + MC - 1) / MC, 1, gemm_rows, &g);
+        }
+    }
+    free(Bp);
+}
+
+/* ---- The optional BLAS ---------------------------------------------------------------------- */
+
+enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
+typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                               const float *, int, float, float *, int);
+
+static struct {
+    pthread_once_t once;
+    cblas_sgemm_fn sgemm;
+    char name[160];
+} blas = {.once = PTHREAD_ONCE_INIT};
+
+static void load_blas(void)
+{
+    snprintf(blas.name, sizeof blas.name, "none (portable kernel, %d threads)",
+             kg_cpu_threads());
+    const char *want = getenv("KG_BLAS");
+    if (want && strcmp(want, "none") == 0)
+        return;
+    /* Give OpenBLAS a core type that matches this CPU unless the user chose one. */
+    if (!getenv("OPENBLAS_CORETYPE")) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f"))
+            setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            setenv("OPENBLAS_CORETYPE", "Haswell", 0);
+    }
+    static const char *const libs[] = {"libopenblas.so.0", "libblis.so.4"};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        void *h = dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h)
+            continue;
+        cblas_sgemm_fn f = (cblas_sgemm_fn)dlsym(h, "cblas_sgemm");
+        if (!f) {
+            dlclose(h);
+            continue;
+        }
+        blas.sgemm = f;
+        void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
+        if (set_threads)
+            set_threads(kg_cpu_threads());
+        char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
+        char *(*config)(void) = (char *(*)(void))dlsym(h, "openblas_get_config");
+        if (config && corename)
+            snprintf(blas.name, sizeof blas.name, "%s, core %s", config(), corename());
+        else
+            snprintf(blas.name, sizeof blas.name, "%s", libs[i]);
+        return; /* the handle stays open for the life of the process */
+    }
+}
+
+const char *kg_cpu_blas_name(void)
+{
+    pthread_once(&blas.once, load_blas);
+    return blas.name;
+}
+
+void kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc)
+{
+    pthread_once(&blas.once, load_blas);
+    if (M == 0 || N == 0)
+        return;
+    /* BLAS takes int sizes; beyond that (never for our shapes) the portable kernel runs. */
+    if (blas.sgemm && K > 0 && M < INT32_MAX && N < INT32_MAX && K < INT32_MAX &&
+        lda < INT32_MAX && ldb < INT32_MAX && ldc < INT32_MAX) {
+        blas.sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+                   tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M, (int)N, (int)K, alpha, A, (int)lda,
+                   B, (int)ldb, beta, C, (int)ldc);
+        return;
+    }
+    kg_cpu_sgemm_portable(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}

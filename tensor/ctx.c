@@ -1,0 +1,133 @@
+/* ctx.c — contexts: the backend they run on, the tensors they own, scopes that free a step's
+ * tensors together, no-grad depth, and the sticky first error.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef KG_HAVE_VULKAN
+extern const kg_backend kg_vulkan_backend;
+#endif
+
+kg_ctx *kg_ctx_new(kg_backend_kind kind)
+{
+    kg_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    switch (kind) {
+    case KG_BACKEND_CPU:
+        ctx->be = &kg_cpu_backend;
+        break;
+    case KG_BACKEND_VULKAN:
+#ifdef KG_HAVE_VULKAN
+        ctx->be = &kg_vulkan_backend;
+#else
+        kg__fail(ctx, KG_ERR_DEVICE,
+                 "kg_ctx_new: this krongrad was built without Vulkan (libvulkan-dev and glslc "
+                 "were missing at configure time)");
+        return ctx;
+#endif
+        break;
+    default:
+        kg__fail(ctx, KG_ERR_ARG, "kg_ctx_new: unknown backend kind %d", (int)kind);
+        return ctx;
+    }
+    if (!ctx->be->init(ctx, &ctx->be_state))
+        ctx->be = NULL; /* init recorded why */
+    return ctx;
+}
+
+void kg_ctx_free(kg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    kg_scope_end(ctx, 0);
+    free(ctx->tensors);
+    if (ctx->be)
+        ctx->be->destroy(ctx->be_state);
+    free(ctx);
+}
+
+kg_status kg_status_of(const kg_ctx *ctx) { return ctx ? ctx->status : KG_ERR_ARG; }
+
+const char *kg_error(const kg_ctx *ctx)
+{
+    return ctx ? ctx->message : "kg_error: the context is NULL (kg_ctx_new ran out of memory)";
+}
+
+void kg_clear_error(kg_ctx *ctx)
+{
+    if (!ctx || !ctx->be) /* a context whose backend never started stays in error */
+        return;
+    ctx->status = KG_OK;
+    ctx->message[0] = 0;
+}
+
+bool kg__fail(kg_ctx *ctx, kg_status status, const char *fmt, ...)
+{
+    if (ctx && ctx->status == KG_OK) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+        va_end(ap);
+        ctx->status = status;
+    }
+    return false;
+}
+
+const char *kg_backend_name(const kg_ctx *ctx)
+{
+    return ctx && ctx->be ? ctx->be->name : "none";
+}
+
+void kg_memory(const kg_ctx *ctx, size_t *current, size_t *peak)
+{
+    size_t c = 0, p = 0;
+    if (ctx && ctx->be)
+        ctx->be->memory(ctx->be_state, &c, &p);
+    if (current)
+        *current = c;
+    if (peak)
+        *peak = p;
+}
+
+void kg_memory_reset_peak(kg_ctx *ctx)
+{
+    if (ctx && ctx->be)
+        ctx->be->reset_peak(ctx->be_state);
+}
+
+void kg_flush(kg_ctx *ctx)
+{
+    if (ctx && ctx->be && !ctx->be->flush(ctx->be_state))
+        kg__fail(ctx, KG_ERR_DEVICE, "kg_flush: the device failed to run queued work");
+}
+
+kg_scope kg_scope_begin(kg_ctx *ctx) { return ctx ? ctx->n_tensors : 0; }
+
+void kg_scope_end(kg_ctx *ctx, kg_scope scope)
+{
+    if (!ctx)
+        return;
+    /* Newest first, so views go before what they view (storage is refcounted anyway). */
+    while (ctx->n_tensors > scope) {
+        kg_tensor *t = ctx->tensors[ctx->n_tensors - 1];
+        if (t)
+            kg_tensor_free(t); /* clears its slot */
+        ctx->n_tensors--;
+    }
+}
+
+void kg_no_grad_begin(kg_ctx *ctx)
+{
+    if (ctx)
+        ctx->no_grad++;
+}
+
+void kg_no_grad_end(kg_ctx *ctx)
+{
+    if (ctx && ctx->no_grad > 0)
+        ctx->no_grad--;
+}

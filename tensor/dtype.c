@@ -1,0 +1,65 @@
+/* dtype.c — conversions between f32 and the 16-bit storage dtypes (IEEE half and bfloat16),
+ * round-to-nearest-even, with infinities and NaN kept.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float kg__bf16_to_f32(uint16_t h) { return from_bits((uint32_t)h << 16); }
+
+uint16_t kg__f32_to_bf16(float f)
+{
+    uint32_t u = bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet and a NaN */
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float kg__f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) /* inf or NaN */
+        return from_bits(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) { /* zero or subnormal: man · 2^-24 */
+        float v = (float)man * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    return from_bits(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t kg__f32_to_f16(float f)
+{
+    uint32_t u = bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return sign | 0x7e00; /* NaN */
+    if (a >= 0x477ff000u)     /* rounds to beyond 65504: infinity */
+        return sign | 0x7c00;
+    if (a < 0x38800000u) {    /* below the smallest normal half: subnormal or zero */
+        float v = from_bits(a) * 16777216.0f; /* in units of 2^-24 */
+        uint32_t m = (uint32_t)v;
+        float rest = v - (float)m;
+        if (rest > 0.5f || (rest == 0.5f && (m & 1)))
+            m++;
+        return sign | (uint16_t)m;
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1); /* round to nearest even at bit 13 */
+    return sign | (uint16_t)((r - 0x38000000u) >> 13);
+}

@@ -1,0 +1,221 @@
+/* internal.h — what the tensor layer's own files share: the tensor and context structs, the op
+ * enum and table, the tape node and the backend interface. Nothing outside tensor/ includes it.
+ */
+#ifndef KG_INTERNAL_H
+#define KG_INTERNAL_H
+
+#include "kg_tensor.h"
+
+#include <assert.h>
+#include <stdarg.h>
+
+/* Broken internal invariants, never reachable from public input (see STYLE.md). */
+#define KG_ASSERT(cond) assert(cond)
+
+/* ---- Ops ------------------------------------------------------------------------------------ */
+
+typedef enum kg_op {
+    /* views and copies */
+    KG_OP_RESHAPE,
+    KG_OP_PERMUTE,
+    KG_OP_SLICE,
+    KG_OP_EXPAND,
+    KG_OP_CONTIGUOUS,
+    KG_OP_CAST,
+    /* elementwise */
+    KG_OP_ADD,
+    KG_OP_SUB,
+    KG_OP_MUL,
+    KG_OP_DIV,
+    KG_OP_SCALE,
+    KG_OP_EXP,
+    KG_OP_LOG,
+    KG_OP_SQRT,
+    KG_OP_RSQRT,
+    KG_OP_TANH,
+    KG_OP_SIGMOID,
+    KG_OP_ERF,
+    KG_OP_RELU,
+    KG_OP_GELU,
+    KG_OP_SILU,
+    KG_OP_STEP,
+    KG_OP_EQ,
+    KG_OP_MASKED_FILL,
+    KG_OP_DROPOUT,
+    /* reductions */
+    KG_OP_SUM,
+    KG_OP_MAX,
+    /* linear algebra */
+    KG_OP_MATMUL,
+    KG_OP_KRON,
+    KG_OP_LOWRANK_LINEAR,
+    KG_OP_KRON_LINEAR,
+    /* neural-network ops */
+    KG_OP_EMBEDDING,
+    KG_OP_SCATTER_ADD_ROWS,
+    KG_OP_SOFTMAX,
+    KG_OP_LOG_SOFTMAX,
+    KG_OP_LAYER_NORM,
+    KG_OP_RMS_NORM,
+    KG_OP_ROPE,
+    KG_OP_CROSS_ENTROPY,
+    KG_OP_ONE_HOT,
+    KG_OP_CONCAT,
+    KG_OP_COUNT
+} kg_op;
+
+/* Non-tensor arguments of an op (axes, flags, scalars, seeds). Each op says which it uses. */
+typedef struct kg_opparams {
+    int64_t i[KG_MAX_DIMS + 2];
+    float f[2];
+    uint64_t seed;
+} kg_opparams;
+
+/* The shape, dtype and rank a shape rule gives the output; a view op's rule also gives the
+ * strides and offset of the view into its input's storage. */
+typedef struct kg_shape {
+    kg_dtype dtype;
+    int ndim;
+    int64_t dim[KG_MAX_DIMS];
+    int64_t stride[KG_MAX_DIMS];
+    int64_t offset;
+} kg_shape;
+
+/* One op being run: its inputs, output and parameters. Kernels read it. */
+typedef struct kg_opcall {
+    kg_ctx *ctx;
+    kg_op op;
+    int n_in;
+    kg_tensor *in[KG_MAX_INPUTS];
+    kg_tensor *out;
+    kg_opparams p;
+} kg_opcall;
+
+/* A recorded op on the tape is the call that made the tensor. */
+typedef kg_opcall kg_node;
+
+/* Shape rule: check inputs, fill the output's shape, or set the context's error and return
+ * false. CPU kernel: compute c->out from c->in (contiguous unless KG_OPF_STRIDED). Backward
+ * rule: given the gradient of the output, set gin[i] for each input, using the public ops. */
+typedef bool (*kg_shape_fn)(const kg_opcall *c, kg_shape *out);
+typedef bool (*kg_kernel_fn)(const kg_opcall *c);
+typedef void (*kg_backward_fn)(const kg_node *n, kg_tensor *gout, kg_tensor **gin);
+
+enum {
+    KG_OPF_VIEW = 1,    /* output shares the input's storage; no kernel runs */
+    KG_OPF_STRIDED = 2, /* the CPU kernel reads strided (broadcast, transposed) inputs itself */
+};
+
+typedef struct kg_op_info {
+    const char *name;
+    int n_in;         /* inputs, or -1 for a variable count (concat) */
+    unsigned flags;   /* KG_OPF_* */
+    kg_shape_fn shape;
+    kg_kernel_fn cpu;
+    kg_backward_fn backward; /* NULL: not differentiable */
+} kg_op_info;
+
+extern const kg_op_info kg_op_table[];
+
+/* Check, allocate, run and record one op. The heart of the library (op.c). */
+kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p);
+
+/* ---- Tensors and contexts ------------------------------------------------------------------ */
+
+typedef struct kg_storage {
+    int refs;
+    size_t bytes;
+    void *handle; /* the backend's: a host pointer on the CPU backend */
+} kg_storage;
+
+struct kg_tensor {
+    kg_ctx *ctx;
+    kg_dtype dtype;
+    int ndim;
+    int64_t shape[KG_MAX_DIMS];
+    int64_t stride[KG_MAX_DIMS]; /* in elements */
+    int64_t offset;              /* in elements */
+    kg_storage *storage;
+    size_t slot; /* index in ctx->tensors, or SIZE_MAX when owned by another tensor (a grad) */
+
+    bool requires_grad;
+    kg_node *node;   /* the op that made this tensor, while on the tape */
+    kg_tensor *grad; /* accumulated gradient of a leaf, owned by it */
+    kg_tensor *gacc; /* gradient being accumulated during kg_backward */
+    unsigned visit;  /* kg_backward's mark */
+};
+
+typedef struct kg_backend kg_backend;
+
+struct kg_ctx {
+    kg_status status;
+    char message[512];
+    const kg_backend *be;
+    void *be_state;
+    kg_tensor **tensors; /* every tensor of the context, in creation order (freed ones NULL) */
+    size_t n_tensors, cap_tensors;
+    int no_grad;
+    unsigned visit; /* generation counter for graph walks */
+};
+
+/* Record an error unless one is already recorded. Returns false, for `return kg__fail(...)`. */
+bool kg__fail(kg_ctx *ctx, kg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "[2,3] f32" into buf; returns buf. */
+const char *kg__describe(const kg_tensor *t, char *buf, size_t size);
+#define KG_DESC(t) kg__describe((t), (char[64]){0}, 64)
+
+/* A fresh contiguous tensor. owned=false makes it belong to no scope (a leaf's grad). */
+kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
+                            bool owned);
+/* A new tensor header on t's storage (views). */
+kg_tensor *kg__tensor_view(kg_tensor *t, int ndim, const int64_t *shape,
+                           const int64_t *stride, int64_t offset);
+void kg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+int64_t kg__numel(int ndim, const int64_t *shape);
+/* Normalize a possibly negative axis; false (with error) when out of range. */
+bool kg__axis(kg_ctx *ctx, const char *fn, int ndim, int axis, int *out);
+/* Copy src's elements into the existing (possibly strided) view dst, same shape. */
+bool kg__assign(kg_tensor *dst, kg_tensor *src);
+/* Sum g down to `shape` (undo broadcasting), as every broadcasting op's backward needs. */
+kg_tensor *kg__sum_to(kg_tensor *g, int ndim, const int64_t *shape);
+/* Broadcast shape of a and b; false if they do not broadcast. */
+bool kg__broadcast_shape(const kg_tensor *a, const kg_tensor *b, kg_shape *out);
+/* Shape-rule helpers: a dtype check that names the op, shape equality, a tensor's shape. */
+bool kg__want_dtype(const kg_opcall *c, int i, kg_dtype want);
+bool kg__same_shape(const kg_tensor *a, const kg_tensor *b);
+void kg__shape_of(const kg_tensor *t, kg_shape *s);
+
+float kg__f16_to_f32(uint16_t h);
+uint16_t kg__f32_to_f16(float f);
+float kg__bf16_to_f32(uint16_t h);
+uint16_t kg__f32_to_bf16(float f);
+
+/* Counter-based random numbers: a pure function of (seed, index), so any backend and the
+ * backward pass can redraw them. */
+uint32_t kg__hash(uint64_t seed, uint64_t index);
+static inline float kg__uniform01(uint64_t seed, uint64_t index)
+{
+    return (float)(kg__hash(seed, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+/* ---- Backends ------------------------------------------------------------------------------- */
+
+/* Every backend fills this struct; nothing above the tensor layer knows which one runs. */
+struct kg_backend {
+    const char *name;
+    bool (*init)(kg_ctx *ctx, void **state);
+    void (*destroy)(void *state);
+    void *(*alloc)(void *state, size_t bytes); /* NULL when out of memory */
+    void (*release)(void *state, void *handle, size_t bytes);
+    bool (*upload)(void *state, void *handle, size_t offset, const void *src, size_t bytes);
+    bool (*download)(void *state, void *handle, size_t offset, void *dst, size_t bytes);
+    bool (*run)(const kg_opcall *c); /* run (or queue) one op's kernel */
+    bool (*flush)(void *state);
+    void (*memory)(void *state, size_t *current, size_t *peak);
+    void (*reset_peak)(void *state);
+};
+
+extern const kg_backend kg_cpu_backend;
+
+#endif

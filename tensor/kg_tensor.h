@@ -1,0 +1,236 @@
+/* kg_tensor.h — the public tensor, op and autograd API of krongrad.
+ *
+ * A context (kg_ctx) owns a backend, every tensor made in it, and the first error that happened
+ * in it. Ops are eager: each checks its inputs, allocates its output and runs (or, on the GPU,
+ * queues) its kernel. Every op returns NULL when given NULL or when its context is already in
+ * error, so a whole step can be written straight and checked once with kg_status().
+ *
+ * Shapes are outermost first (PyTorch order). Letters used in comments: B batch, T time,
+ * C channels, N rows (tokens), V vocabulary, H heads, D head dim, R rank.
+ */
+#ifndef KG_TENSOR_H
+#define KG_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KG_MAX_DIMS 4
+
+typedef enum kg_dtype {
+    KG_DTYPE_F32,
+    KG_DTYPE_F16,
+    KG_DTYPE_BF16,
+    KG_DTYPE_I32,
+    KG_DTYPE_COUNT
+} kg_dtype;
+
+typedef enum kg_status {
+    KG_OK = 0,
+    KG_ERR_ARG,    /* a NULL or otherwise invalid argument */
+    KG_ERR_SHAPE,  /* shapes that do not fit the op */
+    KG_ERR_DTYPE,  /* a dtype the op does not take */
+    KG_ERR_RANGE,  /* an axis, index or size out of range */
+    KG_ERR_NOMEM,  /* host or device memory exhausted */
+    KG_ERR_DEVICE, /* the backend or device failed */
+    KG_ERR_STATE   /* a call made at the wrong time (e.g. backward twice) */
+} kg_status;
+
+typedef enum kg_backend_kind {
+    KG_BACKEND_CPU,
+    KG_BACKEND_VULKAN
+} kg_backend_kind;
+
+typedef struct kg_ctx kg_ctx;
+typedef struct kg_tensor kg_tensor;
+
+/* ---- Contexts and errors ------------------------------------------------------------------ */
+
+/* Make a context on a backend. Returns NULL only when the host is out of memory; a backend that
+ * cannot start (no Vulkan device, say) gives a context in error whose kg_error() says why.
+ * The caller owns the context and frees it, with every tensor in it, by kg_ctx_free. */
+kg_ctx *kg_ctx_new(kg_backend_kind kind);
+void kg_ctx_free(kg_ctx *ctx);
+
+/* The first error of the context (KG_OK if none) and its message ("" if none). The message
+ * names the function, the shapes and dtypes involved and what was expected. It stays until
+ * kg_clear_error. The string is owned by the context. */
+kg_status kg_status_of(const kg_ctx *ctx);
+#define kg_status(ctx) kg_status_of(ctx)
+const char *kg_error(const kg_ctx *ctx);
+void kg_clear_error(kg_ctx *ctx);
+
+const char *kg_backend_name(const kg_ctx *ctx);
+/* Bytes the backend holds for tensors now and at most since the last reset. */
+void kg_memory(const kg_ctx *ctx, size_t *current, size_t *peak);
+void kg_memory_reset_peak(kg_ctx *ctx);
+/* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without). */
+int kg_cpu_thread_count(void);
+const char *kg_cpu_blas(void);
+/* Wait until every queued kernel has run (a no-op on the CPU backend). */
+void kg_flush(kg_ctx *ctx);
+
+/* Scopes: every tensor made after kg_scope_begin (activations, gradients' temporaries, views) is
+ * freed by the matching kg_scope_end, so a training step releases its memory at once. Tensors
+ * made before the scope (parameters) live on. Scopes nest. */
+typedef size_t kg_scope;
+kg_scope kg_scope_begin(kg_ctx *ctx);
+void kg_scope_end(kg_ctx *ctx, kg_scope scope);
+
+/* No-grad: while the depth is above zero, ops record nothing on the tape. */
+void kg_no_grad_begin(kg_ctx *ctx);
+void kg_no_grad_end(kg_ctx *ctx);
+
+/* ---- Tensors ------------------------------------------------------------------------------ */
+
+/* All creation functions return a tensor owned by the context (freed by the enclosing scope's
+ * end or by kg_ctx_free), or NULL with the context's error set. */
+kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape);
+kg_tensor *kg_zeros(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape);
+kg_tensor *kg_ones(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape);
+kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, double value);
+/* data holds numel elements of dtype, packed row-major; it is copied. */
+kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
+                        const void *data);
+/* Seeded, counter-based random numbers: the same seed gives the same values on every backend. */
+kg_tensor *kg_uniform(kg_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi,
+                      uint64_t seed);
+kg_tensor *kg_normal(kg_ctx *ctx, int ndim, const int64_t *shape, float mean, float std,
+                     uint64_t seed);
+
+/* Free one tensor early (optional: scopes and kg_ctx_free free the rest). Views of it stay valid;
+ * a tensor still used by a recorded op must not be freed before kg_backward. */
+void kg_tensor_free(kg_tensor *t);
+
+kg_ctx *kg_tensor_ctx(const kg_tensor *t);
+kg_dtype kg_tensor_dtype(const kg_tensor *t);
+int kg_tensor_ndim(const kg_tensor *t);
+int64_t kg_tensor_dim(const kg_tensor *t, int axis); /* negative axes count from the end */
+int64_t kg_tensor_numel(const kg_tensor *t);
+bool kg_tensor_is_contiguous(const kg_tensor *t);
+const char *kg_dtype_name(kg_dtype dtype);
+size_t kg_dtype_size(kg_dtype dtype);
+
+/* Copy the tensor's elements, in its own dtype and row-major order, into dst (capacity bytes).
+ * Flushes the backend. Returns false, with the context's error set, on a too-small buffer. */
+bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity);
+/* The tensor's elements converted to f32: a malloc'd array of numel floats the caller frees. */
+float *kg_tensor_to_f32(const kg_tensor *t);
+/* The value of a one-element tensor as a double (NaN on error). */
+double kg_item(const kg_tensor *t);
+
+/* ---- Autograd ----------------------------------------------------------------------------- */
+
+/* Mark a leaf (a parameter) as needing a gradient. Only f32 tensors can. */
+void kg_set_requires_grad(kg_tensor *t, bool on);
+bool kg_requires_grad(const kg_tensor *t);
+/* The gradient accumulated into a leaf, owned by the leaf (NULL before any backward). */
+kg_tensor *kg_grad(const kg_tensor *t);
+/* Drop a leaf's gradient (the next backward starts from zero). */
+void kg_zero_grad(kg_tensor *t);
+/* Backpropagate from a one-element loss: accumulate d loss / d leaf into every leaf that
+ * requires grad, then free the tape (the recorded nodes) behind loss. */
+bool kg_backward(kg_tensor *loss);
+/* A view of t that shares its storage but is cut from the tape. */
+kg_tensor *kg_detach(kg_tensor *t);
+
+/* ---- Views (share storage with their input) ------------------------------------------------ */
+
+/* reshape copies first when t is not contiguous. One dimension may be -1. */
+kg_tensor *kg_reshape(kg_tensor *t, int ndim, const int64_t *shape);
+kg_tensor *kg_transpose(kg_tensor *t, int axis0, int axis1);
+kg_tensor *kg_permute(kg_tensor *t, const int *axes); /* axes has ndim entries */
+/* Elements [start, start+length) along axis. */
+kg_tensor *kg_slice(kg_tensor *t, int axis, int64_t start, int64_t length);
+/* Broadcast size-1 dimensions (and new leading ones) to shape; stride 0, no copy. */
+kg_tensor *kg_expand(kg_tensor *t, int ndim, const int64_t *shape);
+/* A contiguous copy (t itself is returned when already contiguous). */
+kg_tensor *kg_contiguous(kg_tensor *t);
+/* Convert the storage dtype (f32 <-> f16 / bf16 / i32). Differentiable for float dtypes. */
+kg_tensor *kg_cast(kg_tensor *t, kg_dtype dtype);
+
+/* ---- Elementwise ops (binary ops broadcast as NumPy does) ------------------------------------ */
+
+kg_tensor *kg_add(kg_tensor *a, kg_tensor *b);
+kg_tensor *kg_sub(kg_tensor *a, kg_tensor *b);
+kg_tensor *kg_mul(kg_tensor *a, kg_tensor *b);
+kg_tensor *kg_div(kg_tensor *a, kg_tensor *b);
+kg_tensor *kg_scale(kg_tensor *x, float s);      /* s·x */
+kg_tensor *kg_add_scalar(kg_tensor *x, float c); /* x + c */
+kg_tensor *kg_neg(kg_tensor *x);
+kg_tensor *kg_exp(kg_tensor *x);
+kg_tensor *kg_log(kg_tensor *x);
+kg_tensor *kg_sqrt(kg_tensor *x);
+kg_tensor *kg_rsqrt(kg_tensor *x);
+kg_tensor *kg_tanh(kg_tensor *x);
+kg_tensor *kg_sigmoid(kg_tensor *x);
+kg_tensor *kg_erf(kg_tensor *x);
+kg_tensor *kg_relu(kg_tensor *x);
+kg_tensor *kg_gelu(kg_tensor *x); /* exact: x·Φ(x) with the erf form, as HF's "gelu" */
+kg_tensor *kg_silu(kg_tensor *x);
+/* Not differentiable (their gradient is zero almost everywhere): */
+kg_tensor *kg_step(kg_tensor *x);              /* 1 where x > 0, else 0 */
+kg_tensor *kg_eq(kg_tensor *a, kg_tensor *b);  /* 1 where a == b, else 0 */
+/* x where mask == 0, value where mask != 0; mask (f32 or i32) broadcasts to x. */
+kg_tensor *kg_masked_fill(kg_tensor *x, kg_tensor *mask, float value);
+/* Zero each element with probability p, scale the rest by 1/(1-p). The mask is a pure function
+ * of (seed, element index), so the backward pass and other backends draw the same one. */
+kg_tensor *kg_dropout(kg_tensor *x, float p, uint64_t seed);
+
+/* ---- Reductions over one axis ------------------------------------------------------------- */
+
+kg_tensor *kg_sum(kg_tensor *x, int axis, bool keepdim);
+kg_tensor *kg_mean(kg_tensor *x, int axis, bool keepdim);
+kg_tensor *kg_max(kg_tensor *x, int axis, bool keepdim); /* ties share the gradient */
+kg_tensor *kg_sum_all(kg_tensor *x);                     /* a one-element tensor */
+
+/* ---- Linear algebra ------------------------------------------------------------------------ */
+
+/* a (..., M, K) · b (..., K, N) → (..., M, N); batch dims broadcast. */
+kg_tensor *kg_matmul(kg_tensor *a, kg_tensor *b);
+/* The same with either operand transposed in its last two dims, without a copy. */
+kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b);
+/* Kronecker product of two matrices: (m, n) ⊗ (p, q) → (m·p, n·q), as torch.kron. */
+kg_tensor *kg_kron(kg_tensor *a, kg_tensor *b);
+/* x (..., d_in) · (B1 (d_out, R) · B2 (R, d_in))ᵀ → (..., d_out), never forming B1·B2. */
+kg_tensor *kg_lowrank_linear(kg_tensor *x, kg_tensor *b1, kg_tensor *b2);
+/* x (..., d_in) · (A (dA2, dA1) ⊗ B1 (dB2, R) · B2 (R, dB1))ᵀ → (..., d_out) with
+ * d_in = dA1·dB1 and d_out = dA2·dB2, never forming the d_out × d_in matrix, forward or back. */
+kg_tensor *kg_kron_linear(kg_tensor *x, kg_tensor *a, kg_tensor *b1, kg_tensor *b2);
+
+/* ---- Neural-network ops --------------------------------------------------------------------- */
+
+/* Rows of table (V, C) picked by ids (any shape, i32) → (ids..., C). */
+kg_tensor *kg_embedding(kg_tensor *table, kg_tensor *ids);
+/* The adjoint of kg_embedding: out (rows, C) with src's rows added at ids. */
+kg_tensor *kg_scatter_add_rows(kg_tensor *src, kg_tensor *ids, int64_t rows);
+/* Softmax over the last axis of x + mask (mask may be NULL; it broadcasts to x; -inf masks).
+ * A row masked entirely gives zeros, not NaN. */
+kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask);
+kg_tensor *kg_log_softmax(kg_tensor *x);
+/* Normalize over the last axis (C): (x - mean)/√(var + eps)·weight + bias, with the biased
+ * variance as torch. weight and bias (C) may each be NULL. */
+kg_tensor *kg_layer_norm(kg_tensor *x, kg_tensor *weight, kg_tensor *bias, float eps);
+/* x/√(mean(x²) + eps)·weight, as HF's MistralRMSNorm; weight (C) is required. */
+kg_tensor *kg_rms_norm(kg_tensor *x, kg_tensor *weight, float eps);
+/* Rotary embedding, HF rotate-half convention, on x (..., T, D): the pair (i, i + D/2) at
+ * position pos0 + t is rotated by (pos0 + t) · theta^(-2i/D). */
+kg_tensor *kg_rope(kg_tensor *x, int64_t pos0, float theta);
+/* Mean cross entropy of logits (N, V) against targets (N, i32), skipping ignore_index
+ * (0, with zero gradient, when every target is ignored). */
+kg_tensor *kg_cross_entropy(kg_tensor *logits, kg_tensor *targets, int32_t ignore_index);
+/* One-hot rows (N, V) of targets (N, i32); a row whose target is ignore_index is all zero. */
+kg_tensor *kg_one_hot(kg_tensor *targets, int64_t classes, int32_t ignore_index);
+/* Join up to KG_MAX_INPUTS tensors along axis. */
+kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis);
+
+#define KG_MAX_INPUTS 8
+
+#ifdef __cplusplus
+}
+#endif
+#endif

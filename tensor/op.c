@@ -1,0 +1,174 @@
+/* op.c — running one op: check the inputs, apply the op's shape rule, allocate the output, hand
+ * the kernel to the backend, and record a tape node when a gradient will be needed. Every public
+ * op goes through kg__op, so this is the one place those rules live.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A contiguous copy of t for a kernel that needs one, recorded nowhere. */
+static kg_tensor *contiguous_for_kernel(kg_tensor *t)
+{
+    kg_tensor *c = kg__tensor_alloc(t->ctx, t->dtype, t->ndim, t->shape, true);
+    if (c && !kg__assign(c, t)) {
+        kg_tensor_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static bool wants_grad(const kg_opcall *c)
+{
+    if (c->ctx->no_grad || !kg_op_table[c->op].backward)
+        return false;
+    for (int i = 0; i < c->n_in; i++)
+        if (c->in[i]->requires_grad)
+            return true;
+    return false;
+}
+
+kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p)
+{
+    const kg_op_info *info = &kg_op_table[op];
+    kg_opcall c = {.op = op, .n_in = n_in};
+    if (p)
+        c.p = *p;
+    if (n_in < 1 || n_in > KG_MAX_INPUTS) {
+        if (n_in >= 1 && in[0])
+            kg__fail(in[0]->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected 1 to %d", info->name,
+                     n_in, KG_MAX_INPUTS);
+        return NULL;
+    }
+    for (int i = 0; i < n_in && !c.ctx; i++)
+        if (in[i])
+            c.ctx = in[i]->ctx;
+    if (!c.ctx || c.ctx->status)
+        return NULL;
+    if (info->n_in >= 0 && n_in != info->n_in) {
+        kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d", info->name, n_in,
+                 info->n_in);
+        return NULL;
+    }
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) {
+            kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: input %d is NULL", info->name, i);
+            return NULL;
+        }
+        if (in[i]->ctx != c.ctx) {
+            kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: input %d belongs to another context",
+                     info->name, i);
+            return NULL;
+        }
+        c.in[i] = in[i];
+    }
+    kg_shape s;
+    if (!info->shape(&c, &s))
+        return NULL;
+
+    if (info->flags & KG_OPF_VIEW) {
+        c.out = kg__tensor_view(c.in[0], s.ndim, s.dim, s.stride, s.offset);
+        if (!c.out)
+            return NULL;
+    } else {
+        c.out = kg__tensor_alloc(c.ctx, s.dtype, s.ndim, s.dim, true);
+        if (!c.out)
+            return NULL;
+        kg_opcall k = c; /* the kernel's call: contiguous copies where the kernel needs them */
+        for (int i = 0; i < n_in; i++)
+            if (!(info->flags & KG_OPF_STRIDED) && !kg_tensor_is_contiguous(c.in[i]) &&
+                !(k.in[i] = contiguous_for_kernel(c.in[i])))
+                break;
+        bool ok = !c.ctx->status && c.ctx->be->run(&k);
+        for (int i = 0; i < n_in; i++)
+            if (k.in[i] && k.in[i] != c.in[i])
+                kg_tensor_free(k.in[i]); /* backends keep storage alive while queued */
+        if (!ok) {
+            kg__fail(c.ctx, KG_ERR_DEVICE, "kg_%s: the %s backend failed to run it", info->name,
+                     c.ctx->be->name);
+            kg_tensor_free(c.out);
+            return NULL;
+        }
+    }
+    if (wants_grad(&c)) {
+        kg_node *n = malloc(sizeof *n);
+        if (!n) {
+            kg__fail(c.ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the tape", info->name);
+            kg_tensor_free(c.out);
+            return NULL;
+        }
+        *n = c;
+        c.out->node = n;
+        c.out->requires_grad = true;
+    }
+    return c.out;
+}
+
+bool kg__assign(kg_tensor *dst, kg_tensor *src)
+{
+    kg_opcall c = {.ctx = dst->ctx, .op = KG_OP_CONTIGUOUS, .n_in = 1, .in = {src}, .out = dst};
+    KG_ASSERT(dst->dtype == src->dtype && dst->ndim == src->ndim);
+    if (dst->ctx->status)
+        return false;
+    if (!dst->ctx->be->run(&c))
+        return kg__fail(dst->ctx, KG_ERR_DEVICE, "kg_contiguous: the %s backend failed to copy "
+                        "%s", dst->ctx->be->name, KG_DESC(src));
+    return true;
+}
+
+bool kg__broadcast_shape(const kg_tensor *a, const kg_tensor *b, kg_shape *out)
+{
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    out->ndim = nd;
+    out->dtype = a->dtype;
+    for (int i = 0; i < nd; i++) {
+        int ia = i - (nd - a->ndim), ib = i - (nd - b->ndim);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return false;
+        out->dim[i] = da == 1 ? db : da;
+    }
+    return true;
+}
+
+kg_tensor *kg__sum_to(kg_tensor *g, int ndim, const int64_t *shape)
+{
+    if (!g)
+        return NULL;
+    int lead = g->ndim - ndim;
+    for (int i = 0; i < lead; i++)
+        g = kg_sum(g, 0, false);
+    for (int i = 0; i < ndim && g; i++)
+        if (shape[i] == 1 && g->shape[i] != 1)
+            g = kg_sum(g, i, true);
+    return g;
+}
+
+/* ---- Shape-rule helpers shared by the op files ---------------------------------------------- */
+
+bool kg__want_dtype(const kg_opcall *c, int i, kg_dtype want)
+{
+    if (c->in[i]->dtype == want)
+        return true;
+    return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_%s: input %d is %s; expected %s%s",
+                    kg_op_table[c->op].name, i, KG_DESC(c->in[i]), kg_dtype_name(want),
+                    want == KG_DTYPE_F32 ? " (convert with kg_cast)" : "");
+}
+
+bool kg__same_shape(const kg_tensor *a, const kg_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+void kg__shape_of(const kg_tensor *t, kg_shape *s)
+{
+    s->dtype = t->dtype;
+    s->ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++)
+        s->dim[i] = t->shape[i];
+}

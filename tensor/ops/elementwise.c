@@ -1,0 +1,371 @@
+/* elementwise.c — elementwise ops: broadcasting binary arithmetic, unary math and activations,
+ * masked fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
+ * CPU loops read strided and broadcast (stride 0) inputs directly, so no copies are made.
+ */
+#include "../cpu/cpu.h"
+
+#include <math.h>
+
+/* ---- Strided iteration ---------------------------------------------------------------------- */
+
+/* Output (contiguous) padded to 4 dims, and each input's strides aligned to it (0 where the
+ * input is broadcast). Kernels walk rows of the last dim. */
+typedef struct ew_iter {
+    int64_t dim[4];
+    int64_t st[3][4];
+    const float *src[3];
+    float *dst;
+    const kg_opparams *p;
+    const kg_opcall *c;
+} ew_iter;
+
+static void ew_setup(ew_iter *it, const kg_opcall *c, int n)
+{
+    const kg_tensor *o = c->out;
+    int pad = 4 - o->ndim;
+    for (int d = 0; d < 4; d++)
+        it->dim[d] = d < pad ? 1 : o->shape[d - pad];
+    for (int k = 0; k < n; k++) {
+        const kg_tensor *t = c->in[k];
+        int tp = 4 - t->ndim;
+        for (int d = 0; d < 4; d++)
+            it->st[k][d] = d < tp || t->shape[d - tp] == 1 ? 0 : t->stride[d - tp];
+        it->src[k] = kg_cpu_f32(t);
+    }
+    it->dst = kg_cpu_f32(o);
+    it->p = &c->p;
+    it->c = c;
+}
+
+/* The offset of row r (flat over the first three dims) in input k. */
+static inline int64_t ew_row(const ew_iter *it, int k, int64_t r)
+{
+    int64_t i2 = r % it->dim[2], i1 = (r / it->dim[2]) % it->dim[1];
+    int64_t i0 = r / (it->dim[2] * it->dim[1]);
+    return i0 * it->st[k][0] + i1 * it->st[k][1] + i2 * it->st[k][2];
+}
+
+static int64_t ew_rows(const ew_iter *it) { return it->dim[0] * it->dim[1] * it->dim[2]; }
+
+/* Rows per parallel chunk: about 16K elements each. */
+static int64_t ew_grain(const ew_iter *it) { return 1 + (1 << 14) / (it->dim[3] + 1); }
+
+/* ---- Binary ops ----------------------------------------------------------------------------- */
+
+static float f_add(float a, float b) { return a + b; }
+static float f_sub(float a, float b) { return a - b; }
+static float f_mul(float a, float b) { return a * b; }
+static float f_div(float a, float b) { return a / b; }
+static float f_eq(float a, float b) { return a == b ? 1.0f : 0.0f; }
+
+static float (*const binary_fns[KG_OP_COUNT])(float, float) = {
+    [KG_OP_ADD] = f_add, [KG_OP_SUB] = f_sub, [KG_OP_MUL] = f_mul,
+    [KG_OP_DIV] = f_div, [KG_OP_EQ] = f_eq,
+};
+
+static void binary_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const ew_iter *it = arg;
+    float (*f)(float, float) = binary_fns[it->c->op];
+    int64_t n = it->dim[3], sa = it->st[0][3], sb = it->st[1][3];
+    for (int64_t r = lo; r < hi; r++) {
+        const float *a = it->src[0] + ew_row(it, 0, r), *b = it->src[1] + ew_row(it, 1, r);
+        float *o = it->dst + r * n;
+        if (sa == 1 && sb == 1)
+            for (int64_t j = 0; j < n; j++)
+                o[j] = f(a[j], b[j]);
+        else
+            for (int64_t j = 0; j < n; j++)
+                o[j] = f(a[j * sa], b[j * sb]);
+    }
+}
+
+bool kg__cpu_binary(const kg_opcall *c)
+{
+    ew_iter it;
+    ew_setup(&it, c, 2);
+    kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), binary_rows, &it);
+    return true;
+}
+
+bool kg__shape_binary(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (!kg__broadcast_shape(c->in[0], c->in[1], s))
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: shapes %s and %s do not broadcast",
+                        kg_op_table[c->op].name, KG_DESC(c->in[0]), KG_DESC(c->in[1]));
+    return true;
+}
+
+#define SUM_TO(g, t) kg__sum_to((g), (t)->ndim, (t)->shape)
+
+void kg__backward_add(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = SUM_TO(g, n->in[0]);
+    gin[1] = SUM_TO(g, n->in[1]);
+}
+
+void kg__backward_sub(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = SUM_TO(g, n->in[0]);
+    gin[1] = SUM_TO(kg_neg(g), n->in[1]);
+}
+
+void kg__backward_mul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = SUM_TO(kg_mul(g, n->in[1]), n->in[0]);
+    gin[1] = SUM_TO(kg_mul(g, n->in[0]), n->in[1]);
+}
+
+void kg__backward_div(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    /* y = a / b: dy/da = 1 / b, dy/db = -y / b */
+    gin[0] = SUM_TO(kg_div(g, n->in[1]), n->in[0]);
+    gin[1] = SUM_TO(kg_neg(kg_div(kg_mul(g, n->out), n->in[1])), n->in[1]);
+}
+
+kg_tensor *kg_add(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_ADD, 2, (kg_tensor *[]){a, b}, NULL); }
+kg_tensor *kg_sub(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_SUB, 2, (kg_tensor *[]){a, b}, NULL); }
+kg_tensor *kg_mul(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_MUL, 2, (kg_tensor *[]){a, b}, NULL); }
+kg_tensor *kg_div(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_DIV, 2, (kg_tensor *[]){a, b}, NULL); }
+kg_tensor *kg_eq(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_EQ, 2, (kg_tensor *[]){a, b}, NULL); }
+
+/* ---- Unary ops ------------------------------------------------------------------------------ */
+
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT2PI 0.39894228040143268f
+
+static float f_scale(float x, const kg_opparams *p) { return p->f[0] * x + p->f[1]; }
+static float f_exp(float x, const kg_opparams *p) { (void)p; return expf(x); }
+static float f_log(float x, const kg_opparams *p) { (void)p; return logf(x); }
+static float f_sqrt(float x, const kg_opparams *p) { (void)p; return sqrtf(x); }
+static float f_rsqrt(float x, const kg_opparams *p) { (void)p; return 1.0f / sqrtf(x); }
+static float f_tanh(float x, const kg_opparams *p) { (void)p; return tanhf(x); }
+static float f_sigmoid(float x, const kg_opparams *p) { (void)p; return 1.0f / (1.0f + expf(-x)); }
+static float f_erf(float x, const kg_opparams *p) { (void)p; return erff(x); }
+static float f_relu(float x, const kg_opparams *p) { (void)p; return x > 0.0f ? x : 0.0f; }
+static float f_gelu(float x, const kg_opparams *p) { (void)p; return 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
+static float f_silu(float x, const kg_opparams *p) { (void)p; return x / (1.0f + expf(-x)); }
+static float f_step(float x, const kg_opparams *p) { (void)p; return x > 0.0f ? 1.0f : 0.0f; }
+
+static float (*const unary_fns[KG_OP_COUNT])(float, const kg_opparams *) = {
+    [KG_OP_SCALE] = f_scale, [KG_OP_EXP] = f_exp,   [KG_OP_LOG] = f_log,
+    [KG_OP_SQRT] = f_sqrt,   [KG_OP_RSQRT] = f_rsqrt, [KG_OP_TANH] = f_tanh,
+    [KG_OP_SIGMOID] = f_sigmoid, [KG_OP_ERF] = f_erf, [KG_OP_RELU] = f_relu,
+    [KG_OP_GELU] = f_gelu,   [KG_OP_SILU] = f_silu, [KG_OP_STEP] = f_step,
+};
+
+static void unary_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const ew_iter *it = arg;
+    float (*f)(float, const kg_opparams *) = unary_fns[it->c->op];
+    int64_t n = it->dim[3], sx = it->st[0][3];
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = it->src[0] + ew_row(it, 0, r);
+        float *o = it->dst + r * n;
+        for (int64_t j = 0; j < n; j++)
+            o[j] = f(x[j * sx], it->p);
+    }
+}
+
+bool kg__cpu_unary(const kg_opcall *c)
+{
+    ew_iter it;
+    ew_setup(&it, c, 1);
+    kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), unary_rows, &it);
+    return true;
+}
+
+bool kg__shape_unary(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
+        return false;
+    kg__shape_of(c->in[0], s);
+    return true;
+}
+
+static kg_tensor *unary(kg_op op, kg_tensor *x, float s, float b)
+{
+    kg_opparams p = {.f = {s, b}};
+    return kg__op(op, 1, &x, &p);
+}
+
+kg_tensor *kg_scale(kg_tensor *x, float s) { return unary(KG_OP_SCALE, x, s, 0.0f); }
+kg_tensor *kg_add_scalar(kg_tensor *x, float c) { return unary(KG_OP_SCALE, x, 1.0f, c); }
+kg_tensor *kg_neg(kg_tensor *x) { return unary(KG_OP_SCALE, x, -1.0f, 0.0f); }
+kg_tensor *kg_exp(kg_tensor *x) { return unary(KG_OP_EXP, x, 0, 0); }
+kg_tensor *kg_log(kg_tensor *x) { return unary(KG_OP_LOG, x, 0, 0); }
+kg_tensor *kg_sqrt(kg_tensor *x) { return unary(KG_OP_SQRT, x, 0, 0); }
+kg_tensor *kg_rsqrt(kg_tensor *x) { return unary(KG_OP_RSQRT, x, 0, 0); }
+kg_tensor *kg_tanh(kg_tensor *x) { return unary(KG_OP_TANH, x, 0, 0); }
+kg_tensor *kg_sigmoid(kg_tensor *x) { return unary(KG_OP_SIGMOID, x, 0, 0); }
+kg_tensor *kg_erf(kg_tensor *x) { return unary(KG_OP_ERF, x, 0, 0); }
+kg_tensor *kg_relu(kg_tensor *x) { return unary(KG_OP_RELU, x, 0, 0); }
+kg_tensor *kg_gelu(kg_tensor *x) { return unary(KG_OP_GELU, x, 0, 0); }
+kg_tensor *kg_silu(kg_tensor *x) { return unary(KG_OP_SILU, x, 0, 0); }
+kg_tensor *kg_step(kg_tensor *x) { return unary(KG_OP_STEP, x, 0, 0); }
+
+void kg__backward_scale(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_scale(g, n->p.f[0]);
+}
+
+void kg__backward_exp(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_mul(g, n->out);
+}
+
+void kg__backward_log(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_div(g, n->in[0]);
+}
+
+void kg__backward_sqrt(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_div(kg_scale(g, 0.5f), n->out); /* d√x = 1 / (2√x) */
+}
+
+void kg__backward_rsqrt(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *y = n->out; /* d x^-1/2 = -x^-3/2 / 2 = -y³ / 2 */
+    gin[0] = kg_mul(kg_scale(g, -0.5f), kg_mul(y, kg_mul(y, y)));
+}
+
+void kg__backward_tanh(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *y = n->out; /* 1 - y² */
+    gin[0] = kg_sub(g, kg_mul(g, kg_mul(y, y)));
+}
+
+void kg__backward_sigmoid(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *y = n->out; /* y (1 - y) */
+    gin[0] = kg_mul(kg_mul(g, y), kg_add_scalar(kg_neg(y), 1.0f));
+}
+
+void kg__backward_erf(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *x = n->in[0]; /* 2/√π · exp(-x²) */
+    gin[0] = kg_mul(kg_scale(g, 1.12837916709551257f), kg_exp(kg_neg(kg_mul(x, x))));
+}
+
+void kg__backward_relu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_mul(g, kg_step(n->in[0]));
+}
+
+void kg__backward_gelu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *x = n->in[0]; /* Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(-x²/2)/√(2π) */
+    kg_tensor *cdf = kg_scale(kg_add_scalar(kg_erf(kg_scale(x, INV_SQRT2)), 1.0f), 0.5f);
+    kg_tensor *pdf = kg_scale(kg_exp(kg_scale(kg_mul(x, x), -0.5f)), INV_SQRT2PI);
+    gin[0] = kg_mul(g, kg_add(cdf, kg_mul(x, pdf)));
+}
+
+void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *x = n->in[0], *s = kg_sigmoid(x); /* s · (1 + x (1 - s)) */
+    gin[0] = kg_mul(g, kg_mul(s, kg_add_scalar(kg_mul(x, kg_add_scalar(kg_neg(s), 1.0f)), 1.0f)));
+}
+
+/* ---- Masked fill ---------------------------------------------------------------------------- */
+
+static void masked_fill_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const ew_iter *it = arg;
+    bool int_mask = it->c->in[1]->dtype == KG_DTYPE_I32;
+    int64_t n = it->dim[3], sx = it->st[0][3], sm = it->st[1][3];
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = it->src[0] + ew_row(it, 0, r);
+        const void *m = (const char *)it->src[1] + 4 * ew_row(it, 1, r);
+        float *o = it->dst + r * n;
+        for (int64_t j = 0; j < n; j++) {
+            bool hit = int_mask ? ((const int32_t *)m)[j * sm] != 0
+                                : ((const float *)m)[j * sm] != 0.0f;
+            o[j] = hit ? it->p->f[0] : x[j * sx];
+        }
+    }
+}
+
+bool kg__cpu_masked_fill(const kg_opcall *c)
+{
+    ew_iter it;
+    ew_setup(&it, c, 2); /* the mask pointer is read as raw 4-byte elements */
+    it.src[1] = (const float *)kg_cpu_raw(c->in[1]);
+    kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), masked_fill_rows, &it);
+    return true;
+}
+
+bool kg__shape_masked_fill(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *m = c->in[1];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
+        return false;
+    if (m->dtype != KG_DTYPE_F32 && m->dtype != KG_DTYPE_I32)
+        return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_masked_fill: mask is %s; expected f32 or i32",
+                        KG_DESC(m));
+    bool fits = kg__broadcast_shape(x, m, s) && s->ndim == x->ndim;
+    for (int i = 0; fits && i < x->ndim; i++)
+        fits = s->dim[i] == x->shape[i];
+    if (!fits)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_masked_fill: mask %s does not broadcast to "
+                        "x %s", KG_DESC(m), KG_DESC(x));
+    s->dtype = KG_DTYPE_F32;
+    return true;
+}
+
+void kg__backward_masked_fill(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_masked_fill(g, n->in[1], 0.0f);
+}
+
+kg_tensor *kg_masked_fill(kg_tensor *x, kg_tensor *mask, float value)
+{
+    kg_opparams p = {.f = {value}};
+    return kg__op(KG_OP_MASKED_FILL, 2, (kg_tensor *[]){x, mask}, &p);
+}
+
+/* ---- Dropout -------------------------------------------------------------------------------- */
+
+static void dropout_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const ew_iter *it = arg;
+    float p = it->p->f[0], keep_scale = 1.0f / (1.0f - p);
+    int64_t n = it->dim[3], sx = it->st[0][3];
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = it->src[0] + ew_row(it, 0, r);
+        float *o = it->dst + r * n;
+        for (int64_t j = 0; j < n; j++) {
+            bool keep = kg__uniform01(it->p->seed, (uint64_t)(r * n + j)) >= p;
+            o[j] = keep ? x[j * sx] * keep_scale : 0.0f;
+        }
+    }
+}
+
+bool kg__cpu_dropout(const kg_opcall *c)
+{
+    ew_iter it;
+    ew_setup(&it, c, 1);
+    kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), dropout_rows, &it);
+    return true;
+}
+
+bool kg__shape_dropout(const kg_opcall *c, kg_shape *s)
+{
+    if (!(c->p.f[0] >= 0.0f && c->p.f[0] < 1.0f))
+        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_dropout: p = %g; expected 0 <= p < 1",
+                        (double)c->p.f[0]);
+    return kg__shape_unary(c, s);
+}
+
+void kg__backward_dropout(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_dropout(g, n->p.f[0], n->p.seed); /* the same mask, by the same seed */
+}
+
+kg_tensor *kg_dropout(kg_tensor *x, float p, uint64_t seed)
+{
+    kg_opparams pp = {.f = {p}, .seed = seed};
+    return kg__op(KG_OP_DROPOUT, 1, &x, &pp);
+}

@@ -1,0 +1,316 @@
+/* linalg.c — batched matmul and the structured ops that make Kron-LoRA cheap: kron (the
+ * materialized Kronecker product), lowrank_linear (x·(B1·B2)ᵀ) and kron_linear
+ * (x·(A ⊗ B1·B2)ᵀ). The last two never form their d_out × d_in matrix, forward or backward
+ * (REFERENCE.md §1.4 derives the contractions).
+ */
+#include "../cpu/cpu.h"
+
+
+/* ---- matmul: p.i[0] trans_a, p.i[1] trans_b ------------------------------------------------ */
+
+/* The last two dims of t as (rows, cols) of op(t). */
+static void mat_dims(const kg_tensor *t, bool trans, int64_t *rows, int64_t *cols)
+{
+    int64_t r = t->shape[t->ndim - 2], c = t->shape[t->ndim - 1];
+    *rows = trans ? c : r;
+    *cols = trans ? r : c;
+}
+
+bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *a = c->in[0], *b = c->in[1];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (a->ndim < 2 || b->ndim < 2)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s and %s; expected at least 2 "
+                        "dimensions each", KG_DESC(a), KG_DESC(b));
+    int64_t m, ka, kb, n;
+    mat_dims(a, c->p.i[0], &m, &ka);
+    mat_dims(b, c->p.i[1], &kb, &n);
+    /* Batch dims broadcast: compare shapes with the matrix dims set to 1. */
+    kg_tensor ba = *a, bb = *b;
+    ba.shape[a->ndim - 2] = ba.shape[a->ndim - 1] = 1;
+    bb.shape[b->ndim - 2] = bb.shape[b->ndim - 1] = 1;
+    if (ka != kb || !kg__broadcast_shape(&ba, &bb, s))
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s%s times %s%s; expected inner "
+                        "dimensions to agree and batch dimensions to broadcast", KG_DESC(a),
+                        c->p.i[0] ? "ᵀ" : "", KG_DESC(b), c->p.i[1] ? "ᵀ" : "");
+    s->dim[s->ndim - 2] = m;
+    s->dim[s->ndim - 1] = n;
+    return true;
+}
+
+/* Offset of batch index `bi` (flat over out's batch dims) in a contiguous t, broadcasting. */
+static int64_t batch_offset(const kg_tensor *t, const kg_tensor *out, int64_t bi)
+{
+    int64_t off = 0, mat = t->shape[t->ndim - 1] * t->shape[t->ndim - 2], stride = mat;
+    for (int d = out->ndim - 3, k = t->ndim - 3; d >= 0; d--, k--) {
+        int64_t idx = bi % out->shape[d];
+        bi /= out->shape[d];
+        if (k >= 0) {
+            if (t->shape[k] != 1)
+                off += idx * stride;
+            stride *= t->shape[k];
+        }
+    }
+    return off;
+}
+
+bool kg__cpu_matmul(const kg_opcall *c)
+{
+    const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
+    bool ta = c->p.i[0], tb = c->p.i[1];
+    int64_t m, k, n, batch = 1;
+    for (int d = 0; d < o->ndim - 2; d++)
+        batch *= o->shape[d];
+    mat_dims(a, ta, &m, &k);
+    mat_dims(b, tb, &k, &n);
+    if (m == 0 || n == 0)
+        return true;
+    int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
+    const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
+    float *C = kg_cpu_f32(o);
+    /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
+    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k) {
+        kg_cpu_sgemm(false, tb, batch * m, n, k, 1.0f, A, lda, B, ldb, 0.0f, C, n);
+        return true;
+    }
+    for (int64_t bi = 0; bi < batch; bi++)
+        kg_cpu_sgemm(ta, tb, m, n, k, 1.0f, A + batch_offset(a, o, bi), lda,
+                     B + batch_offset(b, o, bi), ldb, 0.0f, C + bi * m * n, n);
+    return true;
+}
+
+void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *a = n->in[0], *b = n->in[1];
+    bool ta = n->p.i[0], tb = n->p.i[1];
+    kg_tensor *da, *db;
+    /* C = op(A)·op(B); dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where needed. */
+    if (!ta && !tb) {
+        da = kg_matmul_t(g, b, false, true);
+        db = kg_matmul_t(a, g, true, false);
+    } else if (ta && !tb) {
+        da = kg_matmul_t(b, g, false, true);
+        db = kg_matmul_t(a, g, false, false);
+    } else if (!ta && tb) {
+        da = kg_matmul_t(g, b, false, false);
+        db = kg_matmul_t(g, a, true, false);
+    } else {
+        da = kg_matmul_t(b, g, true, true);
+        db = kg_matmul_t(g, a, true, true);
+    }
+    gin[0] = kg__sum_to(da, a->ndim, a->shape);
+    gin[1] = kg__sum_to(db, b->ndim, b->shape);
+}
+
+kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b)
+{
+    kg_opparams p = {.i = {trans_a, trans_b}};
+    return kg__op(KG_OP_MATMUL, 2, (kg_tensor *[]){a, b}, &p);
+}
+
+kg_tensor *kg_matmul(kg_tensor *a, kg_tensor *b) { return kg_matmul_t(a, b, false, false); }
+
+/* ---- kron: (m, n) ⊗ (p, q) → (m·p, n·q), out[i·p + k, j·q + l] = a[i, j] · b[k, l] ---------- */
+
+static bool want_matrices(const kg_opcall *c, int first, int count)
+{
+    for (int i = first; i < first + count; i++) {
+        if (!kg__want_dtype(c, i, KG_DTYPE_F32))
+            return false;
+        if (c->in[i]->ndim != 2)
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: input %d is %s; expected a matrix",
+                            kg_op_table[c->op].name, i, KG_DESC(c->in[i]));
+    }
+    return true;
+}
+
+bool kg__shape_kron(const kg_opcall *c, kg_shape *s)
+{
+    if (!want_matrices(c, 0, 2))
+        return false;
+    const kg_tensor *a = c->in[0], *b = c->in[1];
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2,
+                    .dim = {a->shape[0] * b->shape[0], a->shape[1] * b->shape[1]}};
+    return true;
+}
+
+bool kg__cpu_kron(const kg_opcall *c)
+{
+    const kg_tensor *a = c->in[0], *b = c->in[1];
+    int64_t m = a->shape[0], n = a->shape[1], p = b->shape[0], q = b->shape[1];
+    const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
+    float *O = kg_cpu_f32(c->out);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t k = 0; k < p; k++)
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t l = 0; l < q; l++)
+                    O[(i * p + k) * (n * q) + j * q + l] = A[i * n + j] * B[k * q + l];
+    return true;
+}
+
+void kg__backward_kron(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *a = nd->in[0], *b = nd->in[1];
+    int64_t m = a->shape[0], n = a->shape[1], p = b->shape[0], q = b->shape[1];
+    /* Regroup G (m·p, n·q) as Gr (m·n, p·q) with Gr[(i,j), (k,l)] = G[i·p+k, j·q+l]; then
+     * dA = Gr·vec(B) and dB = Grᵀ·vec(A). */
+    kg_tensor *g4 = kg_reshape(g, 4, (int64_t[]){m, p, n, q});
+    kg_tensor *gr = kg_reshape(kg_permute(g4, (int[]){0, 2, 1, 3}), 2, (int64_t[]){m * n, p * q});
+    kg_tensor *vb = kg_reshape(b, 2, (int64_t[]){p * q, 1});
+    kg_tensor *va = kg_reshape(a, 2, (int64_t[]){m * n, 1});
+    gin[0] = kg_reshape(kg_matmul(gr, vb), 2, a->shape);
+    gin[1] = kg_reshape(kg_matmul_t(gr, va, true, false), 2, b->shape);
+}
+
+kg_tensor *kg_kron(kg_tensor *a, kg_tensor *b)
+{
+    return kg__op(KG_OP_KRON, 2, (kg_tensor *[]){a, b}, NULL);
+}
+
+/* The (N, d_in) matrix behind x (..., d_in), as kernels see it. */
+static int64_t rows_of(const kg_tensor *x)
+{
+    int64_t d = x->shape[x->ndim - 1];
+    return d ? kg_tensor_numel(x) / d : 0;
+}
+
+static kg_tensor *as_rows(kg_tensor *x, int64_t cols)
+{
+    return kg_reshape(x, 2, (int64_t[]){-1, cols});
+}
+
+/* ---- lowrank_linear: x (N, d_in), B1 (d_out, R), B2 (R, d_in) → x·B2ᵀ·B1ᵀ (N, d_out) ------ */
+
+bool kg__shape_lowrank_linear(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *b1 = c->in[1], *b2 = c->in[2];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !want_matrices(c, 1, 2))
+        return false;
+    if (x->ndim < 1 || b1->shape[1] != b2->shape[0] || x->shape[x->ndim - 1] != b2->shape[1])
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_lowrank_linear: x %s, B1 %s, B2 %s; expected "
+                        "x (..., d_in), B1 (d_out, R), B2 (R, d_in)", KG_DESC(x), KG_DESC(b1),
+                        KG_DESC(b2));
+    kg__shape_of(x, s);
+    s->dim[s->ndim - 1] = b1->shape[0];
+    return true;
+}
+
+bool kg__cpu_lowrank_linear(const kg_opcall *c)
+{
+    const kg_tensor *x = c->in[0], *b1 = c->in[1], *b2 = c->in[2];
+    int64_t n = rows_of(x), din = b2->shape[1], r = b2->shape[0], dout = b1->shape[0];
+    float *t = kg_cpu_scratch(c, sizeof(float) * (size_t)(n * r)); /* (N, R): the only one */
+    if (!t)
+        return false;
+    kg_cpu_sgemm(false, true, n, r, din, 1.0f, kg_cpu_f32(x), din, kg_cpu_f32(b2), din, 0.0f,
+                 t, r);
+    kg_cpu_sgemm(false, true, n, dout, r, 1.0f, t, r, kg_cpu_f32(b1), r, 0.0f,
+                 kg_cpu_f32(c->out), dout);
+    kg_cpu_scratch_free(c, t, sizeof(float) * (size_t)(n * r));
+    return true;
+}
+
+void kg__backward_lowrank_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *x = nd->in[0], *b1 = nd->in[1], *b2 = nd->in[2];
+    kg_tensor *x2 = as_rows(x, b2->shape[1]), *g2 = as_rows(g, b1->shape[0]);
+    kg_tensor *t = kg_matmul_t(x2, b2, false, true); /* (N, R) */
+    kg_tensor *u = kg_matmul(g2, b1);                /* (N, R) */
+    gin[0] = kg_reshape(kg_matmul(u, b2), x->ndim, x->shape);
+    gin[1] = kg_matmul_t(g2, t, true, false); /* (d_out, R) */
+    gin[2] = kg_matmul_t(u, x2, true, false); /* (R, d_in) */
+}
+
+kg_tensor *kg_lowrank_linear(kg_tensor *x, kg_tensor *b1, kg_tensor *b2)
+{
+    return kg__op(KG_OP_LOWRANK_LINEAR, 3, (kg_tensor *[]){x, b1, b2}, NULL);
+}
+
+/* ---- kron_linear: x (N, dA1·dB1), A (dA2, dA1), B1 (dB2, R), B2 (R, dB1) --------------------
+ * Per token, X = x as (dA1, dB1) and Y = A·X·B2ᵀ·B1ᵀ (dA2, dB2), y = Y flattened:
+ *   T1 = X·B2ᵀ (one GEMM over all N·dA1 rows), T2 = A·T1 (tiny, per token),
+ *   Y = T2·B1ᵀ (one GEMM over all N·dA2 rows). */
+
+bool kg__shape_kron_linear(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *a = c->in[1], *b1 = c->in[2], *b2 = c->in[3];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !want_matrices(c, 1, 3))
+        return false;
+    if (x->ndim < 1 || b1->shape[1] != b2->shape[0] ||
+        x->shape[x->ndim - 1] != a->shape[1] * b2->shape[1])
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_kron_linear: x %s, A %s, B1 %s, B2 %s; "
+                        "expected x (..., dA1·dB1), A (dA2, dA1), B1 (dB2, R), B2 (R, dB1)",
+                        KG_DESC(x), KG_DESC(a), KG_DESC(b1), KG_DESC(b2));
+    kg__shape_of(x, s);
+    s->dim[s->ndim - 1] = a->shape[0] * b1->shape[0];
+    return true;
+}
+
+typedef struct mix_job {
+    const float *A, *t1;
+    float *t2;
+    int64_t da2, da1, r;
+} mix_job;
+
+/* T2[n] = A · T1[n] for tokens [lo, hi). */
+static void mix_tokens(void *arg, int64_t lo, int64_t hi)
+{
+    const mix_job *j = arg;
+    for (int64_t n = lo; n < hi; n++) {
+        const float *t1 = j->t1 + n * j->da1 * j->r;
+        float *t2 = j->t2 + n * j->da2 * j->r;
+        for (int64_t i = 0; i < j->da2; i++)
+            for (int64_t q = 0; q < j->r; q++) {
+                float acc = 0.0f;
+                for (int64_t k = 0; k < j->da1; k++)
+                    acc += j->A[i * j->da1 + k] * t1[k * j->r + q];
+                t2[i * j->r + q] = acc;
+            }
+    }
+}
+
+bool kg__cpu_kron_linear(const kg_opcall *c)
+{
+    const kg_tensor *x = c->in[0], *a = c->in[1], *b1 = c->in[2], *b2 = c->in[3];
+    int64_t n = rows_of(x), da2 = a->shape[0], da1 = a->shape[1];
+    int64_t db2 = b1->shape[0], r = b1->shape[1], db1 = b2->shape[1];
+    size_t bytes = sizeof(float) * (size_t)(n * (da1 + da2) * r);
+    float *t1 = kg_cpu_scratch(c, bytes); /* T1 (N·dA1, R) and T2 (N·dA2, R) */
+    if (!t1)
+        return false;
+    float *t2 = t1 + n * da1 * r;
+    kg_cpu_sgemm(false, true, n * da1, r, db1, 1.0f, kg_cpu_f32(x), db1, kg_cpu_f32(b2), db1,
+                 0.0f, t1, r);
+    mix_job j = {kg_cpu_f32(a), t1, t2, da2, da1, r};
+    kg_cpu_parallel_for(n, 1 + 4096 / (da1 * da2 * r + 1), mix_tokens, &j);
+    kg_cpu_sgemm(false, true, n * da2, db2, r, 1.0f, t2, r, kg_cpu_f32(b1), r, 0.0f,
+                 kg_cpu_f32(c->out), db2);
+    kg_cpu_scratch_free(c, t1, bytes);
+    return true;
+}
+
+void kg__backward_kron_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    /* With G = dL/dY per token (REFERENCE.md §1.4): U = G·B1, dB1 = Σ Gᵀ·T2, dA = Σ U·T1ᵀ,
+     * V = Aᵀ·U, dB2 = Σ Vᵀ·X, dX = V·B2. Every operand is at most (N·dA, max(R, dB)). */
+    kg_tensor *x = nd->in[0], *a = nd->in[1], *b1 = nd->in[2], *b2 = nd->in[3];
+    int64_t da2 = a->shape[0], da1 = a->shape[1], db2 = b1->shape[0], r = b1->shape[1];
+    int64_t db1 = b2->shape[1];
+    kg_tensor *x3 = as_rows(x, db1);                                   /* (N·dA1, dB1) */
+    kg_tensor *t1 = kg_reshape(kg_matmul_t(x3, b2, false, true), 3, (int64_t[]){-1, da1, r});
+    kg_tensor *t2 = kg_matmul(a, t1);                                  /* (N, dA2, R) */
+    kg_tensor *g3 = kg_reshape(g, 3, (int64_t[]){-1, da2, db2});
+    kg_tensor *u = kg_matmul(g3, b1);                                  /* (N, dA2, R) */
+    kg_tensor *v = as_rows(kg_matmul_t(a, u, true, false), r);         /* (N·dA1, R) */
+    gin[0] = kg_reshape(kg_matmul(v, b2), x->ndim, x->shape);
+    gin[1] = kg_sum(kg_matmul_t(u, t1, false, true), 0, false);        /* (dA2, dA1) */
+    gin[2] = kg_matmul_t(as_rows(g3, db2), as_rows(t2, r), true, false); /* (dB2, R) */
+    gin[3] = kg_matmul_t(v, x3, true, false);                          /* (R, dB1) */
+}
+
+kg_tensor *kg_kron_linear(kg_tensor *x, kg_tensor *a, kg_tensor *b1, kg_tensor *b2)
+{
+    return kg__op(KG_OP_KRON_LINEAR, 4, (kg_tensor *[]){x, a, b1, b2}, NULL);
+}

@@ -1,0 +1,490 @@
+/* nn.c — the ops transformers are made of: embedding and its adjoint, softmax, log-softmax,
+ * layer norm, RMS norm, rotary embedding, cross entropy, one-hot and concat. Kernels work on rows
+ * of the last axis (C), which the dispatcher has made contiguous.
+ */
+#include "../cpu/cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+static int64_t last_dim(const kg_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+static int64_t row_count(const kg_tensor *t)
+{
+    int64_t c = last_dim(t);
+    return c ? kg_tensor_numel(t) / c : 0;
+}
+
+static bool check_ids(const kg_opcall *c, const int32_t *ids, int64_t n, int64_t limit)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= limit)
+            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_%s: id %d at position %lld is outside "
+                            "[0, %lld)", kg_op_table[c->op].name, ids[i], (long long)i,
+                            (long long)limit);
+    return true;
+}
+
+/* ---- embedding: table (V, C), ids (...) i32 → (..., C) ------------------------------------- */
+
+bool kg__shape_embedding(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *tab = c->in[0], *ids = c->in[1];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
+        return false;
+    if (tab->ndim != 2 || ids->ndim >= KG_MAX_DIMS)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_embedding: table %s, ids %s; expected a "
+                        "(V, C) table and ids of at most %d dimensions", KG_DESC(tab),
+                        KG_DESC(ids), KG_MAX_DIMS - 1);
+    kg__shape_of(ids, s);
+    s->dtype = KG_DTYPE_F32;
+    s->dim[s->ndim++] = tab->shape[1];
+    return true;
+}
+
+bool kg__cpu_embedding(const kg_opcall *c)
+{
+    const kg_tensor *tab = c->in[0];
+    const int32_t *ids = kg_cpu_i32(c->in[1]);
+    int64_t n = kg_tensor_numel(c->in[1]), C = tab->shape[1];
+    if (!check_ids(c, ids, n, tab->shape[0]))
+        return false;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(kg_cpu_f32(c->out) + i * C, kg_cpu_f32(tab) + ids[i] * C, sizeof(float) * (size_t)C);
+    return true;
+}
+
+void kg__backward_embedding(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *tab = nd->in[0];
+    gin[0] = kg_scatter_add_rows(g, nd->in[1], tab->shape[0]);
+}
+
+kg_tensor *kg_embedding(kg_tensor *table, kg_tensor *ids)
+{
+    return kg__op(KG_OP_EMBEDDING, 2, (kg_tensor *[]){table, ids}, NULL);
+}
+
+/* ---- scatter_add_rows: src (..., C), ids (...) i32, p.i[0] rows → (rows, C) --------------- */
+
+bool kg__shape_scatter_add_rows(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *src = c->in[0], *ids = c->in[1];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
+        return false;
+    if (src->ndim < 1 || row_count(src) != kg_tensor_numel(ids) || c->p.i[0] < 0)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_scatter_add_rows: src %s, ids %s, %lld rows; "
+                        "expected one id per row of src", KG_DESC(src), KG_DESC(ids),
+                        (long long)c->p.i[0]);
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2, .dim = {c->p.i[0], last_dim(src)}};
+    return true;
+}
+
+bool kg__cpu_scatter_add_rows(const kg_opcall *c)
+{
+    const int32_t *ids = kg_cpu_i32(c->in[1]);
+    int64_t n = kg_tensor_numel(c->in[1]), C = c->out->shape[1];
+    const float *src = kg_cpu_f32(c->in[0]);
+    float *out = kg_cpu_f32(c->out);
+    if (!check_ids(c, ids, n, c->out->shape[0]))
+        return false;
+    memset(out, 0, sizeof(float) * (size_t)kg_tensor_numel(c->out));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < C; j++)
+            out[ids[i] * C + j] += src[i * C + j];
+    return true;
+}
+
+void kg__backward_scatter_add_rows(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *src = nd->in[0];
+    gin[0] = kg_reshape(kg_embedding(g, nd->in[1]), src->ndim, src->shape);
+}
+
+kg_tensor *kg_scatter_add_rows(kg_tensor *src, kg_tensor *ids, int64_t rows)
+{
+    kg_opparams p = {.i = {rows}};
+    return kg__op(KG_OP_SCATTER_ADD_ROWS, 2, (kg_tensor *[]){src, ids}, &p);
+}
+
+/* ---- softmax and log_softmax over the last axis -------------------------------------------- */
+
+typedef struct rows_job {
+    const kg_opcall *c;
+    int64_t C;
+} rows_job;
+
+static void softmax_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const rows_job *j = arg;
+    bool log_form = j->c->op == KG_OP_LOG_SOFTMAX;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = kg_cpu_f32(j->c->in[0]) + r * j->C;
+        float *y = kg_cpu_f32(j->c->out) + r * j->C;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < j->C; k++)
+            mx = x[k] > mx ? x[k] : mx;
+        if (mx == -INFINITY) { /* every entry masked */
+            for (int64_t k = 0; k < j->C; k++)
+                y[k] = log_form ? -INFINITY : 0.0f;
+            continue;
+        }
+        double sum = 0.0;
+        for (int64_t k = 0; k < j->C; k++)
+            sum += expf(x[k] - mx);
+        float lse = (float)log(sum), inv = (float)(1.0 / sum);
+        for (int64_t k = 0; k < j->C; k++)
+            y[k] = log_form ? x[k] - mx - lse : expf(x[k] - mx) * inv;
+    }
+}
+
+bool kg__cpu_softmax(const kg_opcall *c)
+{
+    rows_job j = {c, last_dim(c->in[0])};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), softmax_rows, &j);
+    return true;
+}
+
+void kg__backward_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *y = nd->out; /* dx = y ⊙ (g - Σ g⊙y) */
+    gin[0] = kg_mul(y, kg_sub(g, kg_sum(kg_mul(g, y), -1, true)));
+}
+
+void kg__backward_log_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *y = nd->out; /* dx = g - softmax ⊙ Σ g */
+    gin[0] = kg_sub(g, kg_mul(kg_exp(y), kg_sum(g, -1, true)));
+}
+
+kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask)
+{
+    if (mask)
+        x = kg_add(x, mask); /* the mask is a constant: its gradient is never asked for */
+    return kg__op(KG_OP_SOFTMAX, 1, &x, NULL);
+}
+
+kg_tensor *kg_log_softmax(kg_tensor *x) { return kg__op(KG_OP_LOG_SOFTMAX, 1, &x, NULL); }
+
+/* ---- layer_norm and rms_norm: inputs x, then weight if p.i[0], then bias if p.i[1] ---------- */
+
+bool kg__shape_norm(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    int want = 1 + (int)c->p.i[0] + (int)c->p.i[1];
+    if (c->n_in != want)
+        return kg__fail(c->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d",
+                        kg_op_table[c->op].name, c->n_in, want);
+    for (int i = 0; i < c->n_in; i++) {
+        if (!kg__want_dtype(c, i, KG_DTYPE_F32))
+            return false;
+        if (i > 0 && (c->in[i]->ndim != 1 || c->in[i]->shape[0] != last_dim(x)))
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: %s is %s; expected (%lld) for x %s",
+                            kg_op_table[c->op].name, i == 1 && c->p.i[0] ? "weight" : "bias",
+                            KG_DESC(c->in[i]), (long long)last_dim(x), KG_DESC(x));
+    }
+    if (x->ndim < 1)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: x is a scalar", kg_op_table[c->op].name);
+    kg__shape_of(x, s);
+    return true;
+}
+
+static void norm_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const rows_job *j = arg;
+    const kg_opcall *c = j->c;
+    bool rms = c->op == KG_OP_RMS_NORM;
+    const float *w = c->p.i[0] ? kg_cpu_f32(c->in[1]) : NULL;
+    const float *b = c->p.i[1] ? kg_cpu_f32(c->in[1 + c->p.i[0]]) : NULL;
+    float eps = c->p.f[0];
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
+        float *y = kg_cpu_f32(c->out) + r * j->C;
+        double mean = 0.0, var = 0.0;
+        if (!rms) {
+            for (int64_t k = 0; k < j->C; k++)
+                mean += x[k];
+            mean /= (double)j->C;
+        }
+        for (int64_t k = 0; k < j->C; k++)
+            var += (x[k] - mean) * (x[k] - mean);
+        float rstd = (float)(1.0 / sqrt(var / (double)j->C + eps));
+        for (int64_t k = 0; k < j->C; k++) {
+            float v = (float)(x[k] - mean) * rstd;
+            y[k] = v * (w ? w[k] : 1.0f) + (b ? b[k] : 0.0f);
+        }
+    }
+}
+
+bool kg__cpu_norm(const kg_opcall *c)
+{
+    rows_job j = {c, last_dim(c->in[0])};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), norm_rows, &j);
+    return true;
+}
+
+void kg__backward_norm(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    /* x̂ = (x - μ)·r with r = 1/√(var + eps) (μ = 0 for RMS norm), y = x̂·w + b:
+     * dx = r·(g·w - mean(g·w) - x̂·mean(g·w·x̂)), the mean(g·w) term only for layer norm;
+     * dw = Σ g·x̂, db = Σ g over all rows. */
+    kg_tensor *x = nd->in[0];
+    bool rms = nd->op == KG_OP_RMS_NORM, has_w = nd->p.i[0], has_b = nd->p.i[1];
+    kg_tensor *xc = rms ? x : kg_sub(x, kg_mean(x, -1, true));
+    kg_tensor *r = kg_rsqrt(kg_add_scalar(kg_mean(kg_mul(xc, xc), -1, true), nd->p.f[0]));
+    kg_tensor *xhat = kg_mul(xc, r);
+    kg_tensor *gw = has_w ? kg_mul(g, nd->in[1]) : g;
+    kg_tensor *inner = kg_mul(xhat, kg_mean(kg_mul(gw, xhat), -1, true));
+    if (!rms)
+        inner = kg_add(inner, kg_mean(gw, -1, true));
+    gin[0] = kg_mul(r, kg_sub(gw, inner));
+    int64_t C = last_dim(x);
+    if (has_w)
+        gin[1] = kg__sum_to(kg_mul(g, xhat), 1, &C);
+    if (has_b)
+        gin[1 + has_w] = kg__sum_to(g, 1, &C);
+}
+
+kg_tensor *kg_layer_norm(kg_tensor *x, kg_tensor *weight, kg_tensor *bias, float eps)
+{
+    kg_tensor *in[3] = {x};
+    int n = 1;
+    if (weight)
+        in[n++] = weight;
+    if (bias)
+        in[n++] = bias;
+    kg_opparams p = {.i = {weight != NULL, bias != NULL}, .f = {eps}};
+    return kg__op(KG_OP_LAYER_NORM, n, in, &p);
+}
+
+kg_tensor *kg_rms_norm(kg_tensor *x, kg_tensor *weight, float eps)
+{
+    kg_opparams p = {.i = {1, 0}, .f = {eps}};
+    return kg__op(KG_OP_RMS_NORM, 2, (kg_tensor *[]){x, weight}, &p);
+}
+
+/* ---- rope: x (..., T, D); p.i[0] first position, p.i[1] 1 for the inverse rotation, p.f[0] θ */
+
+bool kg__shape_rope(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
+        return false;
+    if (x->ndim < 2 || last_dim(x) % 2 != 0)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_rope: x is %s; expected (..., T, D) with D "
+                        "even", KG_DESC(x));
+    if (c->p.i[0] < 0 || !(c->p.f[0] > 0.0f))
+        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_rope: position %lld, theta %g; expected a "
+                        "position >= 0 and theta > 0", (long long)c->p.i[0], (double)c->p.f[0]);
+    kg__shape_of(x, s);
+    return true;
+}
+
+static void rope_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const rows_job *j = arg;
+    const kg_opcall *c = j->c;
+    int64_t T = c->in[0]->shape[c->in[0]->ndim - 2], half = j->C / 2;
+    float sign = c->p.i[1] ? -1.0f : 1.0f;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
+        float *y = kg_cpu_f32(c->out) + r * j->C;
+        float pos = (float)(c->p.i[0] + r % T);
+        for (int64_t i = 0; i < half; i++) {
+            /* As HF: inv_freq = 1 / θ^(2i/D) and the angle in f32. */
+            float inv_freq = 1.0f / powf(c->p.f[0], (float)(2 * i) / (float)j->C);
+            float ang = pos * inv_freq, cs = cosf(ang), sn = sign * sinf(ang);
+            float x1 = x[i], x2 = x[i + half];
+            y[i] = x1 * cs - x2 * sn;
+            y[i + half] = x2 * cs + x1 * sn;
+        }
+    }
+}
+
+bool kg__cpu_rope(const kg_opcall *c)
+{
+    rows_job j = {c, last_dim(c->in[0])};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), rope_rows, &j);
+    return true;
+}
+
+void kg__backward_rope(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    /* A rotation's transpose is the rotation by the opposite angle. */
+    kg_opparams p = nd->p;
+    p.i[1] = !p.i[1];
+    gin[0] = kg__op(KG_OP_ROPE, 1, &g, &p);
+}
+
+kg_tensor *kg_rope(kg_tensor *x, int64_t pos0, float theta)
+{
+    kg_opparams p = {.i = {pos0, 0}, .f = {theta}};
+    return kg__op(KG_OP_ROPE, 1, &x, &p);
+}
+
+/* ---- one_hot and cross_entropy: p.i[0] classes (one_hot), p.i[1] ignore_index --------------- */
+
+bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *t = c->in[0];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_I32))
+        return false;
+    if (t->ndim >= KG_MAX_DIMS || c->p.i[0] < 1)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_one_hot: targets %s, %lld classes; expected "
+                        "fewer than %d dimensions and at least one class", KG_DESC(t),
+                        (long long)c->p.i[0], KG_MAX_DIMS);
+    kg__shape_of(t, s);
+    s->dtype = KG_DTYPE_F32;
+    s->dim[s->ndim++] = c->p.i[0];
+    return true;
+}
+
+/* Targets must be a class or the ignore index. */
+static bool check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] != (int32_t)c->p.i[1] && (t[i] < 0 || t[i] >= classes))
+            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_%s: target %d at position %lld is "
+                            "outside [0, %lld) and is not the ignore index %lld",
+                            kg_op_table[c->op].name, t[i], (long long)i, (long long)classes,
+                            (long long)c->p.i[1]);
+    return true;
+}
+
+bool kg__cpu_one_hot(const kg_opcall *c)
+{
+    const int32_t *t = kg_cpu_i32(c->in[0]);
+    int64_t n = kg_tensor_numel(c->in[0]), V = c->p.i[0];
+    float *o = kg_cpu_f32(c->out);
+    if (!check_targets(c, t, n, V))
+        return false;
+    memset(o, 0, sizeof(float) * (size_t)(n * V));
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] != (int32_t)c->p.i[1])
+            o[i * V + t[i]] = 1.0f;
+    return true;
+}
+
+kg_tensor *kg_one_hot(kg_tensor *targets, int64_t classes, int32_t ignore_index)
+{
+    kg_opparams p = {.i = {classes, ignore_index}};
+    return kg__op(KG_OP_ONE_HOT, 1, &targets, &p);
+}
+
+bool kg__shape_cross_entropy(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *t = c->in[1];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
+        return false;
+    if (x->ndim != 2 || t->ndim != 1 || t->shape[0] != x->shape[0])
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_cross_entropy: logits %s, targets %s; "
+                        "expected (N, V) and (N)", KG_DESC(x), KG_DESC(t));
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 0};
+    return true;
+}
+
+bool kg__cpu_cross_entropy(const kg_opcall *c)
+{
+    const kg_tensor *x = c->in[0];
+    int64_t n = x->shape[0], V = x->shape[1];
+    const int32_t *t = kg_cpu_i32(c->in[1]);
+    if (!check_targets(c, t, n, V))
+        return false;
+    double total = 0.0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (t[i] == (int32_t)c->p.i[1])
+            continue;
+        const float *row = kg_cpu_f32(x) + i * V;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < V; k++)
+            mx = row[k] > mx ? row[k] : mx;
+        double sum = 0.0;
+        for (int64_t k = 0; k < V; k++)
+            sum += exp((double)row[k] - mx);
+        total += mx + log(sum) - row[t[i]];
+        count++;
+    }
+    kg_cpu_f32(c->out)[0] = count ? (float)(total / (double)count) : 0.0f;
+    return true;
+}
+
+void kg__backward_cross_entropy(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    /* d/dx = (softmax(x) - onehot(t)) / count on rows that count; zero on ignored rows. */
+    kg_tensor *x = nd->in[0];
+    kg_tensor *hot = kg_one_hot(nd->in[1], x->shape[1], (int32_t)nd->p.i[1]);
+    kg_tensor *valid = kg_sum(hot, -1, true); /* (N, 1): 1 where the row counts */
+    kg_tensor *count = kg_sum_all(hot);
+    kg_tensor *zero = kg_zeros(x->ctx, KG_DTYPE_F32, 1, (int64_t[]){1});
+    count = kg_add(count, kg_eq(count, zero)); /* no counted row: divide by 1, not 0 */
+    kg_tensor *d = kg_sub(kg_mul(kg_softmax(x, NULL), valid), hot);
+    gin[0] = kg_mul(d, kg_div(g, count));
+}
+
+kg_tensor *kg_cross_entropy(kg_tensor *logits, kg_tensor *targets, int32_t ignore_index)
+{
+    kg_opparams p = {.i = {0, ignore_index}};
+    return kg__op(KG_OP_CROSS_ENTROPY, 2, (kg_tensor *[]){logits, targets}, &p);
+}
+
+/* ---- concat: p.i[0] the axis (made non-negative by kg_concat) ------------------------------- */
+
+bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *a = c->in[0];
+    int ax = (int)c->p.i[0];
+    if (ax < 0 || ax >= a->ndim)
+        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_concat: axis %lld is out of range for %s",
+                        (long long)c->p.i[1], KG_DESC(a));
+    kg__shape_of(a, s);
+    for (int i = 1; i < c->n_in; i++) {
+        const kg_tensor *b = c->in[i];
+        bool fits = b->ndim == a->ndim && b->dtype == a->dtype;
+        for (int d = 0; fits && d < a->ndim; d++)
+            fits = d == ax || b->shape[d] == a->shape[d];
+        if (!fits)
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_concat: input %d is %s and input 0 is %s; "
+                            "expected the same dtype and the same sizes but along axis %d", i,
+                            KG_DESC(b), KG_DESC(a), ax);
+        s->dim[ax] += b->shape[ax];
+    }
+    return true;
+}
+
+bool kg__cpu_concat(const kg_opcall *c)
+{
+    int ax = (int)c->p.i[0];
+    size_t es = kg_dtype_size(c->out->dtype);
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= c->out->shape[d];
+    for (int d = ax + 1; d < c->out->ndim; d++)
+        inner *= c->out->shape[d];
+    char *o = kg_cpu_raw(c->out);
+    for (int64_t i = 0; i < outer; i++)
+        for (int k = 0; k < c->n_in; k++) {
+            size_t chunk = (size_t)(c->in[k]->shape[ax] * inner) * es;
+            memcpy(o, (const char *)kg_cpu_raw(c->in[k]) + (size_t)i * chunk, chunk);
+            o += chunk;
+        }
+    return true;
+}
+
+void kg__backward_concat(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    int ax = (int)nd->p.i[0];
+    int64_t start = 0;
+    for (int k = 0; k < nd->n_in; k++) {
+        gin[k] = kg_slice(g, ax, start, nd->in[k]->shape[ax]);
+        start += nd->in[k]->shape[ax];
+    }
+}
+
+kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis)
+{
+    if (!ts || n < 1 || !ts[0])
+        return NULL; /* without a first tensor there is no context to report to */
+    int ax = axis < 0 ? axis + ts[0]->ndim : axis;
+    kg_opparams p = {.i = {ax, axis}};
+    return kg__op(KG_OP_CONCAT, n, ts, &p);
+}

@@ -1,0 +1,78 @@
+/* ops.h — the shape rules, CPU kernels and backward rules that op_table.c puts in the table.
+ * Each is defined in the ops/ file of its family, next to its op's public function.
+ */
+#ifndef KG_OPS_H
+#define KG_OPS_H
+
+#include "../internal.h"
+
+#define KG_OP_FUNCS(name)                                                                      \
+    bool kg__shape_##name(const kg_opcall *c, kg_shape *s);                                    \
+    bool kg__cpu_##name(const kg_opcall *c);                                                   \
+    void kg__backward_##name(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+
+/* view.c */
+bool kg__shape_reshape(const kg_opcall *c, kg_shape *s);
+bool kg__shape_permute(const kg_opcall *c, kg_shape *s);
+bool kg__shape_slice(const kg_opcall *c, kg_shape *s);
+bool kg__shape_expand(const kg_opcall *c, kg_shape *s);
+bool kg__shape_same(const kg_opcall *c, kg_shape *s);
+void kg__backward_reshape(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_permute(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_slice(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_expand(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_identity(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+bool kg__cpu_copy(const kg_opcall *c);
+KG_OP_FUNCS(cast)
+
+/* elementwise.c */
+bool kg__shape_binary(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_binary(const kg_opcall *c);
+bool kg__shape_unary(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_unary(const kg_opcall *c);
+void kg__backward_add(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_sub(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_mul(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_div(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_scale(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_exp(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_log(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_sqrt(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_rsqrt(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_tanh(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_sigmoid(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_erf(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_relu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_gelu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+KG_OP_FUNCS(masked_fill)
+KG_OP_FUNCS(dropout)
+
+/* reduce.c */
+bool kg__shape_reduce(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_reduce(const kg_opcall *c);
+void kg__backward_sum(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_max(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+
+/* linalg.c */
+KG_OP_FUNCS(matmul)
+KG_OP_FUNCS(kron)
+KG_OP_FUNCS(lowrank_linear)
+KG_OP_FUNCS(kron_linear)
+
+/* nn.c */
+KG_OP_FUNCS(embedding)
+KG_OP_FUNCS(scatter_add_rows)
+bool kg__cpu_softmax(const kg_opcall *c);
+void kg__backward_softmax(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+void kg__backward_log_softmax(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+bool kg__shape_norm(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_norm(const kg_opcall *c);
+void kg__backward_norm(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+KG_OP_FUNCS(rope)
+KG_OP_FUNCS(cross_entropy)
+bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_one_hot(const kg_opcall *c);
+KG_OP_FUNCS(concat)
+
+#endif

@@ -1,0 +1,300 @@
+/* view.c — views (reshape, permute/transpose, slice, expand) that share their input's storage,
+ * and the two copies: contiguous (any strides to row-major) and cast (change of dtype).
+ */
+#include "../cpu/cpu.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- reshape: p.i[0..3] the shape (one may be -1), p.i[4] the rank --------------------------- */
+
+bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    int nd = (int)c->p.i[4], infer = -1;
+    int64_t known = 1;
+    if (nd < 0 || nd > KG_MAX_DIMS)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: %d dimensions; expected 0 to %d", nd,
+                        KG_MAX_DIMS);
+    for (int i = 0; i < nd; i++) {
+        int64_t d = c->p.i[i];
+        if (d == -1 && infer < 0)
+            infer = i;
+        else if (d < 0)
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: dimension %d is %lld; expected "
+                            "a size, or -1 once", i, (long long)d);
+        else
+            known *= d;
+    }
+    int64_t n = kg_tensor_numel(x);
+    s->ndim = nd;
+    s->dtype = x->dtype;
+    for (int i = 0; i < nd; i++)
+        s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.i[i];
+    if (kg__numel(nd, s->dim) != n)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
+                        "elements' worth of the shape asked (%lld known)", KG_DESC(x),
+                        (long long)n, (long long)known);
+    KG_ASSERT(kg_tensor_is_contiguous(x));
+    kg__contiguous_strides(nd, s->dim, s->stride);
+    s->offset = x->offset;
+    return true;
+}
+
+void kg__backward_reshape(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_reshape(g, n->in[0]->ndim, n->in[0]->shape);
+}
+
+kg_tensor *kg_reshape(kg_tensor *t, int ndim, const int64_t *shape)
+{
+    kg_opparams p = {.i = {[4] = ndim}};
+    if (!t || (ndim > 0 && !shape) || ndim < 0 || ndim > KG_MAX_DIMS) {
+        if (t)
+            kg__fail(t->ctx, KG_ERR_ARG, "kg_reshape: shape is NULL or has %d dimensions", ndim);
+        return NULL;
+    }
+    memcpy(p.i, shape, sizeof(int64_t) * (size_t)ndim);
+    if (!kg_tensor_is_contiguous(t))
+        t = kg_contiguous(t);
+    return kg__op(KG_OP_RESHAPE, 1, &t, &p);
+}
+
+/* ---- permute: p.i[0..ndim-1] the axes ----------------------------------------------------- */
+
+bool kg__shape_permute(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    bool seen[KG_MAX_DIMS] = {0};
+    for (int i = 0; i < x->ndim; i++) {
+        int64_t a = c->p.i[i];
+        if (a < 0 || a >= x->ndim || seen[a])
+            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_permute: axes of %s must be a permutation "
+                            "of 0..%d; axis %d is %lld", KG_DESC(x), x->ndim - 1, i, (long long)a);
+        seen[a] = true;
+        s->dim[i] = x->shape[a];
+        s->stride[i] = x->stride[a];
+    }
+    s->ndim = x->ndim;
+    s->dtype = x->dtype;
+    s->offset = x->offset;
+    return true;
+}
+
+void kg__backward_permute(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    int inv[KG_MAX_DIMS];
+    for (int i = 0; i < n->in[0]->ndim; i++)
+        inv[n->p.i[i]] = i;
+    gin[0] = kg_permute(g, inv);
+}
+
+kg_tensor *kg_permute(kg_tensor *t, const int *axes)
+{
+    kg_opparams p = {.seed = 0};
+    if (t && !axes) {
+        kg__fail(t->ctx, KG_ERR_ARG, "kg_permute: axes is NULL");
+        return NULL;
+    }
+    for (int i = 0; t && i < t->ndim; i++)
+        p.i[i] = axes[i];
+    return kg__op(KG_OP_PERMUTE, 1, &t, &p);
+}
+
+kg_tensor *kg_transpose(kg_tensor *t, int axis0, int axis1)
+{
+    int a0, a1, axes[KG_MAX_DIMS] = {0, 1, 2, 3};
+    if (!t || !kg__axis(t->ctx, "kg_transpose", t->ndim, axis0, &a0) ||
+        !kg__axis(t->ctx, "kg_transpose", t->ndim, axis1, &a1))
+        return NULL;
+    axes[a0] = a1;
+    axes[a1] = a0;
+    return kg_permute(t, axes);
+}
+
+/* ---- slice: p.i[0] axis, p.i[1] start, p.i[2] length -------------------------------------- */
+
+bool kg__shape_slice(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    int a;
+    if (!kg__axis(c->ctx, "kg_slice", x->ndim, (int)c->p.i[0], &a))
+        return false;
+    int64_t start = c->p.i[1], len = c->p.i[2];
+    if (start < 0 || len < 0 || start + len > x->shape[a])
+        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_slice: [%lld, %lld) along axis %d of %s; "
+                        "expected a range inside [0, %lld)", (long long)start,
+                        (long long)(start + len), a, KG_DESC(x), (long long)x->shape[a]);
+    kg__shape_of(x, s);
+    memcpy(s->stride, x->stride, sizeof s->stride);
+    s->dim[a] = len;
+    s->offset = x->offset + start * x->stride[a];
+    return true;
+}
+
+void kg__backward_slice(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    /* The gradient is g placed into zeros of the input's shape. */
+    kg_tensor *x = n->in[0];
+    kg_tensor *z = kg_zeros(x->ctx, KG_DTYPE_F32, x->ndim, x->shape);
+    kg_tensor *v = z ? kg_slice(z, (int)n->p.i[0], n->p.i[1], n->p.i[2]) : NULL;
+    gin[0] = v && kg__assign(v, g) ? z : NULL;
+}
+
+kg_tensor *kg_slice(kg_tensor *t, int axis, int64_t start, int64_t length)
+{
+    kg_opparams p = {.i = {axis, start, length}};
+    return kg__op(KG_OP_SLICE, 1, &t, &p);
+}
+
+/* ---- expand: p.i[0..3] the shape, p.i[4] the rank ----------------------------------------- */
+
+bool kg__shape_expand(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    int nd = (int)c->p.i[4], lead = nd - x->ndim;
+    if (nd > KG_MAX_DIMS || lead < 0)
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_expand: cannot expand %s to %d dimensions",
+                        KG_DESC(x), nd);
+    for (int i = 0; i < nd; i++) {
+        int64_t want = c->p.i[i], have = i < lead ? 1 : x->shape[i - lead];
+        if (want != have && have != 1)
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_expand: dimension %d of %s is %lld; only "
+                            "size-1 dimensions expand (to %lld asked)", i - lead, KG_DESC(x),
+                            (long long)have, (long long)want);
+        s->dim[i] = want;
+        s->stride[i] = i < lead || have != want ? 0 : x->stride[i - lead];
+    }
+    s->ndim = nd;
+    s->dtype = x->dtype;
+    s->offset = x->offset;
+    return true;
+}
+
+void kg__backward_expand(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg__sum_to(g, n->in[0]->ndim, n->in[0]->shape);
+}
+
+kg_tensor *kg_expand(kg_tensor *t, int ndim, const int64_t *shape)
+{
+    kg_opparams p = {.i = {[4] = ndim}};
+    if (t && (!shape || ndim < 0 || ndim > KG_MAX_DIMS)) {
+        kg__fail(t->ctx, KG_ERR_ARG, "kg_expand: shape is NULL or has %d dimensions", ndim);
+        return NULL;
+    }
+    for (int i = 0; t && i < ndim; i++)
+        p.i[i] = shape[i];
+    return kg__op(KG_OP_EXPAND, 1, &t, &p);
+}
+
+/* ---- contiguous: copy any strides into row-major; its kernel is also kg__assign's ----------- */
+
+typedef struct copy_job {
+    const kg_tensor *src, *dst;
+    int64_t dim[4], ss[4], ds[4];
+    size_t es;
+} copy_job;
+
+static void copy_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const copy_job *j = arg;
+    const char *src = kg_cpu_raw(j->src);
+    char *dst = kg_cpu_raw(j->dst);
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t i2 = r % j->dim[2], i1 = (r / j->dim[2]) % j->dim[1];
+        int64_t i0 = r / (j->dim[2] * j->dim[1]);
+        int64_t so = i0 * j->ss[0] + i1 * j->ss[1] + i2 * j->ss[2];
+        int64_t d0 = i0 * j->ds[0] + i1 * j->ds[1] + i2 * j->ds[2];
+        for (int64_t k = 0; k < j->dim[3]; k++)
+            memcpy(dst + (size_t)(d0 + k * j->ds[3]) * j->es,
+                   src + (size_t)(so + k * j->ss[3]) * j->es, j->es);
+    }
+}
+
+bool kg__cpu_copy(const kg_opcall *c)
+{
+    copy_job j = {.src = c->in[0], .dst = c->out, .es = kg_dtype_size(c->out->dtype)};
+    int pad = 4 - c->out->ndim;
+    for (int d = 0; d < 4; d++) {
+        bool real = d >= pad;
+        j.dim[d] = real ? c->out->shape[d - pad] : 1;
+        j.ss[d] = real ? c->in[0]->stride[d - pad] : 0;
+        j.ds[d] = real ? c->out->stride[d - pad] : 0;
+    }
+    int64_t rows = j.dim[0] * j.dim[1] * j.dim[2];
+    kg_cpu_parallel_for(rows, 1 + (1 << 14) / (j.dim[3] + 1), copy_rows, &j);
+    return true;
+}
+
+bool kg__shape_same(const kg_opcall *c, kg_shape *s)
+{
+    kg__shape_of(c->in[0], s);
+    return true;
+}
+
+void kg__backward_identity(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    (void)n;
+    gin[0] = g;
+}
+
+kg_tensor *kg_contiguous(kg_tensor *t)
+{
+    if (t && kg_tensor_is_contiguous(t) && !t->ctx->status)
+        return t;
+    return kg__op(KG_OP_CONTIGUOUS, 1, &t, NULL);
+}
+
+/* ---- cast: p.i[0] the target dtype -------------------------------------------------------- */
+
+static float load_f32(const void *base, kg_dtype d, int64_t i)
+{
+    switch (d) {
+    case KG_DTYPE_F16: return kg__f16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_BF16: return kg__bf16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_I32: return (float)((const int32_t *)base)[i];
+    default: return ((const float *)base)[i];
+    }
+}
+
+static void store_f32(void *base, kg_dtype d, int64_t i, float v)
+{
+    switch (d) {
+    case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg__f32_to_f16(v); break;
+    case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg__f32_to_bf16(v); break;
+    case KG_DTYPE_I32: ((int32_t *)base)[i] = (int32_t)v; break; /* truncates, as C and torch */
+    default: ((float *)base)[i] = v; break;
+    }
+}
+
+bool kg__cpu_cast(const kg_opcall *c)
+{
+    const void *src = kg_cpu_raw(c->in[0]);
+    void *dst = kg_cpu_raw(c->out);
+    int64_t n = kg_tensor_numel(c->out);
+    for (int64_t i = 0; i < n; i++)
+        store_f32(dst, c->out->dtype, i, load_f32(src, c->in[0]->dtype, i));
+    return true;
+}
+
+bool kg__shape_cast(const kg_opcall *c, kg_shape *s)
+{
+    if (c->p.i[0] < 0 || c->p.i[0] >= KG_DTYPE_COUNT)
+        return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %lld",
+                        (long long)c->p.i[0]);
+    kg__shape_of(c->in[0], s);
+    s->dtype = (kg_dtype)c->p.i[0];
+    return true;
+}
+
+void kg__backward_cast(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    gin[0] = kg_cast(g, n->in[0]->dtype);
+}
+
+kg_tensor *kg_cast(kg_tensor *t, kg_dtype dtype)
+{
+    kg_opparams p = {.i = {dtype}};
+    return kg__op(KG_OP_CAST, 1, &t, &p);
+}

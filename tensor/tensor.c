@@ -1,0 +1,383 @@
+/* tensor.c — tensor handles: allocation on the context's backend, views over shared storage,
+ * host upload and download, creation helpers and seeded random tensors.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const dtype_names[KG_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32"};
+static const size_t dtype_sizes[KG_DTYPE_COUNT] = {4, 2, 2, 4};
+
+const char *kg_dtype_name(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_names[d] : "?"; }
+size_t kg_dtype_size(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_sizes[d] : 0; }
+
+const char *kg__describe(const kg_tensor *t, char *buf, size_t size)
+{
+    if (!t) {
+        snprintf(buf, size, "NULL");
+        return buf;
+    }
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, size - n, "[");
+    for (int i = 0; i < t->ndim && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+    if (n < size)
+        snprintf(buf + n, size - n, "] %s", kg_dtype_name(t->dtype));
+    return buf;
+}
+
+int64_t kg__numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    return n;
+}
+
+void kg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        stride[i] = s;
+        s *= shape[i];
+    }
+}
+
+bool kg__axis(kg_ctx *ctx, const char *fn, int ndim, int axis, int *out)
+{
+    int a = axis < 0 ? axis + ndim : axis;
+    if (a < 0 || a >= ndim)
+        return kg__fail(ctx, KG_ERR_RANGE, "%s: axis %d is out of range for %d dimensions", fn,
+                        axis, ndim);
+    *out = a;
+    return true;
+}
+
+static bool check_shape(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
+                        const int64_t *shape)
+{
+    if ((unsigned)dtype >= KG_DTYPE_COUNT)
+        return kg__fail(ctx, KG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
+    if (ndim < 0 || ndim > KG_MAX_DIMS)
+        return kg__fail(ctx, KG_ERR_SHAPE, "%s: %d dimensions; expected 0 to %d", fn, ndim,
+                        KG_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return kg__fail(ctx, KG_ERR_ARG, "%s: shape is NULL", fn);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > (INT64_MAX >> 4) / shape[i]))
+            return kg__fail(ctx, KG_ERR_SHAPE, "%s: dimension %d has size %lld; expected a size "
+                            "from 0 to 2^59 / the other dimensions", fn, i, (long long)shape[i]);
+        n *= shape[i];
+    }
+    return true;
+}
+
+static bool register_tensor(kg_ctx *ctx, kg_tensor *t)
+{
+    if (ctx->n_tensors == ctx->cap_tensors) {
+        size_t cap = ctx->cap_tensors ? ctx->cap_tensors * 2 : 256;
+        kg_tensor **p = realloc(ctx->tensors, cap * sizeof *p);
+        if (!p)
+            return kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+        ctx->tensors = p;
+        ctx->cap_tensors = cap;
+    }
+    t->slot = ctx->n_tensors;
+    ctx->tensors[ctx->n_tensors++] = t;
+    return true;
+}
+
+static kg_tensor *header(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, bool owned)
+{
+    kg_tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+        return NULL;
+    }
+    t->ctx = ctx;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    kg__contiguous_strides(ndim, t->shape, t->stride);
+    t->slot = SIZE_MAX;
+    if (owned && !register_tensor(ctx, t)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
+                            bool owned)
+{
+    if (!ctx || ctx->status || !check_shape(ctx, "kg_tensor_new", dtype, ndim, shape))
+        return NULL;
+    size_t bytes = (size_t)kg__numel(ndim, shape) * dtype_sizes[dtype];
+    kg_storage *s = calloc(1, sizeof *s);
+    void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1) : NULL;
+    if (!h) {
+        free(s);
+        char buf[64] = "";
+        for (int i = 0, n = 0; i < ndim && n < 60; i++)
+            n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%lld", i ? "," : "",
+                          (long long)shape[i]);
+        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating [%s] %s "
+                 "(%zu bytes)", ctx->be->name, buf, dtype_names[dtype], bytes);
+        return NULL;
+    }
+    s->refs = 1;
+    s->bytes = bytes ? bytes : 1;
+    s->handle = h;
+    kg_tensor *t = header(ctx, dtype, ndim, shape, owned);
+    if (!t) {
+        ctx->be->release(ctx->be_state, h, s->bytes);
+        free(s);
+        return NULL;
+    }
+    t->storage = s;
+    return t;
+}
+
+kg_tensor *kg__tensor_view(kg_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
+                           int64_t offset)
+{
+    kg_tensor *v = header(t->ctx, t->dtype, ndim, shape, true);
+    if (!v)
+        return NULL;
+    for (int i = 0; i < ndim; i++)
+        v->stride[i] = stride[i];
+    v->offset = offset;
+    v->storage = t->storage;
+    t->storage->refs++;
+    return v;
+}
+
+void kg_tensor_free(kg_tensor *t)
+{
+    if (!t)
+        return;
+    kg_ctx *ctx = t->ctx;
+    if (t->slot != SIZE_MAX)
+        ctx->tensors[t->slot] = NULL;
+    free(t->node);
+    if (t->grad)
+        kg_tensor_free(t->grad);
+    if (--t->storage->refs == 0) {
+        ctx->be->release(ctx->be_state, t->storage->handle, t->storage->bytes);
+        free(t->storage);
+    }
+    free(t);
+}
+
+kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return kg__tensor_alloc(ctx, dtype, ndim, shape, true);
+}
+
+/* Fill a packed host buffer of n elements of dtype with one value. */
+static void fill_host(void *dst, kg_dtype dtype, size_t n, double v)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (dtype) {
+        case KG_DTYPE_F32: ((float *)dst)[i] = (float)v; break;
+        case KG_DTYPE_F16: ((uint16_t *)dst)[i] = kg__f32_to_f16((float)v); break;
+        case KG_DTYPE_BF16: ((uint16_t *)dst)[i] = kg__f32_to_bf16((float)v); break;
+        case KG_DTYPE_I32: ((int32_t *)dst)[i] = (int32_t)v; break;
+        default: break;
+        }
+    }
+}
+
+kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
+                        const void *data)
+{
+    kg_tensor *t = kg_tensor_new(ctx, dtype, ndim, shape);
+    if (!t)
+        return NULL;
+    if (!data) {
+        kg__fail(ctx, KG_ERR_ARG, "kg_from_host: data is NULL");
+        kg_tensor_free(t);
+        return NULL;
+    }
+    size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[dtype];
+    if (!ctx->be->upload(ctx->be_state, t->storage->handle, 0, data, bytes)) {
+        kg__fail(ctx, KG_ERR_DEVICE, "kg_from_host: upload of %zu bytes failed", bytes);
+        kg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, double value)
+{
+    if (!ctx || ctx->status || !check_shape(ctx, "kg_full", dtype, ndim, shape))
+        return NULL;
+    size_t n = (size_t)kg__numel(ndim, shape);
+    void *buf = malloc(n * dtype_sizes[dtype] + 1);
+    if (!buf) {
+        kg__fail(ctx, KG_ERR_NOMEM, "kg_full: out of host memory");
+        return NULL;
+    }
+    fill_host(buf, dtype, n, value);
+    kg_tensor *t = kg_from_host(ctx, dtype, ndim, shape, buf);
+    free(buf);
+    return t;
+}
+
+kg_tensor *kg_zeros(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return kg_full(ctx, dtype, ndim, shape, 0.0);
+}
+
+kg_tensor *kg_ones(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)
+{
+    return kg_full(ctx, dtype, ndim, shape, 1.0);
+}
+
+uint32_t kg__hash(uint64_t seed, uint64_t index)
+{
+    /* splitmix64 of (seed, index): cheap, well mixed, and easy to write in GLSL too. */
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 32);
+}
+
+static kg_tensor *random_tensor(kg_ctx *ctx, const char *fn, int ndim, const int64_t *shape,
+                                float a, float b, uint64_t seed, bool normal)
+{
+    if (!ctx || ctx->status || !check_shape(ctx, fn, KG_DTYPE_F32, ndim, shape))
+        return NULL;
+    size_t n = (size_t)kg__numel(ndim, shape);
+    float *buf = malloc(n * sizeof *buf + 1);
+    if (!buf) {
+        kg__fail(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (normal) { /* Box-Muller on two independent draws; u1 in (0, 1] keeps log finite */
+            float u1 = 1.0f - kg__uniform01(seed, 2 * i);
+            float u2 = kg__uniform01(seed, 2 * i + 1);
+            buf[i] = a + b * sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+        } else {
+            buf[i] = a + (b - a) * kg__uniform01(seed, i);
+        }
+    }
+    kg_tensor *t = kg_from_host(ctx, KG_DTYPE_F32, ndim, shape, buf);
+    free(buf);
+    return t;
+}
+
+kg_tensor *kg_uniform(kg_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi,
+                      uint64_t seed)
+{
+    return random_tensor(ctx, "kg_uniform", ndim, shape, lo, hi, seed, false);
+}
+
+kg_tensor *kg_normal(kg_ctx *ctx, int ndim, const int64_t *shape, float mean, float std,
+                     uint64_t seed)
+{
+    return random_tensor(ctx, "kg_normal", ndim, shape, mean, std, seed, true);
+}
+
+kg_ctx *kg_tensor_ctx(const kg_tensor *t) { return t ? t->ctx : NULL; }
+kg_dtype kg_tensor_dtype(const kg_tensor *t) { return t ? t->dtype : KG_DTYPE_COUNT; }
+int kg_tensor_ndim(const kg_tensor *t) { return t ? t->ndim : 0; }
+int64_t kg_tensor_numel(const kg_tensor *t) { return t ? kg__numel(t->ndim, t->shape) : 0; }
+
+int64_t kg_tensor_dim(const kg_tensor *t, int axis)
+{
+    int a;
+    if (!t || !kg__axis(t->ctx, "kg_tensor_dim", t->ndim, axis, &a))
+        return -1;
+    return t->shape[a];
+}
+
+bool kg_tensor_is_contiguous(const kg_tensor *t)
+{
+    if (!t)
+        return false;
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s)
+            return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
+{
+    if (!t || t->ctx->status)
+        return false;
+    kg_ctx *ctx = t->ctx;
+    size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[t->dtype];
+    if (!dst || capacity < bytes)
+        return kg__fail(ctx, KG_ERR_ARG, "kg_tensor_to_host: %s needs %zu bytes; the buffer "
+                        "has %zu", KG_DESC(t), bytes, dst ? capacity : 0);
+    kg_tensor *c = (kg_tensor *)t;
+    kg_no_grad_begin(ctx);
+    if (!kg_tensor_is_contiguous(t))
+        c = kg_contiguous(c);
+    kg_no_grad_end(ctx);
+    if (!c)
+        return false;
+    bool ok = ctx->be->flush(ctx->be_state) &&
+              ctx->be->download(ctx->be_state, c->storage->handle,
+                                (size_t)c->offset * dtype_sizes[c->dtype], dst, bytes);
+    if (c != t)
+        kg_tensor_free(c);
+    if (!ok)
+        return kg__fail(ctx, KG_ERR_DEVICE, "kg_tensor_to_host: download of %s failed",
+                        KG_DESC(t));
+    return true;
+}
+
+float *kg_tensor_to_f32(const kg_tensor *t)
+{
+    if (!t || t->ctx->status)
+        return NULL;
+    size_t n = (size_t)kg_tensor_numel(t);
+    size_t es = dtype_sizes[t->dtype];
+    float *out = malloc(n * sizeof(float) + 1);
+    void *raw = malloc(n * es + 1);
+    if (!out || !raw || !kg_tensor_to_host(t, raw, n * es)) {
+        if (!out || !raw)
+            kg__fail(t->ctx, KG_ERR_NOMEM, "kg_tensor_to_f32: out of host memory");
+        free(out);
+        free(raw);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case KG_DTYPE_F32: out[i] = ((float *)raw)[i]; break;
+        case KG_DTYPE_F16: out[i] = kg__f16_to_f32(((uint16_t *)raw)[i]); break;
+        case KG_DTYPE_BF16: out[i] = kg__bf16_to_f32(((uint16_t *)raw)[i]); break;
+        case KG_DTYPE_I32: out[i] = (float)((int32_t *)raw)[i]; break;
+        default: break;
+        }
+    }
+    free(raw);
+    return out;
+}
+
+double kg_item(const kg_tensor *t)
+{
+    if (!t)
+        return NAN;
+    if (kg_tensor_numel(t) != 1) {
+        kg__fail(t->ctx, KG_ERR_SHAPE, "kg_item: %s has %lld elements; expected 1", KG_DESC(t),
+                 (long long)kg_tensor_numel(t));
+        return NAN;
+    }
+    float *v = kg_tensor_to_f32(t);
+    double r = v ? v[0] : NAN;
+    free(v);
+    return r;
+}

@@ -1,0 +1,175 @@
+/* kg_test.h — what the tests share: cmocka, the library (internals too), value comparisons and
+ * a gradient checker that compares kg_backward with central finite differences.
+ */
+#ifndef KG_TEST_H
+#define KG_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "krongrad.h"
+#include "tensor/internal.h"
+
+#define SHAPE(...) (int64_t[]){__VA_ARGS__}
+
+/* Fail unless the context is error-free, showing its message. */
+#define assert_ok(ctx)                                                                         \
+    do {                                                                                       \
+        if (kg_status(ctx))                                                                    \
+            fail_msg("context in error: %s", kg_error(ctx));                                   \
+    } while (0)
+
+/* Every |got - want| <= atol + rtol·|want|, else fail naming the first bad index. */
+static inline void assert_close(const float *got, const float *want, int64_t n, float atol,
+                                float rtol, const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float d = fabsf(got[i] - want[i]);
+        if (!(d <= atol + rtol * fabsf(want[i])))
+            fail_msg("%s: element %lld is %.7g; expected %.7g (|diff| %.3g > %.3g)", what,
+                     (long long)i, (double)got[i], (double)want[i], (double)d,
+                     (double)(atol + rtol * fabsf(want[i])));
+    }
+}
+
+/* The tensor's values vs. an expected array. */
+static inline void assert_tensor(const kg_tensor *t, const float *want, int64_t n, float atol,
+                                 float rtol, const char *what)
+{
+    assert_non_null(t);
+    assert_int_equal(kg_tensor_numel(t), n);
+    float *got = kg_tensor_to_f32(t);
+    assert_non_null(got);
+    assert_close(got, want, n, atol, rtol, what);
+    free(got);
+}
+
+/* ---- Gradient check ------------------------------------------------------------------------- */
+
+typedef struct gc_input {
+    kg_dtype dtype; /* f32 (random values) or i32 (values from ids) */
+    int ndim;
+    int64_t shape[KG_MAX_DIMS];
+    bool grad;       /* check d loss / d this input */
+    bool transposed; /* the leaf holds the last two dims swapped; the op gets a transposed view */
+    float lo, hi;    /* the range of its random values; both 0 means [-1, 1] */
+    bool spaced;     /* distinct values 0.05 apart (no near-ties for max), in shuffled order */
+    const int32_t *ids;
+} gc_input;
+
+/* The op under test: build its output from the inputs (already views where asked). */
+typedef kg_tensor *(*gc_fn)(kg_tensor **in, void *arg);
+
+typedef struct gc_state {
+    const gc_input *spec;
+    int n;
+    float *data[KG_MAX_INPUTS];
+    int64_t numel[KG_MAX_INPUTS];
+} gc_state;
+
+static inline kg_tensor *gc_leaf(kg_ctx *ctx, const gc_state *s, int i, kg_tensor **leaf,
+                                 bool grad)
+{
+    const gc_input *in = &s->spec[i];
+    int64_t shape[KG_MAX_DIMS];
+    memcpy(shape, in->shape, sizeof shape);
+    if (in->transposed) {
+        shape[in->ndim - 1] = in->shape[in->ndim - 2];
+        shape[in->ndim - 2] = in->shape[in->ndim - 1];
+    }
+    const void *data = in->dtype == KG_DTYPE_I32 ? (const void *)in->ids : s->data[i];
+    *leaf = kg_from_host(ctx, in->dtype, in->ndim, shape, data);
+    kg_set_requires_grad(*leaf, grad);
+    return in->transposed ? kg_transpose(*leaf, -1, -2) : *leaf;
+}
+
+/* loss = Σ out ⊙ W for fixed random W, so every output element's gradient is exercised. */
+static inline double gc_eval(kg_ctx *ctx, const gc_state *s, gc_fn f, void *arg,
+                             float **grads)
+{
+    kg_scope scope = kg_scope_begin(ctx);
+    kg_tensor *leaf[KG_MAX_INPUTS], *in[KG_MAX_INPUTS];
+    for (int i = 0; i < s->n; i++) {
+        in[i] = gc_leaf(ctx, s, i, &leaf[i], grads && s->spec[i].grad);
+    }
+    kg_tensor *out = f(in, arg);
+    assert_ok(ctx);
+    (void)leaf;
+    kg_tensor *w = kg_uniform(ctx, out->ndim, out->shape, -1.0f, 1.0f, 99);
+    kg_tensor *loss = kg_sum_all(kg_mul(out, w));
+    double value = kg_item(loss);
+    if (grads) {
+        kg_backward(loss);
+        for (int i = 0; i < s->n; i++)
+            if (s->spec[i].grad) {
+                kg_tensor *g = kg_grad(leaf[i]);
+                if (!g)
+                    fail_msg("input %d got no gradient", i);
+                grads[i] = kg_tensor_to_f32(g);
+            }
+    }
+    assert_ok(ctx);
+    kg_scope_end(ctx, scope);
+    return value;
+}
+
+/* Check every element of every input with grad = true. f32 forward, so eps and the tolerance
+ * are sized for single precision. */
+static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const gc_input *spec,
+                             uint64_t seed)
+{
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    gc_state s = {.spec = spec, .n = n};
+    for (int i = 0; i < n; i++) {
+        s.numel[i] = kg__numel(spec[i].ndim, spec[i].shape);
+        s.data[i] = malloc(sizeof(float) * (size_t)(s.numel[i] + 1));
+        float lo = spec[i].lo, hi = spec[i].hi;
+        if (lo == 0.0f && hi == 0.0f)
+            lo = -1.0f, hi = 1.0f;
+        for (int64_t k = 0; k < s.numel[i]; k++)
+            s.data[i][k] = spec[i].spaced
+                               ? 0.05f * (float)((k * 7919 + (int64_t)seed) % s.numel[i]) - 0.5f
+                               : lo + (hi - lo) * kg__uniform01(seed + (uint64_t)i, (uint64_t)k);
+    }
+    float *grads[KG_MAX_INPUTS] = {0};
+    gc_eval(ctx, &s, f, arg, grads);
+    const float eps = 1e-2f;
+    for (int i = 0; i < n; i++) {
+        if (!spec[i].grad)
+            continue;
+        for (int64_t k = 0; k < s.numel[i]; k++) {
+            float keep = s.data[i][k];
+            s.data[i][k] = keep + eps;
+            double up = gc_eval(ctx, &s, f, arg, NULL);
+            s.data[i][k] = keep - eps;
+            double down = gc_eval(ctx, &s, f, arg, NULL);
+            s.data[i][k] = keep;
+            double num = (up - down) / (2.0 * eps), ana = grads[i][k];
+            if (!(fabs(ana - num) <= 1e-3 + 5e-3 * fabs(num)))
+                fail_msg("%s: d loss / d input %d [%lld] is %.6g by backward, %.6g by finite "
+                         "differences", name, i, (long long)k, ana, num);
+        }
+        free(grads[i]);
+    }
+    for (int i = 0; i < n; i++)
+        free(s.data[i]);
+    size_t current;
+    kg_memory(ctx, &current, NULL);
+    assert_int_equal(current, 0); /* every scope released what it made */
+    kg_ctx_free(ctx);
+}
+
+#define F32(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .grad = true}
+#define F32T(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .grad = true,   \
+                       .transposed = true}
+#define CONST(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}}
+
+#endif
