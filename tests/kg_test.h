@@ -33,7 +33,7 @@ static inline void assert_close(const float *got, const float *want, int64_t n, 
 {
     for (int64_t i = 0; i < n; i++) {
         float d = fabsf(got[i] - want[i]);
-        if (!(d <= atol + rtol * fabsf(want[i])))
+        if (got[i] != want[i] && !(d <= atol + rtol * fabsf(want[i])))
             fail_msg("%s: element %lld is %.7g; expected %.7g (|diff| %.3g > %.3g)", what,
                      (long long)i, (double)got[i], (double)want[i], (double)d,
                      (double)(atol + rtol * fabsf(want[i])));

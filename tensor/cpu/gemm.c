@@ -16,23 +16,37 @@
 
 /* ---- The portable kernel -------------------------------------------------------------------- */
 
-enum { MR = 4, NR = 16, MC = 64, KC = 256, NC = 1024 };
+enum { MR = 6, NR = 16, MC = 72, KC = 256, NC = 1024 };
 
-/* acc (MR × NR) = Ap (k × MR panel) · Bp (k × NR panel); cloned per ISA so the 4×16 accumulator
- * block lives in vector registers with FMA where the CPU has them. */
-__attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+/* Eight floats as one value: GCC and Clang turn arithmetic on it into vector instructions
+ * (one AVX register, or two SSE ones). */
+typedef float v8 __attribute__((vector_size(32)));
+
+/* acc (MR × NR) = Ap (k × MR panel) · Bp (k × NR panel). The 6 × 16 accumulator block is twelve
+ * v8 values, which fit the sixteen AVX registers with room for B's row and A's broadcast. Rows
+ * are written out so the compiler keeps every accumulator in a register; the function is cloned
+ * per x86-64 level (by features, not by CPU model), and meson builds this file with -ffp-contract=fast, so the clones use FMA. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 static void micro_kernel(int64_t k, const float *Ap, const float *Bp, float acc[MR][NR])
 {
-    float c[MR][NR] = {{0}};
+    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
     for (int64_t p = 0; p < k; p++) {
-        const float *b = Bp + p * NR;
-        for (int r = 0; r < MR; r++) {
-            float a = Ap[p * MR + r];
-            for (int j = 0; j < NR; j++)
-                c[r][j] += a * b[j];
-        }
+        v8 b0, b1; /* memcpy, not a helper: a helper would be compiled for the default ISA */
+        memcpy(&b0, Bp + p * NR, sizeof b0);
+        memcpy(&b1, Bp + p * NR + 8, sizeof b1);
+        const float *a = Ap + p * MR;
+        c00 += a[0] * b0, c01 += a[0] * b1;
+        c10 += a[1] * b0, c11 += a[1] * b1;
+        c20 += a[2] * b0, c21 += a[2] * b1;
+        c30 += a[3] * b0, c31 += a[3] * b1;
+        c40 += a[4] * b0, c41 += a[4] * b1;
+        c50 += a[5] * b0, c51 += a[5] * b1;
     }
-    memcpy(acc, c, sizeof c);
+    v8 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    memcpy(acc, rows, sizeof rows);
 }
 
 /* Element (i, j) of op(X), where X is row-major with leading dimension ld. */

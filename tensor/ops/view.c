@@ -263,7 +263,10 @@ static void store_f32(void *base, kg_dtype d, int64_t i, float v)
     switch (d) {
     case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg__f32_to_f16(v); break;
     case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg__f32_to_bf16(v); break;
-    case KG_DTYPE_I32: ((int32_t *)base)[i] = (int32_t)v; break; /* truncates, as C and torch */
+    case KG_DTYPE_I32: /* truncates toward zero as C does, but saturates where C is undefined */
+        ((int32_t *)base)[i] = v != v ? 0 : v >= 2147483648.0f ? INT32_MAX
+                             : v <= -2147483648.0f ? INT32_MIN : (int32_t)v;
+        break;
     default: ((float *)base)[i] = v; break;
     }
 }

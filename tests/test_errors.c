@@ -1,0 +1,166 @@
+/* test_errors.c — bad input gives a sticky error whose message names the function, the shapes
+ * and dtypes and what was expected; ops on a context in error, or given NULL, return NULL;
+ * nothing aborts.
+ */
+#include "kg_test.h"
+
+/* The context holds `status` and its message contains every fragment; then clear it. */
+static void expect_error(kg_ctx *ctx, kg_status status, const char *const *fragments)
+{
+    if (kg_status(ctx) != status)
+        fail_msg("status %d (%s); expected %d", kg_status(ctx), kg_error(ctx), status);
+    for (; *fragments; fragments++)
+        if (!strstr(kg_error(ctx), *fragments))
+            fail_msg("message \"%s\" lacks \"%s\"", kg_error(ctx), *fragments);
+    kg_clear_error(ctx);
+    assert_int_equal(kg_status(ctx), KG_OK);
+    assert_string_equal(kg_error(ctx), "");
+}
+
+#define EXPECT(ctx, status, ...) expect_error(ctx, status, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_shape_mismatches(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *a = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 3));
+    kg_tensor *b = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(4, 3));
+    assert_null(kg_add(a, b));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_add", "[2,3] f32", "[4,3] f32", "broadcast");
+    assert_null(kg_matmul(a, b));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_matmul", "[2,3] f32", "[4,3] f32", "inner");
+    assert_non_null(kg_matmul_t(a, b, false, true));
+    assert_null(kg_reshape(a, 2, SHAPE(4, 2)));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_reshape", "[2,3] f32");
+    assert_null(kg_expand(a, 2, SHAPE(5, 3)));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_expand", "size-1");
+    kg_tensor *b1 = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(4, 2));
+    kg_tensor *b2 = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 5));
+    assert_null(kg_kron_linear(a, a, b1, b2));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_kron_linear", "x [2,3] f32", "dA1·dB1");
+    assert_null(kg_layer_norm(a, kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(4)), NULL, 1e-5f));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_layer_norm", "weight", "[4] f32", "expected (3)");
+    assert_null(kg_concat((kg_tensor *[]){a, b1}, 2, 0));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_concat", "input 1", "[4,2] f32");
+    assert_null(kg_zeros(ctx, KG_DTYPE_F32, 5, SHAPE(1, 1, 1, 1, 1)));
+    EXPECT(ctx, KG_ERR_SHAPE, "5 dimensions");
+    assert_null(kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(-2)));
+    EXPECT(ctx, KG_ERR_SHAPE, "dimension 0", "-2");
+    kg_ctx_free(ctx);
+}
+
+static void test_dtype_mismatches(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *f = kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(3));
+    kg_tensor *h = kg_zeros(ctx, KG_DTYPE_F16, 1, SHAPE(3));
+    kg_tensor *i = kg_zeros(ctx, KG_DTYPE_I32, 1, SHAPE(3));
+    assert_null(kg_mul(f, h));
+    EXPECT(ctx, KG_ERR_DTYPE, "kg_mul", "input 1", "[3] f16", "expected f32", "kg_cast");
+    assert_null(kg_embedding(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(4, 2)), f));
+    EXPECT(ctx, KG_ERR_DTYPE, "kg_embedding", "[3] f32", "expected i32");
+    kg_set_requires_grad(i, true);
+    EXPECT(ctx, KG_ERR_DTYPE, "kg_set_requires_grad", "[3] i32", "only f32");
+    assert_null(kg_cross_entropy(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(3, 4)), f, -100));
+    EXPECT(ctx, KG_ERR_DTYPE, "kg_cross_entropy", "expected i32");
+    kg_ctx_free(ctx);
+}
+
+static void test_null_inputs_and_sticky_errors(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *a = kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(3));
+    assert_null(kg_add(a, NULL));
+    EXPECT(ctx, KG_ERR_ARG, "kg_add", "input 1 is NULL");
+    /* NULL everywhere: no context to report to, and nothing crashes. */
+    assert_null(kg_add(NULL, NULL));
+    assert_null(kg_exp(NULL));
+    assert_null(kg_reshape(NULL, 1, SHAPE(3)));
+    assert_null(kg_transpose(NULL, 0, 1));
+    assert_null(kg_concat(NULL, 2, 0));
+    assert_false(kg_backward(NULL));
+    assert_true(isnan(kg_item(NULL)));
+    kg_tensor_free(NULL);
+    /* The first error sticks; later ops return NULL without replacing it. */
+    assert_null(kg_sum(a, 3, false));
+    assert_null(kg_matmul(a, a));
+    assert_null(kg_exp(a));
+    assert_null(kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(2)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_sum", "axis 3", "[3] f32");
+    assert_non_null(kg_exp(a)); /* cleared: work goes on */
+    /* Tensors of two contexts do not mix. */
+    kg_ctx *other = kg_ctx_new(KG_BACKEND_CPU);
+    assert_null(kg_add(a, kg_zeros(other, KG_DTYPE_F32, 1, SHAPE(3))));
+    EXPECT(ctx, KG_ERR_ARG, "kg_add", "another context");
+    kg_ctx_free(other);
+    kg_ctx_free(ctx);
+}
+
+static void test_out_of_range(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *x = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 3));
+    assert_null(kg_transpose(x, 0, 2));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_transpose", "axis 2");
+    assert_null(kg_max(x, -3, true));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_max", "axis -3");
+    assert_null(kg_slice(x, 1, 2, 2));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_slice", "[2, 4)", "[0, 3)");
+    assert_null(kg_permute(x, (int[]){0, 0}));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_permute", "permutation");
+    assert_int_equal(kg_tensor_dim(x, 5), -1);
+    EXPECT(ctx, KG_ERR_RANGE, "kg_tensor_dim", "axis 5");
+    kg_tensor *ids = kg_from_host(ctx, KG_DTYPE_I32, 1, SHAPE(3), (int32_t[]){0, 7, 1});
+    assert_null(kg_embedding(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(4, 2)), ids));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_embedding", "id 7 at position 1", "[0, 4)");
+    assert_null(kg_cross_entropy(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(3, 4)), ids, -100));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_cross_entropy", "target 7", "ignore index -100");
+    assert_null(kg_dropout(x, 1.0f, 1));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_dropout", "p = 1");
+    kg_ctx_free(ctx);
+}
+
+static void test_backward_misuse(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *w = kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(3));
+    kg_set_requires_grad(w, true);
+    kg_tensor *y = kg_mul(w, w);
+    assert_false(kg_backward(y));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_backward", "[3] f32", "one element");
+    kg_tensor *loss = kg_sum_all(y);
+    assert_true(kg_backward(loss));
+    assert_false(kg_backward(loss)); /* the tape is gone */
+    EXPECT(ctx, KG_ERR_STATE, "kg_backward", "already freed");
+    char small[4];
+    assert_false(kg_tensor_to_host(w, small, sizeof small));
+    EXPECT(ctx, KG_ERR_ARG, "kg_tensor_to_host", "needs 12 bytes");
+    kg_ctx_free(ctx);
+}
+
+static void test_host_out_of_memory(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    /* 2^50 floats: the allocation fails and says so. */
+    assert_null(kg_tensor_new(ctx, KG_DTYPE_F32, 2, SHAPE(1 << 25, 1 << 25)));
+    EXPECT(ctx, KG_ERR_NOMEM, "out of cpu memory", "[33554432,33554432] f32");
+    kg_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shape_mismatches),
+        cmocka_unit_test(test_dtype_mismatches),
+        cmocka_unit_test(test_null_inputs_and_sticky_errors),
+        cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_backward_misuse),
+        cmocka_unit_test(test_host_out_of_memory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
