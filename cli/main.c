@@ -26,12 +26,16 @@ static int cmd_info(int argc, char **argv)
     printf("backend cpu\n");
     printf("  threads  %d\n", kg_cpu_thread_count());
     printf("  blas     %s\n", kg_cpu_blas());
+    printf("\nbackend vulkan: devices\n");
+    char devices[8192];
+    kg_vulkan_devices(devices, sizeof devices);
+    fputs(devices, stdout);
     kg_ctx *vk = kg_ctx_new(KG_BACKEND_VULKAN);
-    printf("\nbackend vulkan\n");
     if (!vk || kg_status(vk))
-        printf("  unavailable: %s\n", kg_error(vk));
+        printf("  the backend cannot start: %s\n", kg_error(vk));
     else
-        printf("  device   %s\n", kg_backend_name(vk));
+        printf("  the backend picks: %s (KG_DEVICE=index or name overrides)\n",
+               kg_device_name(vk));
     kg_ctx_free(vk);
     return 0;
 }

@@ -131,3 +131,47 @@ void kg_no_grad_end(kg_ctx *ctx)
     if (ctx && ctx->no_grad > 0)
         ctx->no_grad--;
 }
+
+const char *kg_device_name(const kg_ctx *ctx)
+{
+    return ctx && ctx->be ? ctx->be->device(ctx->be_state) : "none";
+}
+
+void kg_profile(kg_ctx *ctx, bool on)
+{
+    if (ctx && ctx->be)
+        ctx->be->profile(ctx->be_state, on);
+}
+
+int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap)
+{
+    double seconds[KG_OP_COUNT] = {0};
+    uint64_t calls[KG_OP_COUNT] = {0};
+    if (!ctx || !ctx->be || !out || cap <= 0)
+        return 0;
+    ctx->be->profile_read(ctx->be_state, seconds, calls);
+    int n = 0;
+    for (int op = 0; op < KG_OP_COUNT; op++) {
+        if (!calls[op])
+            continue;
+        kg_op_time e = {kg_op_table[op].name, calls[op], seconds[op]};
+        int i = n < cap ? n++ : cap; /* insertion by time, slowest first */
+        while (i > 0 && out[i - 1].seconds < e.seconds) {
+            if (i < cap)
+                out[i] = out[i - 1];
+            i--;
+        }
+        if (i < cap)
+            out[i] = e;
+    }
+    return n;
+}
+
+#ifndef KG_HAVE_VULKAN
+size_t kg_vulkan_devices(char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "  not built in (libvulkan-dev and glslc were missing at "
+                     "configure time)\n");
+    return n < 0 ? 0 : (size_t)n;
+}
+#endif

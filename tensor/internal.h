@@ -113,6 +113,7 @@ typedef struct kg_op_info {
     kg_shape_fn shape;
     kg_kernel_fn cpu;
     kg_backward_fn backward; /* NULL: not differentiable */
+    kg_kernel_fn vulkan;     /* records the op's dispatches (tensor/vulkan/ops.c); NULL: a view */
 } kg_op_info;
 
 extern const kg_op_info kg_op_table[];
@@ -214,6 +215,9 @@ struct kg_backend {
     bool (*flush)(void *state);
     void (*memory)(void *state, size_t *current, size_t *peak);
     void (*reset_peak)(void *state);
+    const char *(*device)(void *state); /* what it runs on, for people */
+    void (*profile)(void *state, bool on);  /* start (from zero) or stop timing each op */
+    int (*profile_read)(void *state, double seconds[KG_OP_COUNT], uint64_t calls[KG_OP_COUNT]);
 };
 
 extern const kg_backend kg_cpu_backend;

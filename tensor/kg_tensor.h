@@ -68,6 +68,25 @@ const char *kg_backend_name(const kg_ctx *ctx);
 /* Bytes the backend holds for tensors now and at most since the last reset. */
 void kg_memory(const kg_ctx *ctx, size_t *current, size_t *peak);
 void kg_memory_reset_peak(kg_ctx *ctx);
+/* What the context computes on, for people: "cpu" or the Vulkan device's name and type. */
+const char *kg_device_name(const kg_ctx *ctx);
+
+/* Per-op timing: kg_profile(ctx, true) starts from zero (Vulkan: GPU timestamps; CPU: wall
+ * clock), false stops. kg_profile_read fills up to cap entries, slowest first, for every op that
+ * ran, and returns how many it filled. */
+typedef struct kg_op_time {
+    const char *op;
+    uint64_t calls;
+    double seconds;
+} kg_op_time;
+void kg_profile(kg_ctx *ctx, bool on);
+int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap);
+
+/* A description of every Vulkan device (type, driver, memory, subgroup size, shared memory,
+ * storage-buffer range, features used) written into buf as text; returns the length it needed.
+ * Without the Vulkan backend built in, says so. */
+size_t kg_vulkan_devices(char *buf, size_t cap);
+
 /* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without). */
 int kg_cpu_thread_count(void);
 const char *kg_cpu_blas(void);

@@ -333,6 +333,8 @@ bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
                                 (size_t)c->offset * dtype_sizes[c->dtype], dst, bytes);
     if (c != t)
         kg_tensor_free(c);
+    if (ok && ctx->status) /* the flush found an error in queued work */
+        return false;
     if (!ok)
         return kg__fail(ctx, KG_ERR_DEVICE, "kg_tensor_to_host: download of %s failed",
                         KG_DESC(t));

@@ -91,22 +91,29 @@ static inline kg_tensor *gc_leaf(kg_ctx *ctx, const gc_state *s, int i, kg_tenso
     return in->transposed ? kg_transpose(*leaf, -1, -2) : *leaf;
 }
 
-/* loss = Σ out ⊙ W for fixed random W, so every output element's gradient is exercised. */
+/* loss = Σ out ⊙ W for fixed random W, so every output element's gradient is exercised.
+ * Returns the loss; fills grads[i] (malloc'd) for inputs with grad when grads is given, and the
+ * output's values (malloc'd, *outn of them) when outv is given. */
 static inline double gc_eval(kg_ctx *ctx, const gc_state *s, gc_fn f, void *arg,
-                             float **grads)
+                             float **grads, float **outv, int64_t *outn)
 {
     kg_scope scope = kg_scope_begin(ctx);
     kg_tensor *leaf[KG_MAX_INPUTS], *in[KG_MAX_INPUTS];
+    bool any_grad = false;
     for (int i = 0; i < s->n; i++) {
         in[i] = gc_leaf(ctx, s, i, &leaf[i], grads && s->spec[i].grad);
+        any_grad |= s->spec[i].grad;
     }
     kg_tensor *out = f(in, arg);
     assert_ok(ctx);
-    (void)leaf;
     kg_tensor *w = kg_uniform(ctx, out->ndim, out->shape, -1.0f, 1.0f, 99);
-    kg_tensor *loss = kg_sum_all(kg_mul(out, w));
+    kg_tensor *loss = kg_sum_all(kg_mul(kg_cast(out, KG_DTYPE_F32), w));
     double value = kg_item(loss);
-    if (grads) {
+    if (outv) {
+        *outv = kg_tensor_to_f32(out);
+        *outn = kg_tensor_numel(out);
+    }
+    if (grads && any_grad) {
         kg_backward(loss);
         for (int i = 0; i < s->n; i++)
             if (s->spec[i].grad) {
@@ -121,26 +128,39 @@ static inline double gc_eval(kg_ctx *ctx, const gc_state *s, gc_fn f, void *arg,
     return value;
 }
 
+/* The inputs' host values: uniform in [lo, hi] (default [-1, 1]) or spaced, from the seed. */
+static inline void gc_prepare(gc_state *s, const gc_input *spec, int n, uint64_t seed)
+{
+    *s = (gc_state){.spec = spec, .n = n};
+    for (int i = 0; i < n; i++) {
+        s->numel[i] = kg__numel(spec[i].ndim, spec[i].shape);
+        s->data[i] = malloc(sizeof(float) * (size_t)(s->numel[i] + 1));
+        float lo = spec[i].lo, hi = spec[i].hi;
+        if (lo == 0.0f && hi == 0.0f)
+            lo = -1.0f, hi = 1.0f;
+        for (int64_t k = 0; k < s->numel[i]; k++)
+            s->data[i][k] = spec[i].spaced
+                               ? 0.05f * (float)((k * 7919 + (int64_t)seed) % s->numel[i]) - 0.5f
+                               : lo + (hi - lo) * kg__uniform01(seed + (uint64_t)i, (uint64_t)k);
+    }
+}
+
+static inline void gc_release(gc_state *s)
+{
+    for (int i = 0; i < s->n; i++)
+        free(s->data[i]);
+}
+
 /* Check every element of every input with grad = true. f32 forward, so eps and the tolerance
  * are sized for single precision. */
 static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const gc_input *spec,
                              uint64_t seed)
 {
     kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
-    gc_state s = {.spec = spec, .n = n};
-    for (int i = 0; i < n; i++) {
-        s.numel[i] = kg__numel(spec[i].ndim, spec[i].shape);
-        s.data[i] = malloc(sizeof(float) * (size_t)(s.numel[i] + 1));
-        float lo = spec[i].lo, hi = spec[i].hi;
-        if (lo == 0.0f && hi == 0.0f)
-            lo = -1.0f, hi = 1.0f;
-        for (int64_t k = 0; k < s.numel[i]; k++)
-            s.data[i][k] = spec[i].spaced
-                               ? 0.05f * (float)((k * 7919 + (int64_t)seed) % s.numel[i]) - 0.5f
-                               : lo + (hi - lo) * kg__uniform01(seed + (uint64_t)i, (uint64_t)k);
-    }
+    gc_state s;
+    gc_prepare(&s, spec, n, seed);
     float *grads[KG_MAX_INPUTS] = {0};
-    gc_eval(ctx, &s, f, arg, grads);
+    gc_eval(ctx, &s, f, arg, grads, NULL, NULL);
     const float eps = 1e-2f;
     for (int i = 0; i < n; i++) {
         if (!spec[i].grad)
@@ -148,9 +168,9 @@ static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const 
         for (int64_t k = 0; k < s.numel[i]; k++) {
             float keep = s.data[i][k];
             s.data[i][k] = keep + eps;
-            double up = gc_eval(ctx, &s, f, arg, NULL);
+            double up = gc_eval(ctx, &s, f, arg, NULL, NULL, NULL);
             s.data[i][k] = keep - eps;
-            double down = gc_eval(ctx, &s, f, arg, NULL);
+            double down = gc_eval(ctx, &s, f, arg, NULL, NULL, NULL);
             s.data[i][k] = keep;
             double num = (up - down) / (2.0 * eps), ana = grads[i][k];
             if (!(fabs(ana - num) <= 1e-3 + 5e-3 * fabs(num)))
@@ -159,8 +179,7 @@ static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const 
         }
         free(grads[i]);
     }
-    for (int i = 0; i < n; i++)
-        free(s.data[i]);
+    gc_release(&s);
     size_t current;
     kg_memory(ctx, &current, NULL);
     assert_int_equal(current, 0); /* every scope released what it made */
@@ -171,5 +190,6 @@ static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const 
 #define F32T(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .grad = true,   \
                        .transposed = true}
 #define CONST(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}}
+#define CONSTT(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .transposed = true}
 
 #endif

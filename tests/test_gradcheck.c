@@ -1,234 +1,85 @@
 /* test_gradcheck.c — every differentiable op's backward rule against central finite
- * differences, on several small shapes including broadcasting and non-contiguous (transposed)
- * inputs. kron, lowrank_linear and kron_linear are here too; test_structured.c also checks them
- * against their materialized forms.
+ * differences, on the cases of op_cases.h (several small shapes, broadcasting, non-contiguous
+ * inputs). test_structured.c also checks the structured ops against their materialized forms.
  */
-#include "kg_test.h"
-
-/* ---- the ops, as gradcheck callbacks ---- */
-
-static kg_tensor *f_add(kg_tensor **x, void *a) { (void)a; return kg_add(x[0], x[1]); }
-static kg_tensor *f_sub(kg_tensor **x, void *a) { (void)a; return kg_sub(x[0], x[1]); }
-static kg_tensor *f_mul(kg_tensor **x, void *a) { (void)a; return kg_mul(x[0], x[1]); }
-static kg_tensor *f_div(kg_tensor **x, void *a) { (void)a; return kg_div(x[0], x[1]); }
-static kg_tensor *f_scale(kg_tensor **x, void *a) { (void)a; return kg_add_scalar(kg_scale(x[0], -1.5f), 0.25f); }
-static kg_tensor *f_neg(kg_tensor **x, void *a) { (void)a; return kg_neg(x[0]); }
-static kg_tensor *f_exp(kg_tensor **x, void *a) { (void)a; return kg_exp(x[0]); }
-static kg_tensor *f_log(kg_tensor **x, void *a) { (void)a; return kg_log(x[0]); }
-static kg_tensor *f_sqrt(kg_tensor **x, void *a) { (void)a; return kg_sqrt(x[0]); }
-static kg_tensor *f_rsqrt(kg_tensor **x, void *a) { (void)a; return kg_rsqrt(x[0]); }
-static kg_tensor *f_tanh(kg_tensor **x, void *a) { (void)a; return kg_tanh(x[0]); }
-static kg_tensor *f_sigmoid(kg_tensor **x, void *a) { (void)a; return kg_sigmoid(x[0]); }
-static kg_tensor *f_erf(kg_tensor **x, void *a) { (void)a; return kg_erf(x[0]); }
-static kg_tensor *f_relu(kg_tensor **x, void *a) { (void)a; return kg_relu(x[0]); }
-static kg_tensor *f_gelu(kg_tensor **x, void *a) { (void)a; return kg_gelu(x[0]); }
-static kg_tensor *f_silu(kg_tensor **x, void *a) { (void)a; return kg_silu(x[0]); }
-static kg_tensor *f_sum(kg_tensor **x, void *a) { return kg_sum(x[0], *(int *)a, false); }
-static kg_tensor *f_sum_keep(kg_tensor **x, void *a) { return kg_sum(x[0], *(int *)a, true); }
-static kg_tensor *f_mean(kg_tensor **x, void *a) { return kg_mean(x[0], *(int *)a, true); }
-static kg_tensor *f_max(kg_tensor **x, void *a) { return kg_max(x[0], *(int *)a, false); }
-static kg_tensor *f_matmul(kg_tensor **x, void *a) { (void)a; return kg_matmul(x[0], x[1]); }
-static kg_tensor *f_matmul_tt(kg_tensor **x, void *a)
-{
-    const bool *t = a;
-    return kg_matmul_t(x[0], x[1], t[0], t[1]);
-}
-static kg_tensor *f_softmax(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], NULL); }
-static kg_tensor *f_softmax_mask(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], x[1]); }
-static kg_tensor *f_log_softmax(kg_tensor **x, void *a) { (void)a; return kg_log_softmax(x[0]); }
-static kg_tensor *f_layer_norm(kg_tensor **x, void *a) { (void)a; return kg_layer_norm(x[0], x[1], x[2], 1e-5f); }
-static kg_tensor *f_layer_norm_plain(kg_tensor **x, void *a) { (void)a; return kg_layer_norm(x[0], NULL, NULL, 1e-5f); }
-static kg_tensor *f_rms_norm(kg_tensor **x, void *a) { (void)a; return kg_rms_norm(x[0], x[1], 1e-6f); }
-static kg_tensor *f_rope(kg_tensor **x, void *a) { (void)a; return kg_rope(x[0], 3, 10000.0f); }
-static kg_tensor *f_embedding(kg_tensor **x, void *a) { (void)a; return kg_embedding(x[0], x[1]); }
-static kg_tensor *f_scatter(kg_tensor **x, void *a) { (void)a; return kg_scatter_add_rows(x[0], x[1], 5); }
-static kg_tensor *f_cross_entropy(kg_tensor **x, void *a) { (void)a; return kg_cross_entropy(x[0], x[1], -100); }
-static kg_tensor *f_masked_fill(kg_tensor **x, void *a) { (void)a; return kg_masked_fill(x[0], x[1], -3.0f); }
-static kg_tensor *f_dropout(kg_tensor **x, void *a) { (void)a; return kg_dropout(x[0], 0.4f, 1234); }
-static kg_tensor *f_concat(kg_tensor **x, void *a) { return kg_concat(x, 3, *(int *)a); }
-static kg_tensor *f_kron(kg_tensor **x, void *a) { (void)a; return kg_kron(x[0], x[1]); }
-static kg_tensor *f_lowrank(kg_tensor **x, void *a) { (void)a; return kg_lowrank_linear(x[0], x[1], x[2]); }
-static kg_tensor *f_kron_linear(kg_tensor **x, void *a) { (void)a; return kg_kron_linear(x[0], x[1], x[2], x[3]); }
-static kg_tensor *f_views(kg_tensor **x, void *a)
-{
-    /* permute, slice, expand and reshape chained: (2,3,4) → (4,2,3) → slice → expand → reshape */
-    (void)a;
-    kg_tensor *p = kg_permute(x[0], (int[]){2, 0, 1});
-    kg_tensor *s = kg_slice(p, 0, 1, 2);
-    kg_tensor *e = kg_expand(kg_reshape(s, 4, SHAPE(2, 1, 2, 3)), 4, SHAPE(2, 3, 2, 3));
-    return kg_mul(kg_reshape(e, 2, SHAPE(6, 6)), kg_contiguous(kg_transpose(kg_reshape(e, 2, SHAPE(6, 6)), 0, 1)));
-}
-
-/* ---- the cases ---- */
+#include "op_cases.h"
 
 static void test_binary_ops(void **state)
 {
     (void)state;
-    gc_fn fs[] = {f_add, f_sub, f_mul, f_div};
-    const char *names[] = {"add", "sub", "mul", "div"};
-    for (int k = 0; k < 4; k++) {
-        float lo = k == 3 ? 0.5f : -1.0f; /* keep divisors away from 0 */
-        gc_input same[] = {F32(2, 3, 4), {.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {3, 4},
-                                          .grad = true, .lo = lo, .hi = 2.0f}};
-        gradcheck(names[k], fs[k], NULL, 2, same, 1);
-        gc_input bcast[] = {F32(3, 2, 3, 4), {.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {1, 4},
-                                              .grad = true, .lo = lo, .hi = 2.0f}};
-        gradcheck(names[k], fs[k], NULL, 2, bcast, 2);
-        gc_input both[] = {F32(3, 2, 1, 4), {.dtype = KG_DTYPE_F32, .ndim = 3, .shape = {1, 3, 1},
-                                             .grad = true, .lo = lo, .hi = 2.0f}};
-        gradcheck(names[k], fs[k], NULL, 2, both, 3);
-        gc_input strided[] = {F32T(2, 3, 4), {.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {3, 4},
-                                              .grad = true, .transposed = true, .lo = lo, .hi = 2.0f}};
-        gradcheck(names[k], fs[k], NULL, 2, strided, 4);
-    }
+    cases_binary_ops(gradcheck);
 }
 
 static void test_unary_ops(void **state)
 {
     (void)state;
-    struct { const char *name; gc_fn f; float lo, hi; } cases[] = {
-        {"scale", f_scale, -1, 1},  {"neg", f_neg, -1, 1},         {"exp", f_exp, -1, 1},
-        {"log", f_log, 0.3f, 2},    {"sqrt", f_sqrt, 0.3f, 2},     {"rsqrt", f_rsqrt, 0.3f, 2},
-        {"tanh", f_tanh, -2, 2},    {"sigmoid", f_sigmoid, -3, 3}, {"erf", f_erf, -2, 2},
-        {"relu", f_relu, -1, 1},    {"gelu", f_gelu, -3, 3},       {"silu", f_silu, -3, 3},
-    };
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        gc_input a[] = {{.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {3, 5}, .grad = true,
-                         .lo = cases[k].lo, .hi = cases[k].hi}};
-        gradcheck(cases[k].name, cases[k].f, NULL, 1, a, 10 + k);
-        a[0].transposed = true; /* strided input */
-        a[0].ndim = 3, a[0].shape[0] = 2, a[0].shape[1] = 3, a[0].shape[2] = 2;
-        gradcheck(cases[k].name, cases[k].f, NULL, 1, a, 30 + k);
-    }
+    cases_unary_ops(gradcheck);
 }
 
 static void test_reductions(void **state)
 {
     (void)state;
-    for (int axis = -1; axis < 3; axis++) {
-        gc_input a[] = {F32(3, 2, 3, 4)};
-        gradcheck("sum", f_sum, &axis, 1, a, 40);
-        gradcheck("sum keepdim", f_sum_keep, &axis, 1, a, 41);
-        gradcheck("mean", f_mean, &axis, 1, a, 42);
-        gc_input sp[] = {{.dtype = KG_DTYPE_F32, .ndim = 3, .shape = {2, 3, 4}, .grad = true,
-                          .spaced = true}};
-        gradcheck("max", f_max, &axis, 1, sp, 43);
-        gc_input t[] = {F32T(3, 2, 3, 4)};
-        gradcheck("sum strided", f_sum, &axis, 1, t, 44);
-        sp[0].transposed = true;
-        gradcheck("max strided", f_max, &axis, 1, sp, 45);
-    }
+    cases_reductions(gradcheck);
 }
 
 static void test_matmul(void **state)
 {
     (void)state;
-    gc_input plain[] = {F32(2, 3, 4), F32(2, 4, 5)};
-    gradcheck("matmul", f_matmul, NULL, 2, plain, 50);
-    gc_input batched[] = {F32(3, 2, 3, 4), F32(3, 2, 4, 2)};
-    gradcheck("matmul batched", f_matmul, NULL, 2, batched, 51);
-    gc_input bcast[] = {F32(4, 2, 1, 3, 4), F32(3, 3, 4, 2)};
-    gradcheck("matmul broadcast", f_matmul, NULL, 2, bcast, 52);
-    gc_input weight[] = {F32(3, 2, 3, 4), F32(2, 4, 3)};
-    gradcheck("matmul rows x weight", f_matmul, NULL, 2, weight, 53);
-    gc_input views[] = {F32T(3, 2, 3, 4), F32T(2, 4, 3)};
-    gradcheck("matmul strided", f_matmul, NULL, 2, views, 54);
-    bool flags[4][2] = {{false, true}, {true, false}, {true, true}, {false, false}};
-    for (int k = 0; k < 4; k++) {
-        gc_input t[] = {F32(3, 2, flags[k][0] ? 4 : 3, flags[k][0] ? 3 : 4),
-                        F32(2, flags[k][1] ? 5 : 4, flags[k][1] ? 4 : 5)};
-        gradcheck("matmul_t", f_matmul_tt, flags[k], 2, t, 55 + k);
-    }
+    cases_matmul(gradcheck);
 }
 
 static void test_softmax_family(void **state)
 {
     (void)state;
-    gc_input a[] = {F32(3, 2, 3, 5)};
-    gradcheck("softmax", f_softmax, NULL, 1, a, 60);
-    gradcheck("log_softmax", f_log_softmax, NULL, 1, a, 61);
-    gc_input m[] = {F32(3, 2, 3, 5), CONST(2, 1, 5)};
-    gradcheck("softmax masked", f_softmax_mask, NULL, 2, m, 62);
-    gc_input t[] = {F32T(2, 4, 5)};
-    gradcheck("softmax strided", f_softmax, NULL, 1, t, 63);
+    cases_softmax_family(gradcheck);
 }
 
 static void test_norms(void **state)
 {
     (void)state;
-    gc_input ln[] = {F32(3, 2, 3, 6), F32(1, 6), F32(1, 6)};
-    gradcheck("layer_norm", f_layer_norm, NULL, 3, ln, 70);
-    gc_input plain[] = {F32T(2, 4, 5)};
-    gradcheck("layer_norm plain strided", f_layer_norm_plain, NULL, 1, plain, 71);
-    gc_input rms[] = {F32(3, 2, 3, 6), F32(1, 6)};
-    gradcheck("rms_norm", f_rms_norm, NULL, 2, rms, 72);
+    cases_norms(gradcheck);
 }
 
 static void test_rope(void **state)
 {
     (void)state;
-    gc_input a[] = {F32(4, 1, 2, 3, 8)};
-    gradcheck("rope", f_rope, NULL, 1, a, 80);
-    gc_input t[] = {F32T(3, 2, 8, 4)}; /* (2, 4, 8) seen through a transpose */
-    gradcheck("rope strided", f_rope, NULL, 1, t, 81);
+    cases_rope(gradcheck);
 }
 
 static void test_embedding_family(void **state)
 {
     (void)state;
-    static const int32_t ids[] = {1, 4, 1, 0, 2, 4};
-    gc_input e[] = {F32(2, 5, 3), {.dtype = KG_DTYPE_I32, .ndim = 2, .shape = {2, 3}, .ids = ids}};
-    gradcheck("embedding", f_embedding, NULL, 2, e, 90);
-    gc_input s[] = {F32(3, 2, 3, 4), {.dtype = KG_DTYPE_I32, .ndim = 1, .shape = {6}, .ids = ids}};
-    gradcheck("scatter_add_rows", f_scatter, NULL, 2, s, 91);
+    cases_embedding_family(gradcheck);
 }
 
 static void test_cross_entropy(void **state)
 {
     (void)state;
-    static const int32_t t[] = {2, -100, 0, 4};
-    gc_input a[] = {{.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {4, 5}, .grad = true, .lo = -3,
-                     .hi = 3},
-                    {.dtype = KG_DTYPE_I32, .ndim = 1, .shape = {4}, .ids = t}};
-    gradcheck("cross_entropy", f_cross_entropy, NULL, 2, a, 100);
-    a[0].transposed = true;
-    gradcheck("cross_entropy strided", f_cross_entropy, NULL, 2, a, 101);
+    cases_cross_entropy(gradcheck);
 }
 
 static void test_masked_fill_dropout(void **state)
 {
     (void)state;
-    gc_input m[] = {F32(3, 2, 3, 4), CONST(2, 1, 4)};
-    gradcheck("masked_fill", f_masked_fill, NULL, 2, m, 110);
-    gc_input d[] = {F32(2, 6, 7)};
-    gradcheck("dropout", f_dropout, NULL, 1, d, 111);
+    cases_masked_fill_dropout(gradcheck);
 }
 
 static void test_views_and_concat(void **state)
 {
     (void)state;
-    gc_input v[] = {F32(3, 2, 3, 4)};
-    gradcheck("views", f_views, NULL, 1, v, 120);
-    for (int axis = 0; axis < 3; axis++) {
-        gc_input c[] = {F32(3, 2, 3, 4), F32(3, 2, 3, 4), F32T(3, 2, 3, 4)};
-        c[1].shape[axis] = 1;
-        c[2].shape[axis] = 2;
-        gradcheck("concat", f_concat, &axis, 3, c, 121 + axis);
-    }
+    cases_views_and_concat(gradcheck);
 }
 
 static void test_structured_ops(void **state)
 {
     (void)state;
-    gc_input k[] = {F32(2, 2, 3), F32(2, 3, 2)};
-    gradcheck("kron", f_kron, NULL, 2, k, 130);
-    gc_input lr[] = {F32(3, 2, 3, 6), F32(2, 5, 2), F32(2, 2, 6)};
-    gradcheck("lowrank_linear", f_lowrank, NULL, 3, lr, 131);
-    /* d_in = dA1·dB1 = 2·3, d_out = dA2·dB2 = 3·2, R = 2 */
-    gc_input kl[] = {F32(3, 2, 2, 6), F32(2, 3, 2), F32(2, 2, 2), F32(2, 2, 3)};
-    gradcheck("kron_linear", f_kron_linear, NULL, 4, kl, 132);
-    gc_input klt[] = {F32T(2, 3, 6), F32T(2, 3, 2), F32(2, 2, 2), F32T(2, 2, 3)};
-    gradcheck("kron_linear strided", f_kron_linear, NULL, 4, klt, 133);
+    cases_structured_ops(gradcheck);
+}
+
+static void test_forward_only(void **state)
+{
+    (void)state;
+    cases_forward_only(gradcheck);
 }
 
 int main(void)
@@ -240,6 +91,7 @@ int main(void)
         cmocka_unit_test(test_rope),            cmocka_unit_test(test_embedding_family),
         cmocka_unit_test(test_cross_entropy),   cmocka_unit_test(test_masked_fill_dropout),
         cmocka_unit_test(test_views_and_concat), cmocka_unit_test(test_structured_ops),
+        cmocka_unit_test(test_forward_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,9 +5,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct cpu_state {
     size_t current, peak;
+    bool profiling;
+    double op_seconds[KG_OP_COUNT];
+    uint64_t op_calls[KG_OP_COUNT];
 } cpu_state;
 
 static bool cpu_init(kg_ctx *ctx, void **state)
@@ -69,10 +73,46 @@ void kg_cpu_scratch_free(const kg_opcall *c, void *p, size_t bytes)
     cpu_release(c->ctx->be_state, p, bytes ? bytes : 1);
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static bool cpu_run(const kg_opcall *c)
 {
+    cpu_state *s = c->ctx->be_state;
     kg_kernel_fn k = kg_op_table[c->op].cpu;
-    return k && k(c);
+    double t0 = s->profiling ? now() : 0.0;
+    bool ok = k && k(c);
+    if (s->profiling) {
+        s->op_seconds[c->op] += now() - t0;
+        s->op_calls[c->op]++;
+    }
+    return ok;
+}
+
+static const char *cpu_device(void *state)
+{
+    (void)state;
+    return "cpu";
+}
+
+static void cpu_profile(void *state, bool on)
+{
+    cpu_state *s = state;
+    s->profiling = on;
+    memset(s->op_seconds, 0, sizeof s->op_seconds);
+    memset(s->op_calls, 0, sizeof s->op_calls);
+}
+
+static int cpu_profile_read(void *state, double *seconds, uint64_t *calls)
+{
+    cpu_state *s = state;
+    memcpy(seconds, s->op_seconds, sizeof s->op_seconds);
+    memcpy(calls, s->op_calls, sizeof s->op_calls);
+    return s->profiling;
 }
 
 static bool cpu_flush(void *state)
@@ -106,6 +146,9 @@ const kg_backend kg_cpu_backend = {
     .flush = cpu_flush,
     .memory = cpu_memory,
     .reset_peak = cpu_reset_peak,
+    .device = cpu_device,
+    .profile = cpu_profile,
+    .profile_read = cpu_profile_read,
 };
 
 int kg_cpu_thread_count(void) { return kg_cpu_threads(); }
