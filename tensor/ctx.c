@@ -105,12 +105,20 @@ void kg_flush(kg_ctx *ctx)
         kg__fail(ctx, KG_ERR_DEVICE, "kg_flush: the device failed to run queued work");
 }
 
-kg_scope kg_scope_begin(kg_ctx *ctx) { return ctx ? ctx->n_tensors : 0; }
+kg_scope kg_scope_begin(kg_ctx *ctx)
+{
+    if (!ctx)
+        return 0;
+    ctx->scopes++;
+    return ctx->n_tensors;
+}
 
 void kg_scope_end(kg_ctx *ctx, kg_scope scope)
 {
     if (!ctx)
         return;
+    if (ctx->scopes > 0)
+        ctx->scopes--;
     /* Newest first, so views go before what they view (storage is refcounted anyway). */
     while (ctx->n_tensors > scope) {
         kg_tensor *t = ctx->tensors[ctx->n_tensors - 1];

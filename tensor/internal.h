@@ -156,6 +156,7 @@ struct kg_ctx {
     kg_tensor **tensors; /* every tensor of the context, in creation order (freed ones NULL) */
     size_t n_tensors, cap_tensors;
     int no_grad;
+    int scopes; /* open scopes: tensors made inside one are a step's activations */
     unsigned visit; /* generation counter for graph walks */
 };
 
@@ -207,7 +208,10 @@ struct kg_backend {
     const char *name;
     bool (*init)(kg_ctx *ctx, void **state);
     void (*destroy)(void *state);
-    void *(*alloc)(void *state, size_t bytes); /* NULL when out of memory */
+    /* NULL when out of memory. persistent: the tensor outlives steps (parameters, gradients,
+     * optimizer state) rather than being an activation of the current scope; a backend may
+     * place the two apart so that a step's churn does not fragment long-lived memory. */
+    void *(*alloc)(void *state, size_t bytes, bool persistent);
     void (*release)(void *state, void *handle, size_t bytes);
     bool (*upload)(void *state, void *handle, size_t offset, const void *src, size_t bytes);
     bool (*download)(void *state, void *handle, size_t offset, void *dst, size_t bytes);

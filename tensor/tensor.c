@@ -119,7 +119,8 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t
         return NULL;
     size_t bytes = (size_t)kg__numel(ndim, shape) * dtype_sizes[dtype];
     kg_storage *s = calloc(1, sizeof *s);
-    void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1) : NULL;
+    bool persistent = !owned || ctx->scopes == 0;
+    void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1, persistent) : NULL;
     if (!h) {
         free(s);
         char buf[64] = "";

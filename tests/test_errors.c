@@ -152,6 +152,39 @@ static void test_host_out_of_memory(void **state)
     kg_ctx_free(ctx);
 }
 
+static void test_no_vulkan_device(void **state)
+{
+    (void)state;
+    /* A Vulkan loader pointed at no driver: the context says what is missing, and the CPU
+     * backend is unaffected. */
+    setenv("VK_ICD_FILENAMES", "/nonexistent/krongrad-test-icd.json", 1);
+    kg_ctx *vk = kg_ctx_new(KG_BACKEND_VULKAN);
+    unsetenv("VK_ICD_FILENAMES");
+    assert_non_null(vk);
+    assert_int_equal(kg_status(vk), KG_ERR_DEVICE);
+#ifdef KG_HAVE_VULKAN
+    assert_non_null(strstr(kg_error(vk), "no Vulkan driver"));
+    assert_non_null(strstr(kg_error(vk), "mesa-vulkan-drivers"));
+#else
+    assert_non_null(strstr(kg_error(vk), "built without Vulkan"));
+#endif
+    assert_null(kg_zeros(vk, KG_DTYPE_F32, 1, SHAPE(2))); /* ops on it return NULL */
+    kg_clear_error(vk);                                   /* and it stays in error */
+    assert_int_equal(kg_status(vk), KG_ERR_DEVICE);
+    kg_ctx_free(vk);
+    kg_ctx *cpu = kg_ctx_new(KG_BACKEND_CPU);
+    assert_true(kg_item(kg_sum_all(kg_ones(cpu, KG_DTYPE_F32, 1, SHAPE(3)))) == 3.0);
+    kg_ctx_free(cpu);
+#ifdef KG_HAVE_VULKAN
+    setenv("KG_DEVICE", "no-such-device-anywhere", 1);
+    vk = kg_ctx_new(KG_BACKEND_VULKAN);
+    unsetenv("KG_DEVICE");
+    if (!strstr(kg_error(vk), "no Vulkan driver")) /* a machine with a driver */
+        assert_non_null(strstr(kg_error(vk), "KG_DEVICE=no-such-device-anywhere matches none"));
+    kg_ctx_free(vk);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_backward_misuse),
         cmocka_unit_test(test_host_out_of_memory),
+        cmocka_unit_test(test_no_vulkan_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,8 +25,9 @@ static bool cpu_init(kg_ctx *ctx, void **state)
 
 static void cpu_destroy(void *state) { free(state); }
 
-static void *cpu_alloc(void *state, size_t bytes)
+static void *cpu_alloc(void *state, size_t bytes, bool persistent)
 {
+    (void)persistent; /* malloc keeps its own arenas */
     cpu_state *s = state;
     /* 64-byte alignment suits every vector width; the size must be a multiple of it. */
     void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
@@ -61,7 +62,7 @@ static bool cpu_download(void *state, void *handle, size_t offset, void *dst, si
 
 void *kg_cpu_scratch(const kg_opcall *c, size_t bytes)
 {
-    void *p = cpu_alloc(c->ctx->be_state, bytes ? bytes : 1);
+    void *p = cpu_alloc(c->ctx->be_state, bytes ? bytes : 1, false);
     if (!p)
         kg__fail(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for %zu bytes of scratch",
                  kg_op_table[c->op].name, bytes);

@@ -86,7 +86,13 @@ typedef struct vk_block {
 typedef struct vk_alloc {
     vk_block *block;
     VkDeviceSize offset, size;
+    int pool;
 } vk_alloc;
+
+/* Two pools of blocks: one for what outlives steps (parameters, gradients, optimizer state),
+ * one for a step's activations, so a step's allocations and frees never fragment the memory
+ * that parameters sit in. */
+enum { POOL_STEP, POOL_PERSISTENT, POOL_COUNT };
 
 typedef struct vk_state {
     kg_ctx *ctx;
@@ -101,7 +107,7 @@ typedef struct vk_state {
     uint32_t mem_type;     /* for tensors */
     bool host_visible;     /* tensors' memory can be mapped: no staging copies */
     uint32_t staging_type; /* host-visible, coherent */
-    vk_block *blocks;
+    vk_block *blocks[POOL_COUNT];
     size_t current, peak;
 
     VkPipelineLayout layout;
@@ -256,14 +262,15 @@ static void block_give(vk_block *b, VkDeviceSize offset, VkDeviceSize size)
     }
 }
 
-static vk_alloc *mem_alloc(vk_state *s, size_t bytes, bool staging)
+static vk_alloc *mem_alloc(vk_state *s, size_t bytes, bool staging, int pool)
 {
     VkDeviceSize size = ((VkDeviceSize)bytes + ALIGN - 1) & ~(VkDeviceSize)(ALIGN - 1);
     vk_alloc *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
+    a->pool = pool;
     if (!staging) {
-        for (vk_block *b = s->blocks; b; b = b->next)
+        for (vk_block *b = s->blocks[pool]; b; b = b->next)
             if (block_take(b, size, &a->offset)) {
                 a->block = b;
                 break;
@@ -278,8 +285,8 @@ static vk_alloc *mem_alloc(vk_state *s, size_t bytes, bool staging)
             return NULL;
         }
         if (!staging) {
-            b->next = s->blocks;
-            s->blocks = b;
+            b->next = s->blocks[pool];
+            s->blocks[pool] = b;
         }
         block_take(b, size, &a->offset);
         a->block = b;
@@ -303,7 +310,7 @@ static void mem_release_now(vk_state *s, vk_alloc *a, bool staging)
         s->current -= a->size;
         block_give(b, a->offset, a->size);
         if (b->size > BLOCK_SIZE && b->n_free == 1 && b->free[0].size == b->size) {
-            vk_block **p = &s->blocks;
+            vk_block **p = &s->blocks[a->pool];
             while (*p != b)
                 p = &(*p)->next;
             *p = b->next;
@@ -581,7 +588,7 @@ static bool make_stream(vk_state *s)
     s->tile_bm = s->tile_bn = big ? 64 : 32;
     s->tile_bk = 16;
     s->tile_t = 4;
-    s->status = mem_alloc(s, 32, true);
+    s->status = mem_alloc(s, 32, true, POOL_PERSISTENT);
     if (!s->status)
         return kg__fail(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of device memory");
     memset(s->status->block->map, 0, 32);
@@ -821,13 +828,14 @@ void kg_vk_matmul_tile(const kg_ctx *ctx, uint32_t *bm, uint32_t *bn)
 
 /* ---- The backend interface --------------------------------------------------------------- */
 
-static void *vk_alloc_fn(void *state, size_t bytes)
+static void *vk_alloc_fn(void *state, size_t bytes, bool persistent)
 {
     vk_state *s = state;
-    vk_alloc *a = mem_alloc(s, bytes, false);
+    int pool = persistent ? POOL_PERSISTENT : POOL_STEP;
+    vk_alloc *a = mem_alloc(s, bytes, false, pool);
     if (!a && s->recording) { /* memory may be waiting on queued work: finish it and retry */
         vk_flush(s);
-        a = mem_alloc(s, bytes, false);
+        a = mem_alloc(s, bytes, false, pool);
     }
     return a;
 }
@@ -865,7 +873,7 @@ static bool vk_upload(void *state, void *handle, size_t offset, const void *src,
     }
     if (s->n_staging == BATCH && !vk_flush(s))
         return false;
-    vk_alloc *st = mem_alloc(s, bytes, true);
+    vk_alloc *st = mem_alloc(s, bytes, true, POOL_STEP);
     if (!st || !begin_batch(s))
         return st ? false : kg__fail(s->ctx, KG_ERR_NOMEM, "vulkan: out of staging memory");
     memcpy(st->block->map, src, bytes);
@@ -887,7 +895,7 @@ static bool vk_download(void *state, void *handle, size_t offset, void *dst, siz
         memcpy(dst, a->block->map + a->offset + offset, bytes);
         return true;
     }
-    vk_alloc *st = mem_alloc(s, bytes, true);
+    vk_alloc *st = mem_alloc(s, bytes, true, POOL_STEP);
     if (!st || !begin_batch(s))
         return false;
     compute_barrier(s);
@@ -955,11 +963,12 @@ static void vk_destroy(void *state)
         for (int i = 0; i < PIPE_COUNT; i++)
             if (s->pipes[i])
                 vkDestroyPipeline(s->dev, s->pipes[i], NULL);
-        while (s->blocks) {
-            vk_block *b = s->blocks;
-            s->blocks = b->next;
-            block_free(s, b);
-        }
+        for (int pool = 0; pool < POOL_COUNT; pool++)
+            while (s->blocks[pool]) {
+                vk_block *b = s->blocks[pool];
+                s->blocks[pool] = b->next;
+                block_free(s, b);
+            }
         if (s->queries)
             vkDestroyQueryPool(s->dev, s->queries, NULL);
         vkDestroyFence(s->dev, s->fence, NULL);
