@@ -147,22 +147,26 @@ const char *kg_device_name(const kg_ctx *ctx)
 
 void kg_profile(kg_ctx *ctx, bool on)
 {
-    if (ctx && ctx->be)
-        ctx->be->profile(ctx->be_state, on);
+    if (!ctx || !ctx->be)
+        return;
+    ctx->be->profile(ctx->be_state, on); /* Vulkan finishes queued work under the old setting */
+    ctx->profiling = on;
+    if (on) {
+        memset(ctx->op_seconds, 0, sizeof ctx->op_seconds);
+        memset(ctx->op_calls, 0, sizeof ctx->op_calls);
+    }
 }
 
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap)
 {
-    double seconds[KG_OP_COUNT] = {0};
-    uint64_t calls[KG_OP_COUNT] = {0};
     if (!ctx || !ctx->be || !out || cap <= 0)
         return 0;
-    ctx->be->profile_read(ctx->be_state, seconds, calls);
+    kg_flush(ctx); /* GPU timestamps are read when their batch completes */
     int n = 0;
     for (int op = 0; op < KG_OP_COUNT; op++) {
-        if (!calls[op])
+        if (!ctx->op_calls[op])
             continue;
-        kg_op_time e = {kg_op_table[op].name, calls[op], seconds[op]};
+        kg_op_time e = {kg_op_table[op].name, ctx->op_calls[op], ctx->op_seconds[op]};
         int i = n < cap ? n++ : cap; /* insertion by time, slowest first */
         while (i > 0 && out[i - 1].seconds < e.seconds) {
             if (i < cap)

@@ -158,6 +158,9 @@ struct kg_ctx {
     int no_grad;
     int scopes; /* open scopes: tensors made inside one are a step's activations */
     unsigned visit; /* generation counter for graph walks */
+    bool profiling; /* kg_profile: per-op time tallies */
+    double op_seconds[KG_OP_COUNT];
+    uint64_t op_calls[KG_OP_COUNT];
 };
 
 /* Record an error unless one is already recorded. Returns false, for `return kg__fail(...)`. */
@@ -220,9 +223,16 @@ struct kg_backend {
     void (*memory)(void *state, size_t *current, size_t *peak);
     void (*reset_peak)(void *state);
     const char *(*device)(void *state); /* what it runs on, for people */
-    void (*profile)(void *state, bool on);  /* start (from zero) or stop timing each op */
-    int (*profile_read)(void *state, double seconds[KG_OP_COUNT], uint64_t calls[KG_OP_COUNT]);
+    /* Start or stop timing ops; a backend then adds each op's time with kg__profile_add. */
+    void (*profile)(void *state, bool on);
 };
+
+/* Tally one run of op for kg_profile_read. */
+static inline void kg__profile_add(kg_ctx *ctx, kg_op op, double seconds)
+{
+    ctx->op_seconds[op] += seconds;
+    ctx->op_calls[op]++;
+}
 
 extern const kg_backend kg_cpu_backend;
 

@@ -157,6 +157,27 @@ static void test_profile_counts_ops(void **state)
     assert_true(saw_matmul);
 }
 
+static void test_barriers_only_on_dependencies(void **state)
+{
+    (void)state;
+    kg_tensor *a = kg_ones(vk, KG_DTYPE_F32, 1, SHAPE(64)), *b = kg_ones(vk, KG_DTYPE_F32, 1, SHAPE(64));
+    kg_flush(vk);
+    size_t before = kg__vk_barrier_count(vk);
+    kg_tensor *c = kg_exp(a), *d = kg_exp(b); /* independent: no barrier between them */
+    assert_int_equal(kg__vk_barrier_count(vk), before);
+    kg_tensor *e = kg_add(c, d);              /* reads what both wrote: one barrier */
+    assert_int_equal(kg__vk_barrier_count(vk), before + 1);
+    kg_tensor *f = kg_exp(a);                 /* reads only uploaded data: none */
+    assert_int_equal(kg__vk_barrier_count(vk), before + 1);
+    kg_tensor *g = kg_mul(e, f);              /* reads e and f: one more */
+    assert_int_equal(kg__vk_barrier_count(vk), before + 2);
+    float want[64];
+    for (int i = 0; i < 64; i++)
+        want[i] = 2.0f * expf(1.0f) * expf(1.0f);
+    assert_tensor(g, want, 64, 1e-5f, 1e-5f, "chained result");
+    assert_ok(vk);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -208,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_device_out_of_memory_is_an_error),
         cmocka_unit_test(test_memory_is_reused_and_released),
         cmocka_unit_test(test_profile_counts_ops),
+        cmocka_unit_test(test_barriers_only_on_dependencies),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,9 +9,6 @@
 
 typedef struct cpu_state {
     size_t current, peak;
-    bool profiling;
-    double op_seconds[KG_OP_COUNT];
-    uint64_t op_calls[KG_OP_COUNT];
 } cpu_state;
 
 static bool cpu_init(kg_ctx *ctx, void **state)
@@ -83,14 +80,11 @@ static double now(void)
 
 static bool cpu_run(const kg_opcall *c)
 {
-    cpu_state *s = c->ctx->be_state;
     kg_kernel_fn k = kg_op_table[c->op].cpu;
-    double t0 = s->profiling ? now() : 0.0;
+    double t0 = c->ctx->profiling ? now() : 0.0;
     bool ok = k && k(c);
-    if (s->profiling) {
-        s->op_seconds[c->op] += now() - t0;
-        s->op_calls[c->op]++;
-    }
+    if (c->ctx->profiling)
+        kg__profile_add(c->ctx, c->op, now() - t0);
     return ok;
 }
 
@@ -102,18 +96,8 @@ static const char *cpu_device(void *state)
 
 static void cpu_profile(void *state, bool on)
 {
-    cpu_state *s = state;
-    s->profiling = on;
-    memset(s->op_seconds, 0, sizeof s->op_seconds);
-    memset(s->op_calls, 0, sizeof s->op_calls);
-}
-
-static int cpu_profile_read(void *state, double *seconds, uint64_t *calls)
-{
-    cpu_state *s = state;
-    memcpy(seconds, s->op_seconds, sizeof s->op_seconds);
-    memcpy(calls, s->op_calls, sizeof s->op_calls);
-    return s->profiling;
+    (void)state; /* each kernel is timed as it runs (cpu_run) */
+    (void)on;
 }
 
 static bool cpu_flush(void *state)
@@ -149,7 +133,6 @@ const kg_backend kg_cpu_backend = {
     .reset_peak = cpu_reset_peak,
     .device = cpu_device,
     .profile = cpu_profile,
-    .profile_read = cpu_profile_read,
 };
 
 int kg_cpu_thread_count(void) { return kg_cpu_threads(); }

@@ -132,9 +132,8 @@ typedef struct vk_state {
     VkQueryPool queries; /* timestamps, when profiling */
     bool profiling;
     kg_op batch_ops[BATCH];
-    double op_seconds[KG_OP_COUNT];
-    uint64_t op_calls[KG_OP_COUNT];
 
+    size_t barriers; /* compute barriers recorded, for tests of the hazard tracking */
     size_t validation_count;
     char validation_first[512];
     char device_name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE + 32];
@@ -333,6 +332,11 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(
         snprintf(s->validation_first, sizeof s->validation_first, "%s",
                  data && data->pMessage ? data->pMessage : "(no message)");
     return VK_FALSE;
+}
+
+size_t kg__vk_barrier_count(const kg_ctx *ctx)
+{
+    return ((const vk_state *)ctx->be_state)->barriers;
 }
 
 size_t kg__vk_validation_count(const kg_ctx *ctx, const char **first)
@@ -550,8 +554,11 @@ static bool make_device(vk_state *s)
     if (hv < 0 || (dl < 0 && both < 0))
         return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: %s offers no usable memory type",
                         s->props.deviceName);
-    s->host_visible = big || dl < 0;
-    s->mem_type = (uint32_t)(big ? both : dl >= 0 ? dl : both);
+    /* KG_VK_STAGING=1 takes the staging path even where mapping would do (to test it). */
+    const char *staging = getenv("KG_VK_STAGING");
+    bool force_staging = staging && strcmp(staging, "1") == 0 && dl >= 0;
+    s->host_visible = (big || dl < 0) && !force_staging;
+    s->mem_type = (uint32_t)(s->host_visible ? both : dl);
     s->staging_type = (uint32_t)hv;
     return true;
 }
@@ -649,6 +656,7 @@ static void barrier(vk_state *s, VkPipelineStageFlags dst_stage, VkAccessFlags d
 
 static void compute_barrier(vk_state *s)
 {
+    s->barriers++;
     barrier(s, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
@@ -676,11 +684,9 @@ static bool vk_flush(void *state)
         if (vkGetQueryPoolResults(s->dev, s->queries, 0, 2 * (uint32_t)s->n_dispatch, sizeof ts,
                                   ts, sizeof(uint64_t), VK_QUERY_RESULT_64_BIT |
                                   VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
-            for (int i = 0; i < s->n_dispatch; i++) {
-                s->op_seconds[s->batch_ops[i]] += (double)(ts[2 * i + 1] - ts[2 * i]) *
-                                                  s->props.limits.timestampPeriod * 1e-9;
-                s->op_calls[s->batch_ops[i]]++;
-            }
+            for (int i = 0; i < s->n_dispatch; i++)
+                kg__profile_add(s->ctx, s->batch_ops[i], (double)(ts[2 * i + 1] - ts[2 * i]) *
+                                s->props.limits.timestampPeriod * 1e-9);
     }
     for (size_t i = 0; i < s->n_deferred; i++)
         mem_release_now(s, s->deferred[i], false);
@@ -914,6 +920,14 @@ static bool vk_run(const kg_opcall *c)
     if (!k)
         return kg__fail(c->ctx, KG_ERR_DEVICE, "kg_%s has no Vulkan kernel",
                         kg_op_table[c->op].name);
+    /* Shaders index with 32-bit signed integers. */
+    for (int i = -1; i < c->n_in; i++) {
+        const kg_tensor *t = i < 0 ? c->out : c->in[i];
+        if (kg_tensor_numel(t) >= INT32_MAX)
+            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: %s has 2^31 elements or more, which "
+                            "the Vulkan kernels cannot index", kg_op_table[c->op].name,
+                            KG_DESC(t));
+    }
     return k(c);
 }
 
@@ -935,19 +949,8 @@ static const char *vk_device(void *state) { return ((vk_state *)state)->device_n
 static void vk_profile(void *state, bool on)
 {
     vk_state *s = state;
-    vk_flush(s); /* timestamps are reset per batch; switch between batches */
+    vk_flush(s); /* timestamps are reset per batch: switch between batches */
     s->profiling = on && s->queries;
-    memset(s->op_seconds, 0, sizeof s->op_seconds);
-    memset(s->op_calls, 0, sizeof s->op_calls);
-}
-
-static int vk_profile_read(void *state, double *seconds, uint64_t *calls)
-{
-    vk_state *s = state;
-    vk_flush(s);
-    memcpy(seconds, s->op_seconds, sizeof s->op_seconds);
-    memcpy(calls, s->op_calls, sizeof s->op_calls);
-    return s->profiling ? 1 : 0;
 }
 
 static void vk_destroy(void *state)
@@ -1003,7 +1006,6 @@ const kg_backend kg_vulkan_backend = {
     .reset_peak = vk_reset_peak,
     .device = vk_device,
     .profile = vk_profile,
-    .profile_read = vk_profile_read,
 };
 
 /* ---- Device listing, for `krongrad info` --------------------------------------------------- */
