@@ -8,8 +8,6 @@
 #include "op_cases.h"
 #include "tensor/vulkan/vk.h"
 
-#include <dlfcn.h>
-
 static kg_ctx *cpu, *vk;
 
 static void assert_no_validation_messages(void)
@@ -195,13 +193,6 @@ static int teardown(void **state)
 
 int main(void)
 {
-    /* vkDestroyInstance unloads the driver, and LeakSanitizer then reports what the driver's
-     * globals still pointed to as leaked (a false positive: kept loaded, lavapipe reports
-     * nothing). Keep the loader and lavapipe mapped so the sanitizer run sees only our leaks. */
-#ifdef RTLD_NODELETE
-    dlopen("libvulkan.so.1", RTLD_NOW | RTLD_NODELETE);
-    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE);
-#endif
     vk = kg_ctx_new(KG_BACKEND_VULKAN);
     if (!vk || kg_status(vk)) {
         printf("skipped: no usable Vulkan device: %s\n", kg_error(vk));
