@@ -86,6 +86,16 @@ void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
     kg_tensor *a = n->in[0], *b = n->in[1];
     bool ta = n->p.i[0], tb = n->p.i[1];
     kg_tensor *da, *db;
+    if (!ta && a->ndim > 2 && b->ndim == 2) {
+        /* Rows times a weight (every linear layer): the weight's gradient is one GEMM over all
+         * rows, not a batch of per-row products summed afterwards. */
+        int64_t k = a->shape[a->ndim - 1], cols = g->shape[g->ndim - 1];
+        kg_tensor *a2 = kg_reshape(a, 2, (int64_t[]){-1, k});
+        kg_tensor *g2 = kg_reshape(g, 2, (int64_t[]){-1, cols});
+        gin[0] = kg_matmul_t(g, b, false, !tb);
+        gin[1] = tb ? kg_matmul_t(g2, a2, true, false) : kg_matmul_t(a2, g2, true, false);
+        return;
+    }
     /* C = op(A)·op(B); dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where needed. */
     if (!ta && !tb) {
         da = kg_matmul_t(g, b, false, true);
