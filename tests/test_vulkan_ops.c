@@ -176,6 +176,28 @@ static void test_barriers_only_on_dependencies(void **state)
     assert_ok(vk);
 }
 
+static void test_long_chains_span_batches(void **state)
+{
+    (void)state;
+    /* 700 dependent dispatches with no read between them: the stream submits several batches,
+     * and intermediates freed on the way are released only after their batch completes. */
+    kg_scope s = kg_scope_begin(vk);
+    kg_tensor *x = kg_zeros(vk, KG_DTYPE_F32, 1, SHAPE(100));
+    for (int i = 0; i < 700; i++) {
+        kg_tensor *next = kg_add_scalar(x, 1.0f);
+        if (i > 0)
+            kg_tensor_free(x);
+        x = next;
+    }
+    float want[100];
+    for (int i = 0; i < 100; i++)
+        want[i] = 700.0f;
+    assert_tensor(x, want, 100, 0, 0, "after 700 queued adds");
+    kg_scope_end(vk, s);
+    assert_ok(vk);
+    assert_no_validation_messages();
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -221,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_memory_is_reused_and_released),
         cmocka_unit_test(test_profile_counts_ops),
         cmocka_unit_test(test_barriers_only_on_dependencies),
+        cmocka_unit_test(test_long_chains_span_batches),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
