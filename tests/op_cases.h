@@ -235,6 +235,13 @@ static kg_tensor *f_cast_to(kg_tensor **x, void *a)
     kg_tensor *v = d == KG_DTYPE_I32 ? kg_scale(x[0], 10.0f) : x[0];
     return kg_cast(kg_cast(v, d), KG_DTYPE_F32);
 }
+static kg_tensor *f_cast_scaled16(kg_tensor **x, void *a)
+{
+    /* x·s through f16 and back, then ÷s so that one f16 step shows above the tolerance;
+     * multiplication rounds exactly alike on every backend */
+    float s = *(float *)a;
+    return kg_scale(kg_cast(kg_cast(kg_scale(x[0], s), KG_DTYPE_F16), KG_DTYPE_F32), 1.0f / s);
+}
 static kg_tensor *f_cast_view(kg_tensor **x, void *a)
 {
     (void)a; /* a strided f16 view made contiguous by the 16-bit copy kernel */
@@ -258,6 +265,11 @@ static void cases_forward_only(check_fn check)
         check("cast", f_cast_to, &dts[k], 1, x, 144 + k);
     gc_input m[] = {CONST(2, 3, 5)};
     check("cast strided f16", f_cast_view, NULL, 1, m, 147);
+    /* f16 rounding and overflow past 65504 (x·1e4), and f16 subnormals (x·1e-6 < 6e-5). */
+    static float big = 1e4f, tiny = 1e-6f;
+    gc_input wide[] = {{.dtype = KG_DTYPE_F32, .ndim = 1, .shape = {64}, .lo = -12, .hi = 12}};
+    check("cast f16 overflow", f_cast_scaled16, &big, 1, wide, 148);
+    check("cast f16 subnormal", f_cast_scaled16, &tiny, 1, wide, 149);
 }
 
 #endif
