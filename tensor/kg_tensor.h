@@ -5,6 +5,9 @@
  * queues) its kernel. Every op returns NULL when given NULL or when its context is already in
  * error, so a whole step can be written straight and checked once with kg_status().
  *
+ * A context and its tensors are used by one thread at a time; separate contexts may run on
+ * separate threads.
+ *
  * Shapes are outermost first (PyTorch order). Letters used in comments: B batch, T time,
  * C channels, N rows (tokens), V vocabulary, H heads, D head dim, R rank.
  */
