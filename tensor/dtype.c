@@ -1,5 +1,6 @@
 /* dtype.c — conversions between f32 and the 16-bit storage dtypes (IEEE half and bfloat16),
- * round-to-nearest-even, with infinities and NaN kept.
+ * round-to-nearest-even, with infinities and NaN kept; and reading or writing one element of
+ * any dtype as a number (kg_cast, kg_full and kg_tensor_to_f32 use them).
  */
 #include "internal.h"
 
@@ -62,4 +63,27 @@ uint16_t kg__f32_to_f16(float f)
     }
     uint32_t r = a + 0xfffu + ((a >> 13) & 1); /* round to nearest even at bit 13 */
     return sign | (uint16_t)((r - 0x38000000u) >> 13);
+}
+
+double kg__load(const void *base, kg_dtype dtype, int64_t i)
+{
+    switch (dtype) {
+    case KG_DTYPE_F16: return kg__f16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_BF16: return kg__bf16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_I32: return ((const int32_t *)base)[i];
+    default: return ((const float *)base)[i];
+    }
+}
+
+void kg__store(void *base, kg_dtype dtype, int64_t i, double v)
+{
+    switch (dtype) {
+    case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg__f32_to_f16((float)v); break;
+    case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg__f32_to_bf16((float)v); break;
+    case KG_DTYPE_I32: /* truncates toward zero as C does, but saturates where C is undefined */
+        ((int32_t *)base)[i] = v != v ? 0 : v >= 2147483648.0 ? INT32_MAX
+                             : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
+        break;
+    default: ((float *)base)[i] = (float)v; break;
+    }
 }

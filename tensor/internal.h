@@ -195,6 +195,9 @@ float kg__f16_to_f32(uint16_t h);
 uint16_t kg__f32_to_f16(float f);
 float kg__bf16_to_f32(uint16_t h);
 uint16_t kg__f32_to_bf16(float f);
+/* Element i of a packed array of dtype, as a number; and the reverse (i32 saturates). */
+double kg__load(const void *base, kg_dtype dtype, int64_t i);
+void kg__store(void *base, kg_dtype dtype, int64_t i, double v);
 
 /* Counter-based random numbers: a pure function of (seed, index), so any backend and the
  * backward pass can redraw them. */

@@ -14,19 +14,26 @@ static const size_t dtype_sizes[KG_DTYPE_COUNT] = {4, 2, 2, 4};
 const char *kg_dtype_name(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_names[d] : "?"; }
 size_t kg_dtype_size(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_sizes[d] : 0; }
 
+/* "[2,3] f32" for a shape and dtype. */
+static const char *describe(int ndim, const int64_t *shape, kg_dtype dtype, char *buf,
+                            size_t size)
+{
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, size - n, "[");
+    for (int i = 0; i < ndim && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? "," : "", (long long)shape[i]);
+    if (n < size)
+        snprintf(buf + n, size - n, "] %s", kg_dtype_name(dtype));
+    return buf;
+}
+
 const char *kg__describe(const kg_tensor *t, char *buf, size_t size)
 {
     if (!t) {
         snprintf(buf, size, "NULL");
         return buf;
     }
-    size_t n = 0;
-    n += (size_t)snprintf(buf + n, size - n, "[");
-    for (int i = 0; i < t->ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? "," : "", (long long)t->shape[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "] %s", kg_dtype_name(t->dtype));
-    return buf;
+    return describe(t->ndim, t->shape, t->dtype, buf, size);
 }
 
 int64_t kg__numel(int ndim, const int64_t *shape)
@@ -123,12 +130,9 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t
     void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1, persistent) : NULL;
     if (!h) {
         free(s);
-        char buf[64] = "";
-        for (int i = 0, n = 0; i < ndim && n < 60; i++)
-            n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%lld", i ? "," : "",
-                          (long long)shape[i]);
-        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating [%s] %s "
-                 "(%zu bytes)", ctx->be->name, buf, dtype_names[dtype], bytes);
+        char buf[64];
+        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating %s (%zu bytes)",
+                 ctx->be->name, describe(ndim, shape, dtype, buf, sizeof buf), bytes);
         return NULL;
     }
     s->refs = 1;
@@ -180,20 +184,6 @@ kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *s
     return kg__tensor_alloc(ctx, dtype, ndim, shape, true);
 }
 
-/* Fill a packed host buffer of n elements of dtype with one value. */
-static void fill_host(void *dst, kg_dtype dtype, size_t n, double v)
-{
-    for (size_t i = 0; i < n; i++) {
-        switch (dtype) {
-        case KG_DTYPE_F32: ((float *)dst)[i] = (float)v; break;
-        case KG_DTYPE_F16: ((uint16_t *)dst)[i] = kg__f32_to_f16((float)v); break;
-        case KG_DTYPE_BF16: ((uint16_t *)dst)[i] = kg__f32_to_bf16((float)v); break;
-        case KG_DTYPE_I32: ((int32_t *)dst)[i] = (int32_t)v; break;
-        default: break;
-        }
-    }
-}
-
 kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
                         const void *data)
 {
@@ -224,7 +214,8 @@ kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, 
         kg__fail(ctx, KG_ERR_NOMEM, "kg_full: out of host memory");
         return NULL;
     }
-    fill_host(buf, dtype, n, value);
+    for (size_t i = 0; i < n; i++)
+        kg__store(buf, dtype, (int64_t)i, value);
     kg_tensor *t = kg_from_host(ctx, dtype, ndim, shape, buf);
     free(buf);
     return t;
@@ -357,15 +348,8 @@ float *kg_tensor_to_f32(const kg_tensor *t)
         free(raw);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        switch (t->dtype) {
-        case KG_DTYPE_F32: out[i] = ((float *)raw)[i]; break;
-        case KG_DTYPE_F16: out[i] = kg__f16_to_f32(((uint16_t *)raw)[i]); break;
-        case KG_DTYPE_BF16: out[i] = kg__bf16_to_f32(((uint16_t *)raw)[i]); break;
-        case KG_DTYPE_I32: out[i] = (float)((int32_t *)raw)[i]; break;
-        default: break;
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)kg__load(raw, t->dtype, (int64_t)i);
     free(raw);
     return out;
 }

@@ -21,6 +21,14 @@ static inline void *kg_cpu_raw(const kg_tensor *t)
     return (char *)t->storage->handle + (size_t)t->offset * kg_dtype_size(t->dtype);
 }
 
+/* Strided kernels see a tensor padded to 4 dims as rows of the last dim: the offset of row r
+ * (flat over the first three dims) for strides st. */
+static inline int64_t kg_cpu_row_offset(const int64_t *dim, const int64_t *st, int64_t r)
+{
+    int64_t i2 = r % dim[2], i1 = (r / dim[2]) % dim[1], i0 = r / (dim[2] * dim[1]);
+    return i0 * st[0] + i1 * st[1] + i2 * st[2];
+}
+
 /* Temporary memory for a kernel, taken from (and counted by) the backend, so its memory
  * figures show everything an op used. NULL, with the context's error set, when exhausted. */
 void *kg_cpu_scratch(const kg_opcall *c, size_t bytes);

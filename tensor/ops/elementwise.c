@@ -37,12 +37,10 @@ static void ew_setup(ew_iter *it, const kg_opcall *c, int n)
     it->c = c;
 }
 
-/* The offset of row r (flat over the first three dims) in input k. */
+/* The offset of row r in input k. */
 static inline int64_t ew_row(const ew_iter *it, int k, int64_t r)
 {
-    int64_t i2 = r % it->dim[2], i1 = (r / it->dim[2]) % it->dim[1];
-    int64_t i0 = r / (it->dim[2] * it->dim[1]);
-    return i0 * it->st[k][0] + i1 * it->st[k][1] + i2 * it->st[k][2];
+    return kg_cpu_row_offset(it->dim, it->st[k], r);
 }
 
 static int64_t ew_rows(const ew_iter *it) { return it->dim[0] * it->dim[1] * it->dim[2]; }

@@ -202,10 +202,8 @@ static void copy_rows(void *arg, int64_t lo, int64_t hi)
     const char *src = kg_cpu_raw(j->src);
     char *dst = kg_cpu_raw(j->dst);
     for (int64_t r = lo; r < hi; r++) {
-        int64_t i2 = r % j->dim[2], i1 = (r / j->dim[2]) % j->dim[1];
-        int64_t i0 = r / (j->dim[2] * j->dim[1]);
-        int64_t so = i0 * j->ss[0] + i1 * j->ss[1] + i2 * j->ss[2];
-        int64_t d0 = i0 * j->ds[0] + i1 * j->ds[1] + i2 * j->ds[2];
+        int64_t so = kg_cpu_row_offset(j->dim, j->ss, r);
+        int64_t d0 = kg_cpu_row_offset(j->dim, j->ds, r);
         for (int64_t k = 0; k < j->dim[3]; k++)
             memcpy(dst + (size_t)(d0 + k * j->ds[3]) * j->es,
                    src + (size_t)(so + k * j->ss[3]) * j->es, j->es);
@@ -248,36 +246,13 @@ kg_tensor *kg_contiguous(kg_tensor *t)
 
 /* ---- cast: p.i[0] the target dtype -------------------------------------------------------- */
 
-static float load_f32(const void *base, kg_dtype d, int64_t i)
-{
-    switch (d) {
-    case KG_DTYPE_F16: return kg__f16_to_f32(((const uint16_t *)base)[i]);
-    case KG_DTYPE_BF16: return kg__bf16_to_f32(((const uint16_t *)base)[i]);
-    case KG_DTYPE_I32: return (float)((const int32_t *)base)[i];
-    default: return ((const float *)base)[i];
-    }
-}
-
-static void store_f32(void *base, kg_dtype d, int64_t i, float v)
-{
-    switch (d) {
-    case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg__f32_to_f16(v); break;
-    case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg__f32_to_bf16(v); break;
-    case KG_DTYPE_I32: /* truncates toward zero as C does, but saturates where C is undefined */
-        ((int32_t *)base)[i] = v != v ? 0 : v >= 2147483648.0f ? INT32_MAX
-                             : v <= -2147483648.0f ? INT32_MIN : (int32_t)v;
-        break;
-    default: ((float *)base)[i] = v; break;
-    }
-}
-
 bool kg__cpu_cast(const kg_opcall *c)
 {
     const void *src = kg_cpu_raw(c->in[0]);
     void *dst = kg_cpu_raw(c->out);
     int64_t n = kg_tensor_numel(c->out);
     for (int64_t i = 0; i < n; i++)
-        store_f32(dst, c->out->dtype, i, load_f32(src, c->in[0]->dtype, i));
+        kg__store(dst, c->out->dtype, i, kg__load(src, c->in[0]->dtype, i));
     return true;
 }
 
