@@ -198,6 +198,30 @@ static void test_long_chains_span_batches(void **state)
     assert_no_validation_messages();
 }
 
+static void test_device_listing(void **state)
+{
+    (void)state;
+    char buf[8192];
+    size_t n = kg_vulkan_devices(buf, sizeof buf);
+    assert_true(n > 0 && n < sizeof buf);
+    /* The device the backend picked is listed, with the facts `krongrad info` promises. */
+    char name[256];
+    snprintf(name, sizeof name, "%s", kg_device_name(vk));
+    *strstr(name, " (") = 0; /* "llvmpipe (LLVM …) (CPU)" → the device name alone */
+    assert_non_null(strstr(buf, name));
+    const char *facts[] = {"driver", "memory heap", "subgroup size", "shared memory",
+                           "max storage buffer", "bufferDeviceAddress", "shaderInt64"};
+    for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++)
+        if (!strstr(buf, facts[i]))
+            fail_msg("the listing lacks \"%s\":\n%s", facts[i], buf);
+    /* A buffer too small is never overrun; the length needed is still returned. */
+    char small[16];
+    memset(small, 'x', sizeof small);
+    assert_int_equal(kg_vulkan_devices(small, 8), n);
+    assert_int_equal(small[8], 'x');
+    assert_int_equal(strlen(small), 7);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -244,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_profile_counts_ops),
         cmocka_unit_test(test_barriers_only_on_dependencies),
         cmocka_unit_test(test_long_chains_span_batches),
+        cmocka_unit_test(test_device_listing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
