@@ -160,6 +160,13 @@ bool kg_backward(kg_tensor *loss);
 /* A view of t that shares its storage but is cut from the tape. */
 kg_tensor *kg_detach(kg_tensor *t);
 
+/* ---- Ops ------------------------------------------------------------------------------------
+ * Every op below returns a new tensor owned by the context (freed with the current scope), never
+ * modifies its inputs, and returns NULL — with the context's error set when it has a context to
+ * set it on — if an input is NULL, the context is already in error, or the inputs do not fit
+ * the op. When grad mode is on and an input requires grad, the result records its op on the
+ * tape. Inputs must be f32 unless an op says otherwise. */
+
 /* ---- Views (share storage with their input) ------------------------------------------------ */
 
 /* reshape copies first when t is not contiguous. One dimension may be -1. */

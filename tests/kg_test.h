@@ -200,6 +200,47 @@ static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const 
     kg_ctx_free(ctx);
 }
 
+/* kron_linear's forward and backward at d_in = d_out = 1024 (A 2×2, B 512×512, R 4) stay far
+ * below the 4 MiB that ΔW alone would take, by the backend's own memory figures; and those
+ * figures do see ΔW when the materialized form runs. */
+static inline void assert_kron_linear_never_forms_delta_w(kg_ctx *ctx)
+{
+    const int64_t N = 4, din = 1024, dout = 1024;
+    kg_tensor *x = kg_normal(ctx, 2, SHAPE(N, din), 0, 1, 1);
+    kg_tensor *a = kg_normal(ctx, 2, SHAPE(2, 2), 0, 1, 2);
+    kg_tensor *b1 = kg_normal(ctx, 2, SHAPE(512, 4), 0, 1, 3);
+    kg_tensor *b2 = kg_normal(ctx, 2, SHAPE(4, 512), 0, 1, 4);
+    kg_tensor *params[] = {x, a, b1, b2};
+    for (int i = 0; i < 4; i++)
+        kg_set_requires_grad(params[i], true);
+    size_t base, peak, delta_w = (size_t)(dout * din) * sizeof(float);
+    kg_flush(ctx);
+    kg_memory(ctx, &base, NULL);
+    kg_memory_reset_peak(ctx);
+    kg_scope s = kg_scope_begin(ctx);
+    kg_backward(kg_sum_all(kg_kron_linear(x, a, b1, b2)));
+    kg_flush(ctx);
+    kg_scope_end(ctx, s);
+    assert_ok(ctx);
+    kg_memory(ctx, NULL, &peak);
+    print_message("%s: kron_linear forward+backward peaks %zu bytes above the inputs; "
+                  "ΔW alone would be %zu\n", kg_backend_name(ctx), peak - base, delta_w);
+    assert_true(peak - base < delta_w / 4);
+    for (int i = 0; i < 4; i++)
+        kg_zero_grad(params[i]);
+    kg_flush(ctx);
+    kg_memory(ctx, &base, NULL);
+    kg_memory_reset_peak(ctx);
+    s = kg_scope_begin(ctx);
+    kg_tensor *dw = kg_kron(a, kg_matmul(b1, b2)); /* the materialized form */
+    kg_backward(kg_sum_all(kg_matmul_t(x, dw, false, true)));
+    kg_flush(ctx);
+    kg_scope_end(ctx, s);
+    kg_memory(ctx, NULL, &peak);
+    assert_true(peak - base >= delta_w);
+    assert_ok(ctx);
+}
+
 #define F32(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .grad = true}
 #define F32T(nd, ...) {.dtype = KG_DTYPE_F32, .ndim = nd, .shape = {__VA_ARGS__}, .grad = true,   \
                        .transposed = true}

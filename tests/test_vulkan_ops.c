@@ -198,6 +198,15 @@ static void test_long_chains_span_batches(void **state)
     assert_no_validation_messages();
 }
 
+static void test_kron_linear_never_forms_delta_w(void **state)
+{
+    (void)state;
+    kg_scope s = kg_scope_begin(vk);
+    assert_kron_linear_never_forms_delta_w(vk);
+    kg_scope_end(vk, s);
+    assert_no_validation_messages();
+}
+
 static void test_device_listing(void **state)
 {
     (void)state;
@@ -269,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_barriers_only_on_dependencies),
         cmocka_unit_test(test_long_chains_span_batches),
         cmocka_unit_test(test_device_listing),
+        cmocka_unit_test(test_kron_linear_never_forms_delta_w),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
