@@ -4,8 +4,9 @@
 // a workgroup covers a BM × BN tile, stepping through K in BK slices.
 // addr: 0 C, 1 A, 2 B
 // u: 0 M, 1 N, 2 K, 3 lda, 4 ldb, 5 trans A, 6 trans B,
-//    7-8 batch dims (outer, inner), 9-10 A batch strides, 11-12 B batch strides (0: broadcast)
-// The grid: x over N tiles, y over M tiles, z over batches.
+//    7-8 batch dims (outer, inner), 9-10 A batch strides, 11-12 B batch strides (0: broadcast),
+//    13 first batch of this dispatch
+// The grid: x over N tiles, y over M tiles, z over batches (in chunks the device's grid allows).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -23,7 +24,7 @@ shared float Bs[BK][BN];
 void main() {
     uint M = pc.u[0], N = pc.u[1], K = pc.u[2], lda = pc.u[3], ldb = pc.u[4];
     bool ta = pc.u[5] != 0u, tb = pc.u[6] != 0u;
-    uint bz = gl_WorkGroupID.z, b0 = bz / pc.u[8], b1 = bz % pc.u[8];
+    uint bz = gl_WorkGroupID.z + pc.u[13], b0 = bz / pc.u[8], b1 = bz % pc.u[8];
     uint aoff = b0 * pc.u[9] + b1 * pc.u[10], boff = b0 * pc.u[11] + b1 * pc.u[12];
     F32 A = F32(pc.addr[1]), B = F32(pc.addr[2]), C = F32(pc.addr[0]);
     uint coff = bz * M * N;

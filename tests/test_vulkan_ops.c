@@ -207,6 +207,27 @@ static void test_kron_linear_never_forms_delta_w(void **state)
     assert_no_validation_messages();
 }
 
+static void test_batches_beyond_the_grid(void **state)
+{
+    (void)state;
+    /* 70000 batched 1×2·2×1 products: more batches than a grid axis holds (65535 on most
+     * devices), so the matmul is dispatched in chunks. */
+    const int64_t B = 70000;
+    kg_scope s = kg_scope_begin(vk);
+    kg_tensor *a = kg_uniform(vk, 3, SHAPE(B, 1, 2), -1, 1, 1);
+    kg_tensor *b = kg_uniform(vk, 3, SHAPE(B, 2, 1), -1, 1, 2);
+    float *got = kg_tensor_to_f32(kg_matmul(a, b));
+    float *av = kg_tensor_to_f32(a), *bv = kg_tensor_to_f32(b);
+    assert_ok(vk);
+    for (int64_t i = 0; i < B; i++) {
+        float want = av[2 * i] * bv[2 * i] + av[2 * i + 1] * bv[2 * i + 1];
+        if (fabsf(got[i] - want) > 1e-6f)
+            fail_msg("batch %lld: %g, expected %g", (long long)i, got[i], want);
+    }
+    free(got), free(av), free(bv);
+    kg_scope_end(vk, s);
+}
+
 static void test_device_listing(void **state)
 {
     (void)state;
@@ -278,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_barriers_only_on_dependencies),
         cmocka_unit_test(test_long_chains_span_batches),
         cmocka_unit_test(test_device_listing),
+        cmocka_unit_test(test_batches_beyond_the_grid),
         cmocka_unit_test(test_kron_linear_never_forms_delta_w),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

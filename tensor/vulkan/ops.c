@@ -153,8 +153,16 @@ bool kg__vk_matmul(const kg_opcall *c)
     }
     uint32_t bm, bn;
     kg_vk_matmul_tile(c->ctx, &bm, &bn);
-    return kg_vk_dispatch(c, KG_VK_MATMUL, &p, (uint32_t)GROUPS(n, bn), (uint32_t)GROUPS(m, bm),
-                          u32(batch), c->in, 2, o);
+    /* Batches go on the grid's z axis, in chunks of what the device allows there. */
+    uint32_t maxz = kg_vk_max_groups(c->ctx, 2);
+    for (int64_t b0 = 0; b0 < batch; b0 += maxz) {
+        int64_t nb = batch - b0 < maxz ? batch - b0 : maxz;
+        p.u[13] = u32(b0);
+        if (!kg_vk_dispatch(c, KG_VK_MATMUL, &p, (uint32_t)GROUPS(n, bn), (uint32_t)GROUPS(m, bm),
+                            u32(nb), c->in, 2, o))
+            return false;
+    }
+    return true;
 }
 
 bool kg__vk_kron(const kg_opcall *c)

@@ -247,6 +247,11 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const kg_vk_push *p, ui
     vk_state *s = c->ctx->be_state;
     if (gx == 0 || gy == 0 || gz == 0)
         return true; /* nothing to do (an empty tensor) */
+    const uint32_t *lim = s->props.limits.maxComputeWorkGroupCount;
+    if (gx > lim[0] || gy > lim[1] || gz > lim[2])
+        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: a grid of %u×%u×%u workgroups exceeds "
+                        "%s's %u×%u×%u", kg_op_table[c->op].name, gx, gy, gz,
+                        s->props.deviceName, lim[0], lim[1], lim[2]);
     int which = sh == KG_VK_COPY && kg_dtype_size(write->dtype) == 2 ? PIPE_COPY16 : (int)sh;
     VkPipeline pipe = pipeline(s, which);
     if (!pipe || !kg__vk_begin_batch(s))
@@ -290,6 +295,11 @@ uint64_t kg_vk_status_addr(const kg_ctx *ctx)
 {
     const vk_state *s = ctx->be_state;
     return s->status->block->addr + s->status->offset;
+}
+
+uint32_t kg_vk_max_groups(const kg_ctx *ctx, int axis)
+{
+    return ((const vk_state *)ctx->be_state)->props.limits.maxComputeWorkGroupCount[axis];
 }
 
 void kg_vk_matmul_tile(const kg_ctx *ctx, uint32_t *bm, uint32_t *bn)

@@ -163,6 +163,8 @@ bool kg_vk_dispatch_1d(const kg_opcall *c, kg_vk_shader s, const kg_vk_push *p, 
 uint64_t kg_vk_addr(const kg_tensor *t);
 /* The device address of the status buffer that kernels report bad indices into. */
 uint64_t kg_vk_status_addr(const kg_ctx *ctx);
+/* The device's largest workgroup count along axis 0, 1 or 2 of the grid. */
+uint32_t kg_vk_max_groups(const kg_ctx *ctx, int axis);
 /* The matmul tile the device got (rows, cols per workgroup). */
 void kg_vk_matmul_tile(const kg_ctx *ctx, uint32_t *bm, uint32_t *bn);
 
