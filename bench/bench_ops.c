@@ -1,7 +1,8 @@
 /* bench_ops.c — per-op speed of the Vulkan backend on the current device next to the CPU
  * backend, measured in the same run with the same inputs. Times come from kg_profile: GPU
  * timestamps on Vulkan, wall clock around each kernel on the CPU. GEMMs report GFLOPS, the
- * bandwidth-bound ops GB/s (bytes read + written once).
+ * bandwidth-bound ops GB/s (bytes read + written once); the last column is CPU time / Vulkan
+ * time (above 1: the device is faster).
  * Usage: bench_ops [repeats]      (KG_DEVICE picks the Vulkan device)
  */
 #include "krongrad.h"
@@ -112,7 +113,7 @@ int main(int argc, char **argv)
         {"transpose copy 1024x768", "contiguous", 1024, 768, 0, 0, 2 * f * 1024 * 768},
     };
     printf("%-30s %10s %12s %10s %12s %9s\n", "op", "cpu ms", "cpu rate", "vk ms", "vk rate",
-           "vk/cpu");
+           "cpu/vk");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double tc = time_case(cpu, &cases[i], repeats), tv = time_case(vk, &cases[i], repeats);
         char a[64], b[64];
