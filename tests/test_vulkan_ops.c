@@ -70,6 +70,16 @@ PARITY_TEST(views_and_concat)
 PARITY_TEST(structured_ops)
 PARITY_TEST(forward_only)
 
+static void test_validation_is_on_when_asked(void **state)
+{
+    (void)state;
+    /* Zero messages only mean something if the layer is listening. */
+    const char *env = getenv("KG_VALIDATION");
+    if (env && strcmp(env, "1") == 0 && !kg__vk_validating(vk))
+        fail_msg("KG_VALIDATION=1 but the validation layer is not active (install "
+                 "vulkan-validationlayers)");
+}
+
 static void test_every_op_has_a_vulkan_kernel(void **state)
 {
     (void)state;
@@ -277,6 +287,7 @@ int main(void)
     }
     printf("device: %s\n", kg_device_name(vk));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validation_is_on_when_asked),
         cmocka_unit_test(test_every_op_has_a_vulkan_kernel),
         cmocka_unit_test(test_binary_ops),
         cmocka_unit_test(test_unary_ops),

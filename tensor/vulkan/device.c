@@ -32,6 +32,11 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(
     return VK_FALSE;
 }
 
+bool kg__vk_validating(const kg_ctx *ctx)
+{
+    return ((const vk_state *)ctx->be_state)->messenger != VK_NULL_HANDLE;
+}
+
 size_t kg__vk_validation_count(const kg_ctx *ctx, const char **first)
 {
     if (!ctx->be || strcmp(ctx->be->name, "vulkan") != 0)

@@ -183,6 +183,8 @@ bool kg__vk_concat(const kg_opcall *c);
 
 /* Compute barriers recorded so far (tests check that independent dispatches get none). */
 size_t kg__vk_barrier_count(const kg_ctx *ctx);
+/* Whether the Khronos validation layer watches this context (KG_VALIDATION=1 and installed). */
+bool kg__vk_validating(const kg_ctx *ctx);
 /* Validation messages seen by this context's instance (tests fail on any). */
 size_t kg__vk_validation_count(const kg_ctx *ctx, const char **first);
 
