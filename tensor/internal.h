@@ -182,6 +182,10 @@ int64_t kg__numel(int ndim, const int64_t *shape);
 bool kg__axis(kg_ctx *ctx, const char *fn, int ndim, int axis, int *out);
 /* Copy src's elements into the existing (possibly strided) view dst, same shape. */
 bool kg__assign(kg_tensor *dst, kg_tensor *src);
+/* t seen as 4 dims aligned right (as broadcasting aligns shapes): its sizes, 1 in the padding,
+ * and its strides, 0 in the padding and on size-1 dims, so that indexing a broadcast output with
+ * them reads t. Strided kernels on every backend walk tensors this way. */
+void kg__pad4(const kg_tensor *t, int64_t dim[4], int64_t stride[4]);
 /* Sum g down to `shape` (undo broadcasting), as every broadcasting op's backward needs. */
 kg_tensor *kg__sum_to(kg_tensor *g, int ndim, const int64_t *shape);
 /* Broadcast shape of a and b; false if they do not broadcast. */

@@ -116,6 +116,16 @@ bool kg__assign(kg_tensor *dst, kg_tensor *src)
     return true;
 }
 
+void kg__pad4(const kg_tensor *t, int64_t dim[4], int64_t stride[4])
+{
+    int pad = 4 - t->ndim;
+    for (int d = 0; d < 4; d++) {
+        bool real = d >= pad;
+        dim[d] = real ? t->shape[d - pad] : 1;
+        stride[d] = real && t->shape[d - pad] != 1 ? t->stride[d - pad] : 0;
+    }
+}
+
 bool kg__broadcast_shape(const kg_tensor *a, const kg_tensor *b, kg_shape *out)
 {
     int nd = a->ndim > b->ndim ? a->ndim : b->ndim;

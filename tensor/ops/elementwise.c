@@ -21,18 +21,13 @@ typedef struct ew_iter {
 
 static void ew_setup(ew_iter *it, const kg_opcall *c, int n)
 {
-    const kg_tensor *o = c->out;
-    int pad = 4 - o->ndim;
-    for (int d = 0; d < 4; d++)
-        it->dim[d] = d < pad ? 1 : o->shape[d - pad];
+    int64_t unused[4];
+    kg__pad4(c->out, it->dim, unused);
     for (int k = 0; k < n; k++) {
-        const kg_tensor *t = c->in[k];
-        int tp = 4 - t->ndim;
-        for (int d = 0; d < 4; d++)
-            it->st[k][d] = d < tp || t->shape[d - tp] == 1 ? 0 : t->stride[d - tp];
-        it->src[k] = kg_cpu_f32(t);
+        kg__pad4(c->in[k], unused, it->st[k]);
+        it->src[k] = kg_cpu_f32(c->in[k]);
     }
-    it->dst = kg_cpu_f32(o);
+    it->dst = kg_cpu_f32(c->out);
     it->p = &c->p;
     it->c = c;
 }

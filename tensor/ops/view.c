@@ -213,13 +213,9 @@ static void copy_rows(void *arg, int64_t lo, int64_t hi)
 bool kg__cpu_copy(const kg_opcall *c)
 {
     copy_job j = {.src = c->in[0], .dst = c->out, .es = kg_dtype_size(c->out->dtype)};
-    int pad = 4 - c->out->ndim;
-    for (int d = 0; d < 4; d++) {
-        bool real = d >= pad;
-        j.dim[d] = real ? c->out->shape[d - pad] : 1;
-        j.ss[d] = real ? c->in[0]->stride[d - pad] : 0;
-        j.ds[d] = real ? c->out->stride[d - pad] : 0;
-    }
+    int64_t unused[4];
+    kg__pad4(c->out, j.dim, j.ds);
+    kg__pad4(c->in[0], unused, j.ss);
     int64_t rows = j.dim[0] * j.dim[1] * j.dim[2];
     kg_cpu_parallel_for(rows, 1 + (1 << 14) / (j.dim[3] + 1), copy_rows, &j);
     return true;

@@ -67,6 +67,22 @@ static void vk_release(void *state, void *handle, size_t bytes)
     s->deferred[s->n_deferred++] = handle;
 }
 
+/* A staging buffer with the command buffer open for the copy; NULL with the error set. */
+static vk_alloc *staging_buffer(vk_state *s, size_t bytes)
+{
+    vk_alloc *st = kg__vk_mem_alloc(s, bytes, true, POOL_STEP);
+    if (!st) {
+        kg__fail(s->ctx, KG_ERR_NOMEM, "vulkan: out of host-visible memory for a %zu-byte "
+                 "staging buffer", bytes);
+        return NULL;
+    }
+    if (!kg__vk_begin_batch(s)) {
+        kg__vk_mem_release(s, st, true);
+        return NULL;
+    }
+    return st;
+}
+
 static bool vk_upload(void *state, void *handle, size_t offset, const void *src, size_t bytes)
 {
     vk_state *s = state;
@@ -78,9 +94,9 @@ static bool vk_upload(void *state, void *handle, size_t offset, const void *src,
     }
     if (s->n_staging == BATCH && !kg__vk_flush(s))
         return false;
-    vk_alloc *st = kg__vk_mem_alloc(s, bytes, true, POOL_STEP);
-    if (!st || !kg__vk_begin_batch(s))
-        return st ? false : kg__fail(s->ctx, KG_ERR_NOMEM, "vulkan: out of staging memory");
+    vk_alloc *st = staging_buffer(s, bytes);
+    if (!st)
+        return false;
     memcpy(st->block->map, src, bytes);
     kg__vk_compute_barrier(s);
     VkBufferCopy region = {0, a->offset + offset, bytes};
@@ -100,8 +116,8 @@ static bool vk_download(void *state, void *handle, size_t offset, void *dst, siz
         memcpy(dst, a->block->map + a->offset + offset, bytes);
         return true;
     }
-    vk_alloc *st = kg__vk_mem_alloc(s, bytes, true, POOL_STEP);
-    if (!st || !kg__vk_begin_batch(s))
+    vk_alloc *st = staging_buffer(s, bytes);
+    if (!st)
         return false;
     kg__vk_compute_barrier(s);
     VkBufferCopy region = {a->offset + offset, 0, bytes};

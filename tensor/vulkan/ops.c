@@ -10,21 +10,13 @@
 
 static uint32_t u32(int64_t v) { return (uint32_t)v; }
 
-/* Shape padded to 4 dims and t's strides aligned to it, 0 where t is broadcast. */
-static void strides4(const kg_tensor *t, const kg_tensor *out, uint32_t *dst)
+/* kg__pad4's sizes (when dims) or strides of t into four push-constant words. */
+static void pad4(const kg_tensor *t, bool dims, uint32_t *dst)
 {
-    int pad = 4 - t->ndim, opad = 4 - out->ndim;
-    for (int d = 0; d < 4; d++) {
-        bool real = d >= pad && d >= opad;
-        dst[d] = real && t->shape[d - pad] != 1 ? u32(t->stride[d - pad]) : 0;
-    }
-}
-
-static void dims4(const kg_tensor *t, uint32_t *dst)
-{
-    int pad = 4 - t->ndim;
+    int64_t dim[4], stride[4];
+    kg__pad4(t, dim, stride);
     for (int d = 0; d < 4; d++)
-        dst[d] = d < pad ? 1 : u32(t->shape[d - pad]);
+        dst[d] = u32(dims ? dim[d] : stride[d]);
 }
 
 /* ---- copies -------------------------------------------------------------------------------- */
@@ -32,9 +24,9 @@ static void dims4(const kg_tensor *t, uint32_t *dst)
 static bool copy_into(const kg_opcall *c, const kg_tensor *dst, kg_tensor *src)
 {
     kg_vk_push p = {.addr = {kg_vk_addr(dst), kg_vk_addr(src)}};
-    dims4(dst, p.u + 1);
-    strides4(src, dst, p.u + 5);
-    strides4(dst, dst, p.u + 9);
+    pad4(dst, true, p.u + 1);
+    pad4(src, false, p.u + 5);
+    pad4(dst, false, p.u + 9);
     int64_t n = kg_tensor_numel(dst);
     p.u[13] = u32(n);
     return kg_vk_dispatch_1d(c, KG_VK_COPY, &p, GROUPS(n, 256), &src, 1, dst);
@@ -83,9 +75,9 @@ bool kg__vk_elementwise(const kg_opcall *c)
     kg_tensor *a = c->in[0], *b = c->n_in > 1 ? c->in[1] : c->in[0];
     kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(a), kg_vk_addr(b)}};
     p.u[0] = ew_code[c->op];
-    dims4(c->out, p.u + 1);
-    strides4(a, c->out, p.u + 5);
-    strides4(b, c->out, p.u + 9);
+    pad4(c->out, true, p.u + 1);
+    pad4(a, false, p.u + 5);
+    pad4(b, false, p.u + 9);
     int64_t n = kg_tensor_numel(c->out);
     p.u[13] = u32(n);
     p.u[14] = kg_vk_fbits(c->p.f[0]);
