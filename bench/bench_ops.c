@@ -88,7 +88,7 @@ int main(int argc, char **argv)
 {
     int repeats = argc > 1 ? atoi(argv[1]) : 5;
     kg_ctx *cpu = kg_ctx_new(KG_BACKEND_CPU), *vk = kg_ctx_new(KG_BACKEND_VULKAN);
-    if (!vk || kg_status(vk)) {
+    if (!vk || kg_ctx_status(vk)) {
         fprintf(stderr, "bench_ops: no Vulkan device: %s\n", kg_error(vk));
         kg_ctx_free(vk);
         kg_ctx_free(cpu);
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
         printf("%-30s %s %s %8.2fx\n", cases[i].label, a, b, tv > 0 ? tc / tv : 0.0);
         fflush(stdout);
     }
-    if (kg_status(vk) || kg_status(cpu))
+    if (kg_ctx_status(vk) || kg_ctx_status(cpu))
         fprintf(stderr, "bench_ops: %s%s\n", kg_error(vk), kg_error(cpu));
     kg_ctx_free(vk);
     kg_ctx_free(cpu);

@@ -6,6 +6,8 @@ set -euo pipefail
 
 packages=(
   gcc g++ libc6-dev pkg-config meson ninja-build   # toolchain and build
+  libjansson-dev libsentencepiece-dev libutf8proc-dev   # JSON, tokenizer.model, Unicode
+  clang libclang-rt-14-dev                         # libFuzzer targets (tests/fuzz)
   libcmocka-dev                                    # tests
   libopenblas0-pthread                             # optional BLAS, loaded at run time
   libvulkan-dev mesa-vulkan-drivers glslc          # Vulkan loader, lavapipe, shader compiler

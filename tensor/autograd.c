@@ -11,7 +11,7 @@ void kg_set_requires_grad(kg_tensor *t, bool on)
     if (!t || t->ctx->status)
         return;
     if (on && t->dtype != KG_DTYPE_F32) {
-        kg__fail(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; only f32 tensors can have "
+        kg_set_error(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; only f32 tensors can have "
                  "gradients", KG_DESC(t));
         return;
     }
@@ -81,7 +81,7 @@ static kg_tensor **topo_sort(kg_tensor *loss, size_t *count)
 oom:
     free(order);
     free(stack);
-    kg__fail(ctx, KG_ERR_NOMEM, "kg_backward: out of host memory sorting the tape");
+    kg_set_error(ctx, KG_ERR_NOMEM, "kg_backward: out of host memory sorting the tape");
     return NULL;
 }
 
@@ -107,10 +107,10 @@ bool kg_backward(kg_tensor *loss)
         return false;
     kg_ctx *ctx = loss->ctx;
     if (kg_tensor_numel(loss) != 1)
-        return kg__fail(ctx, KG_ERR_SHAPE, "kg_backward: the loss is %s; expected one element",
+        return kg_set_error(ctx, KG_ERR_SHAPE, "kg_backward: the loss is %s; expected one element",
                         KG_DESC(loss));
     if (!loss->requires_grad)
-        return kg__fail(ctx, KG_ERR_STATE, "kg_backward: the loss does not depend on any tensor "
+        return kg_set_error(ctx, KG_ERR_STATE, "kg_backward: the loss does not depend on any tensor "
                         "that requires grad (or its tape was already freed by a backward)");
     size_t n = 0;
     kg_tensor **order = topo_sort(loss, &n);
@@ -133,7 +133,7 @@ bool kg_backward(kg_tensor *loss)
             if (!in->requires_grad || !gin[i])
                 continue;
             if (!kg__same_shape(gin[i], in)) {
-                kg__fail(ctx, KG_ERR_STATE, "kg_backward: the rule of %s gave %s for input %d "
+                kg_set_error(ctx, KG_ERR_STATE, "kg_backward: the rule of %s gave %s for input %d "
                          "of %s (a bug in krongrad)", kg_op_table[node->op].name, KG_DESC(gin[i]),
                          i, KG_DESC(in));
                 break;

@@ -24,14 +24,14 @@ kg_ctx *kg_ctx_new(kg_backend_kind kind)
 #ifdef KG_HAVE_VULKAN
         ctx->be = &kg_vulkan_backend;
 #else
-        kg__fail(ctx, KG_ERR_DEVICE,
+        kg_set_error(ctx, KG_ERR_DEVICE,
                  "kg_ctx_new: this krongrad was built without Vulkan (libvulkan-dev and glslc "
                  "were missing at configure time)");
         return ctx;
 #endif
         break;
     default:
-        kg__fail(ctx, KG_ERR_ARG, "kg_ctx_new: unknown backend kind %d", (int)kind);
+        kg_set_error(ctx, KG_ERR_ARG, "kg_ctx_new: unknown backend kind %d", (int)kind);
         return ctx;
     }
     if (!ctx->be->init(ctx, &ctx->be_state))
@@ -44,13 +44,15 @@ void kg_ctx_free(kg_ctx *ctx)
     if (!ctx)
         return;
     kg_scope_end(ctx, 0);
+    while (ctx->kept)
+        kg_tensor_free(ctx->kept);
     free(ctx->tensors);
     if (ctx->be)
         ctx->be->destroy(ctx->be_state);
     free(ctx);
 }
 
-kg_status kg_status_of(const kg_ctx *ctx) { return ctx ? ctx->status : KG_ERR_ARG; }
+kg_status kg_ctx_status(const kg_ctx *ctx) { return ctx ? ctx->status : KG_ERR_ARG; }
 
 const char *kg_error(const kg_ctx *ctx)
 {
@@ -65,7 +67,7 @@ void kg_clear_error(kg_ctx *ctx)
     ctx->message[0] = 0;
 }
 
-bool kg__fail(kg_ctx *ctx, kg_status status, const char *fmt, ...)
+bool kg_set_error(kg_ctx *ctx, kg_status status, const char *fmt, ...)
 {
     if (ctx && ctx->status == KG_OK) {
         va_list ap;
@@ -102,7 +104,7 @@ void kg_memory_reset_peak(kg_ctx *ctx)
 void kg_flush(kg_ctx *ctx)
 {
     if (ctx && ctx->be && !ctx->be->flush(ctx->be_state))
-        kg__fail(ctx, KG_ERR_DEVICE, "kg_flush: the device failed to run queued work");
+        kg_set_error(ctx, KG_ERR_DEVICE, "kg_flush: the device failed to run queued work");
 }
 
 kg_scope kg_scope_begin(kg_ctx *ctx)
@@ -143,6 +145,11 @@ void kg_no_grad_end(kg_ctx *ctx)
 const char *kg_device_name(const kg_ctx *ctx)
 {
     return ctx && ctx->be ? ctx->be->device(ctx->be_state) : "none";
+}
+
+bool kg_device_is_gpu(const kg_ctx *ctx)
+{
+    return ctx && ctx->be && ctx->be->is_gpu(ctx->be_state);
 }
 
 void kg_profile(kg_ctx *ctx, bool on)

@@ -138,6 +138,8 @@ struct kg_tensor {
     int64_t offset;              /* in elements */
     kg_storage *storage;
     size_t slot; /* index in ctx->tensors, or SIZE_MAX when owned by another tensor (a grad) */
+    kg_tensor *kept_prev, *kept_next; /* in ctx->kept while kept past its scope (kg_tensor_keep) */
+    bool kept;
 
     bool requires_grad;
     kg_node *node;   /* the op that made this tensor, while on the tape */
@@ -155,6 +157,7 @@ struct kg_ctx {
     void *be_state;
     kg_tensor **tensors; /* every tensor of the context, in creation order (freed ones NULL) */
     size_t n_tensors, cap_tensors;
+    kg_tensor *kept; /* tensors kept past their scope, freed by kg_ctx_free */
     int no_grad;
     int scopes; /* open scopes: tensors made inside one are a step's activations */
     unsigned visit; /* generation counter for graph walks */
@@ -163,9 +166,6 @@ struct kg_ctx {
     uint64_t op_calls[KG_OP_COUNT];
 };
 
-/* Record an error unless one is already recorded. Returns false, for `return kg__fail(...)`. */
-bool kg__fail(kg_ctx *ctx, kg_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* "[2,3] f32" into buf; returns buf. */
 const char *kg__describe(const kg_tensor *t, char *buf, size_t size);
 #define KG_DESC(t) kg__describe((t), (char[64]){0}, 64)
@@ -230,6 +230,7 @@ struct kg_backend {
     void (*memory)(void *state, size_t *current, size_t *peak);
     void (*reset_peak)(void *state);
     const char *(*device)(void *state); /* what it runs on, for people */
+    bool (*is_gpu)(void *state);        /* a real GPU (discrete, integrated or virtual) */
     /* Start or stop timing ops; a backend then adds each op's time with kg__profile_add. */
     void (*profile)(void *state, bool on);
 };

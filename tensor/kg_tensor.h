@@ -3,7 +3,7 @@
  * A context (kg_ctx) owns a backend, every tensor made in it, and the first error that happened
  * in it. Ops are eager: each checks its inputs, allocates its output and runs (or, on the GPU,
  * queues) its kernel. Every op returns NULL when given NULL or when its context is already in
- * error, so a whole step can be written straight and checked once with kg_status().
+ * error, so a whole step can be written straight and checked once with kg_ctx_status().
  *
  * A context and its tensors are used by one thread at a time; separate contexts may run on
  * separate threads.
@@ -62,10 +62,14 @@ void kg_ctx_free(kg_ctx *ctx);
 /* The first error of the context (KG_OK if none) and its message ("" if none). The message
  * names the function, the shapes and dtypes involved and what was expected. It stays until
  * kg_clear_error. The string is owned by the context. */
-kg_status kg_status_of(const kg_ctx *ctx);
-#define kg_status(ctx) kg_status_of(ctx)
+kg_status kg_ctx_status(const kg_ctx *ctx);
 const char *kg_error(const kg_ctx *ctx);
 void kg_clear_error(kg_ctx *ctx);
+/* Record an error on the context, as the library's own functions do, unless one is already
+ * recorded (the first error stays). For the layers above the tensor core (file readers, models,
+ * the trainer), so that their errors reach the caller the same way. Returns false. */
+bool kg_set_error(kg_ctx *ctx, kg_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 const char *kg_backend_name(const kg_ctx *ctx);
 /* Bytes the backend holds for tensors now and at most since the last reset. */
@@ -73,6 +77,9 @@ void kg_memory(const kg_ctx *ctx, size_t *current, size_t *peak);
 void kg_memory_reset_peak(kg_ctx *ctx);
 /* What the context computes on, for people: "cpu" or the Vulkan device's name and type. */
 const char *kg_device_name(const kg_ctx *ctx);
+/* Whether the context computes on a real GPU (not the CPU backend, not a CPU Vulkan device such
+ * as lavapipe). */
+bool kg_device_is_gpu(const kg_ctx *ctx);
 
 /* Per-op timing: kg_profile(ctx, true) starts from zero (Vulkan: GPU timestamps; CPU: wall
  * clock), false stops. kg_profile_read fills up to cap entries, slowest first, for every op that
@@ -123,6 +130,18 @@ kg_tensor *kg_uniform(kg_ctx *ctx, int ndim, const int64_t *shape, float lo, flo
                       uint64_t seed);
 kg_tensor *kg_normal(kg_ctx *ctx, int ndim, const int64_t *shape, float mean, float std,
                      uint64_t seed);
+
+/* Keep t past the end of the scope it was made in (optimizer moments made lazily, a KV cache):
+ * it then lives until kg_tensor_free or kg_ctx_free. A kept tensor leaves the tape (as kg_detach):
+ * what it was computed from may be freed with the scope. Returns t. */
+kg_tensor *kg_tensor_keep(kg_tensor *t);
+
+/* Copy src's values into dst in place, off the tape (optimizer updates, loading weights into an
+ * existing parameter, a KV cache row). Shapes must match; src is converted to dst's dtype. dst may
+ * be a view (a slice of a cache): only its elements change. Values of dst already used by a
+ * recorded op must not be changed before kg_backward. Returns false with the context's error set
+ * on a mismatch. */
+bool kg_tensor_assign(kg_tensor *dst, kg_tensor *src);
 
 /* Free one tensor early (optional: scopes and kg_ctx_free free the rest). Views of it stay valid;
  * a tensor still used by a recorded op must not be freed before kg_backward. */

@@ -36,7 +36,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         c.p = *p;
     if (n_in < 1 || n_in > KG_MAX_INPUTS) {
         if (n_in >= 1 && in[0])
-            kg__fail(in[0]->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected 1 to %d", info->name,
+            kg_set_error(in[0]->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected 1 to %d", info->name,
                      n_in, KG_MAX_INPUTS);
         return NULL;
     }
@@ -46,17 +46,17 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     if (!c.ctx || c.ctx->status)
         return NULL;
     if (info->n_in >= 0 && n_in != info->n_in) {
-        kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d", info->name, n_in,
+        kg_set_error(c.ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d", info->name, n_in,
                  info->n_in);
         return NULL;
     }
     for (int i = 0; i < n_in; i++) {
         if (!in[i]) {
-            kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: input %d is NULL", info->name, i);
+            kg_set_error(c.ctx, KG_ERR_ARG, "kg_%s: input %d is NULL", info->name, i);
             return NULL;
         }
         if (in[i]->ctx != c.ctx) {
-            kg__fail(c.ctx, KG_ERR_ARG, "kg_%s: input %d belongs to another context",
+            kg_set_error(c.ctx, KG_ERR_ARG, "kg_%s: input %d belongs to another context",
                      info->name, i);
             return NULL;
         }
@@ -84,7 +84,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
             if (k.in[i] && k.in[i] != c.in[i])
                 kg_tensor_free(k.in[i]); /* backends keep storage alive while queued */
         if (!ok) {
-            kg__fail(c.ctx, KG_ERR_DEVICE, "kg_%s: the %s backend failed to run it", info->name,
+            kg_set_error(c.ctx, KG_ERR_DEVICE, "kg_%s: the %s backend failed to run it", info->name,
                      c.ctx->be->name);
             kg_tensor_free(c.out);
             return NULL;
@@ -93,7 +93,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     if (wants_grad(&c)) {
         kg_node *n = malloc(sizeof *n);
         if (!n) {
-            kg__fail(c.ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the tape", info->name);
+            kg_set_error(c.ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the tape", info->name);
             kg_tensor_free(c.out);
             return NULL;
         }
@@ -111,7 +111,7 @@ bool kg__assign(kg_tensor *dst, kg_tensor *src)
     if (dst->ctx->status)
         return false;
     if (!dst->ctx->be->run(&c))
-        return kg__fail(dst->ctx, KG_ERR_DEVICE, "kg_contiguous: the %s backend failed to copy "
+        return kg_set_error(dst->ctx, KG_ERR_DEVICE, "kg_contiguous: the %s backend failed to copy "
                         "%s", dst->ctx->be->name, KG_DESC(src));
     return true;
 }
@@ -160,7 +160,7 @@ bool kg__want_dtype(const kg_opcall *c, int i, kg_dtype want)
 {
     if (c->in[i]->dtype == want)
         return true;
-    return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_%s: input %d is %s; expected %s%s",
+    return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_%s: input %d is %s; expected %s%s",
                     kg_op_table[c->op].name, i, KG_DESC(c->in[i]), kg_dtype_name(want),
                     want == KG_DTYPE_F32 ? " (convert with kg_cast)" : "");
 }

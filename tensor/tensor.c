@@ -57,7 +57,7 @@ bool kg__axis(kg_ctx *ctx, const char *fn, int ndim, int axis, int *out)
 {
     int a = axis < 0 ? axis + ndim : axis;
     if (a < 0 || a >= ndim)
-        return kg__fail(ctx, KG_ERR_RANGE, "%s: axis %d is out of range for %d dimensions", fn,
+        return kg_set_error(ctx, KG_ERR_RANGE, "%s: axis %d is out of range for %d dimensions", fn,
                         axis, ndim);
     *out = a;
     return true;
@@ -67,16 +67,16 @@ static bool check_shape(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
                         const int64_t *shape)
 {
     if ((unsigned)dtype >= KG_DTYPE_COUNT)
-        return kg__fail(ctx, KG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
+        return kg_set_error(ctx, KG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
     if (ndim < 0 || ndim > KG_MAX_DIMS)
-        return kg__fail(ctx, KG_ERR_SHAPE, "%s: %d dimensions; expected 0 to %d", fn, ndim,
+        return kg_set_error(ctx, KG_ERR_SHAPE, "%s: %d dimensions; expected 0 to %d", fn, ndim,
                         KG_MAX_DIMS);
     if (ndim > 0 && !shape)
-        return kg__fail(ctx, KG_ERR_ARG, "%s: shape is NULL", fn);
+        return kg_set_error(ctx, KG_ERR_ARG, "%s: shape is NULL", fn);
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (shape[i] > 0 && n > (INT64_MAX >> 4) / shape[i]))
-            return kg__fail(ctx, KG_ERR_SHAPE, "%s: dimension %d has size %lld; expected a size "
+            return kg_set_error(ctx, KG_ERR_SHAPE, "%s: dimension %d has size %lld; expected a size "
                             "from 0 to 2^59 / the other dimensions", fn, i, (long long)shape[i]);
         n *= shape[i];
     }
@@ -89,7 +89,7 @@ static bool register_tensor(kg_ctx *ctx, kg_tensor *t)
         size_t cap = ctx->cap_tensors ? ctx->cap_tensors * 2 : 256;
         kg_tensor **p = realloc(ctx->tensors, cap * sizeof *p);
         if (!p)
-            return kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+            return kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
         ctx->tensors = p;
         ctx->cap_tensors = cap;
     }
@@ -102,7 +102,7 @@ static kg_tensor *header(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *s
 {
     kg_tensor *t = calloc(1, sizeof *t);
     if (!t) {
-        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
         return NULL;
     }
     t->ctx = ctx;
@@ -131,7 +131,7 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t
     if (!h) {
         free(s);
         char buf[64];
-        kg__fail(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating %s (%zu bytes)",
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating %s (%zu bytes)",
                  ctx->be->name, describe(ndim, shape, dtype, buf, sizeof buf), bytes);
         return NULL;
     }
@@ -162,6 +162,51 @@ kg_tensor *kg__tensor_view(kg_tensor *t, int ndim, const int64_t *shape, const i
     return v;
 }
 
+kg_tensor *kg_tensor_keep(kg_tensor *t)
+{
+    if (!t || t->ctx->status || t->kept || t->slot == SIZE_MAX)
+        return t;
+    kg_ctx *ctx = t->ctx;
+    ctx->tensors[t->slot] = NULL;
+    t->slot = SIZE_MAX;
+    t->kept = true;
+    t->kept_next = ctx->kept;
+    if (ctx->kept)
+        ctx->kept->kept_prev = t;
+    ctx->kept = t;
+    if (t->node) { /* its inputs may die with the scope: cut it from the tape */
+        free(t->node);
+        t->node = NULL;
+        t->requires_grad = false;
+    }
+    return t;
+}
+
+bool kg_tensor_assign(kg_tensor *dst, kg_tensor *src)
+{
+    if (!dst || !src) {
+        if (dst || src)
+            kg_set_error((dst ? dst : src)->ctx, KG_ERR_ARG, "kg_tensor_assign: %s is NULL",
+                         dst ? "src" : "dst");
+        return false;
+    }
+    kg_ctx *ctx = dst->ctx;
+    if (ctx->status)
+        return false;
+    if (src->ctx != ctx)
+        return kg_set_error(ctx, KG_ERR_ARG, "kg_tensor_assign: src belongs to another context");
+    if (!kg__same_shape(dst, src))
+        return kg_set_error(ctx, KG_ERR_SHAPE, "kg_tensor_assign: src is %s; expected the shape "
+                            "of dst %s", KG_DESC(src), KG_DESC(dst));
+    kg_no_grad_begin(ctx);
+    kg_tensor *s = src->dtype == dst->dtype ? src : kg_cast(src, dst->dtype);
+    bool ok = s && kg__assign(dst, s);
+    if (s && s != src)
+        kg_tensor_free(s);
+    kg_no_grad_end(ctx);
+    return ok;
+}
+
 void kg_tensor_free(kg_tensor *t)
 {
     if (!t)
@@ -169,6 +214,14 @@ void kg_tensor_free(kg_tensor *t)
     kg_ctx *ctx = t->ctx;
     if (t->slot != SIZE_MAX)
         ctx->tensors[t->slot] = NULL;
+    if (t->kept) {
+        if (t->kept_prev)
+            t->kept_prev->kept_next = t->kept_next;
+        else
+            ctx->kept = t->kept_next;
+        if (t->kept_next)
+            t->kept_next->kept_prev = t->kept_prev;
+    }
     free(t->node);
     if (t->grad)
         kg_tensor_free(t->grad);
@@ -191,13 +244,13 @@ kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *sh
     if (!t)
         return NULL;
     if (!data) {
-        kg__fail(ctx, KG_ERR_ARG, "kg_from_host: data is NULL");
+        kg_set_error(ctx, KG_ERR_ARG, "kg_from_host: data is NULL");
         kg_tensor_free(t);
         return NULL;
     }
     size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[dtype];
     if (!ctx->be->upload(ctx->be_state, t->storage->handle, 0, data, bytes)) {
-        kg__fail(ctx, KG_ERR_DEVICE, "kg_from_host: upload of %zu bytes failed", bytes);
+        kg_set_error(ctx, KG_ERR_DEVICE, "kg_from_host: upload of %zu bytes failed", bytes);
         kg_tensor_free(t);
         return NULL;
     }
@@ -211,7 +264,7 @@ kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, 
     size_t n = (size_t)kg__numel(ndim, shape);
     void *buf = malloc(n * dtype_sizes[dtype] + 1);
     if (!buf) {
-        kg__fail(ctx, KG_ERR_NOMEM, "kg_full: out of host memory");
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_full: out of host memory");
         return NULL;
     }
     for (size_t i = 0; i < n; i++)
@@ -249,7 +302,7 @@ static kg_tensor *random_tensor(kg_ctx *ctx, const char *fn, int ndim, const int
     size_t n = (size_t)kg__numel(ndim, shape);
     float *buf = malloc(n * sizeof *buf + 1);
     if (!buf) {
-        kg__fail(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
+        kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -311,7 +364,7 @@ bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
     kg_ctx *ctx = t->ctx;
     size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[t->dtype];
     if (!dst || capacity < bytes)
-        return kg__fail(ctx, KG_ERR_ARG, "kg_tensor_to_host: %s needs %zu bytes; the buffer "
+        return kg_set_error(ctx, KG_ERR_ARG, "kg_tensor_to_host: %s needs %zu bytes; the buffer "
                         "has %zu", KG_DESC(t), bytes, dst ? capacity : 0);
     kg_tensor *c = (kg_tensor *)t;
     kg_no_grad_begin(ctx);
@@ -328,7 +381,7 @@ bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
     if (ok && ctx->status) /* the flush found an error in queued work */
         return false;
     if (!ok)
-        return kg__fail(ctx, KG_ERR_DEVICE, "kg_tensor_to_host: download of %s failed",
+        return kg_set_error(ctx, KG_ERR_DEVICE, "kg_tensor_to_host: download of %s failed",
                         KG_DESC(t));
     return true;
 }
@@ -343,7 +396,7 @@ float *kg_tensor_to_f32(const kg_tensor *t)
     void *raw = malloc(n * es + 1);
     if (!out || !raw || !kg_tensor_to_host(t, raw, n * es)) {
         if (!out || !raw)
-            kg__fail(t->ctx, KG_ERR_NOMEM, "kg_tensor_to_f32: out of host memory");
+            kg_set_error(t->ctx, KG_ERR_NOMEM, "kg_tensor_to_f32: out of host memory");
         free(out);
         free(raw);
         return NULL;
@@ -359,7 +412,7 @@ double kg_item(const kg_tensor *t)
     if (!t)
         return NAN;
     if (kg_tensor_numel(t) != 1) {
-        kg__fail(t->ctx, KG_ERR_SHAPE, "kg_item: %s has %lld elements; expected 1", KG_DESC(t),
+        kg_set_error(t->ctx, KG_ERR_SHAPE, "kg_item: %s has %lld elements; expected 1", KG_DESC(t),
                  (long long)kg_tensor_numel(t));
         return NAN;
     }

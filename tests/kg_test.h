@@ -37,7 +37,7 @@ __attribute__((constructor)) static void kg_test_keep_drivers_mapped(void)
 /* Fail unless the context is error-free, showing its message. */
 #define assert_ok(ctx)                                                                         \
     do {                                                                                       \
-        if (kg_status(ctx))                                                                    \
+        if (kg_ctx_status(ctx))                                                                    \
             fail_msg("context in error: %s", kg_error(ctx));                                   \
     } while (0)
 

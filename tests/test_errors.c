@@ -7,13 +7,13 @@
 /* The context holds `status` and its message contains every fragment; then clear it. */
 static void expect_error(kg_ctx *ctx, kg_status status, const char *const *fragments)
 {
-    if (kg_status(ctx) != status)
-        fail_msg("status %d (%s); expected %d", kg_status(ctx), kg_error(ctx), status);
+    if (kg_ctx_status(ctx) != status)
+        fail_msg("status %d (%s); expected %d", kg_ctx_status(ctx), kg_error(ctx), status);
     for (; *fragments; fragments++)
         if (!strstr(kg_error(ctx), *fragments))
             fail_msg("message \"%s\" lacks \"%s\"", kg_error(ctx), *fragments);
     kg_clear_error(ctx);
-    assert_int_equal(kg_status(ctx), KG_OK);
+    assert_int_equal(kg_ctx_status(ctx), KG_OK);
     assert_string_equal(kg_error(ctx), "");
 }
 
@@ -161,7 +161,7 @@ static void test_no_vulkan_device(void **state)
     kg_ctx *vk = kg_ctx_new(KG_BACKEND_VULKAN);
     unsetenv("VK_ICD_FILENAMES");
     assert_non_null(vk);
-    assert_int_equal(kg_status(vk), KG_ERR_DEVICE);
+    assert_int_equal(kg_ctx_status(vk), KG_ERR_DEVICE);
 #ifdef KG_HAVE_VULKAN
     assert_non_null(strstr(kg_error(vk), "no Vulkan driver"));
     assert_non_null(strstr(kg_error(vk), "mesa-vulkan-drivers"));
@@ -170,7 +170,7 @@ static void test_no_vulkan_device(void **state)
 #endif
     assert_null(kg_zeros(vk, KG_DTYPE_F32, 1, SHAPE(2))); /* ops on it return NULL */
     kg_clear_error(vk);                                   /* and it stays in error */
-    assert_int_equal(kg_status(vk), KG_ERR_DEVICE);
+    assert_int_equal(kg_ctx_status(vk), KG_ERR_DEVICE);
     kg_ctx_free(vk);
     kg_ctx *cpu = kg_ctx_new(KG_BACKEND_CPU);
     assert_true(kg_item(kg_sum_all(kg_ones(cpu, KG_DTYPE_F32, 1, SHAPE(3)))) == 3.0);

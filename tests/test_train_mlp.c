@@ -49,7 +49,7 @@ static void test_mlp_learns_spirals(void **state)
         kg_no_grad_begin(ctx);
         for (int i = 0; i < 4; i++) {
             kg_tensor *next = kg_sub(params[i], kg_scale(kg_grad(params[i]), 0.5f));
-            kg__assign(params[i], next);
+            kg_tensor_assign(params[i], next);
             kg_zero_grad(params[i]);
         }
         kg_no_grad_end(ctx);

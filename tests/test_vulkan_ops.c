@@ -28,7 +28,7 @@ static void parity(const char *name, gc_fn f, void *arg, int n, const gc_input *
     kg_ctx *ctxs[2] = {cpu, vk};
     for (int b = 0; b < 2; b++) {
         gc_eval(ctxs[b], &s, f, arg, grads[b], &out[b], &outn[b]);
-        if (kg_status(ctxs[b]))
+        if (kg_ctx_status(ctxs[b]))
             fail_msg("%s on %s: %s", name, kg_backend_name(ctxs[b]), kg_error(ctxs[b]));
     }
     assert_int_equal(outn[0], outn[1]);
@@ -96,7 +96,7 @@ static void test_bad_index_is_reported_at_flush(void **state)
     kg_tensor *e = kg_embedding(tab, ids); /* queued: the kernel finds the bad id later */
     float host[9];
     assert_false(kg_tensor_to_host(e, host, sizeof host));
-    assert_int_equal(kg_status(vk), KG_ERR_RANGE);
+    assert_int_equal(kg_ctx_status(vk), KG_ERR_RANGE);
     assert_non_null(strstr(kg_error(vk), "kg_embedding"));
     assert_non_null(strstr(kg_error(vk), "index 9 at position 1"));
     assert_non_null(strstr(kg_error(vk), "[0, 4)"));
@@ -125,7 +125,7 @@ static void test_device_out_of_memory_is_an_error(void **state)
 {
     (void)state;
     assert_null(kg_tensor_new(vk, KG_DTYPE_F32, 2, SHAPE(1ll << 22, 1ll << 22))); /* 64 TiB */
-    assert_int_equal(kg_status(vk), KG_ERR_NOMEM);
+    assert_int_equal(kg_ctx_status(vk), KG_ERR_NOMEM);
     assert_non_null(strstr(kg_error(vk), "out of vulkan memory"));
     kg_clear_error(vk);
 }
@@ -280,7 +280,7 @@ static int teardown(void **state)
 int main(void)
 {
     vk = kg_ctx_new(KG_BACKEND_VULKAN);
-    if (!vk || kg_status(vk)) {
+    if (!vk || kg_ctx_status(vk)) {
         printf("skipped: no usable Vulkan device: %s\n", kg_error(vk));
         kg_ctx_free(vk);
         return 77;

@@ -15,7 +15,7 @@ static bool cpu_init(kg_ctx *ctx, void **state)
 {
     cpu_state *s = calloc(1, sizeof *s);
     if (!s)
-        return kg__fail(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     *state = s;
     return true;
 }
@@ -61,7 +61,7 @@ void *kg_cpu_scratch(const kg_opcall *c, size_t bytes)
 {
     void *p = cpu_alloc(c->ctx->be_state, bytes ? bytes : 1, false);
     if (!p)
-        kg__fail(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for %zu bytes of scratch",
+        kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for %zu bytes of scratch",
                  kg_op_table[c->op].name, bytes);
     return p;
 }
@@ -86,6 +86,12 @@ static bool cpu_run(const kg_opcall *c)
     if (c->ctx->profiling)
         kg__profile_add(c->ctx, c->op, now() - t0);
     return ok;
+}
+
+static bool cpu_is_gpu(void *state)
+{
+    (void)state;
+    return false;
 }
 
 static const char *cpu_device(void *state)
@@ -132,6 +138,7 @@ const kg_backend kg_cpu_backend = {
     .memory = cpu_memory,
     .reset_peak = cpu_reset_peak,
     .device = cpu_device,
+    .is_gpu = cpu_is_gpu,
     .profile = cpu_profile,
 };
 

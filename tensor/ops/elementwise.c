@@ -83,7 +83,7 @@ bool kg__shape_binary(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
         return false;
     if (!kg__broadcast_shape(c->in[0], c->in[1], s))
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: shapes %s and %s do not broadcast",
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: shapes %s and %s do not broadcast",
                         kg_op_table[c->op].name, KG_DESC(c->in[0]), KG_DESC(c->in[1]));
     return true;
 }
@@ -291,13 +291,13 @@ bool kg__shape_masked_fill(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
         return false;
     if (m->dtype != KG_DTYPE_F32 && m->dtype != KG_DTYPE_I32)
-        return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_masked_fill: mask is %s; expected f32 or i32",
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_masked_fill: mask is %s; expected f32 or i32",
                         KG_DESC(m));
     bool fits = kg__broadcast_shape(x, m, s) && s->ndim == x->ndim;
     for (int i = 0; fits && i < x->ndim; i++)
         fits = s->dim[i] == x->shape[i];
     if (!fits)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_masked_fill: mask %s does not broadcast to "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_masked_fill: mask %s does not broadcast to "
                         "x %s", KG_DESC(m), KG_DESC(x));
     s->dtype = KG_DTYPE_F32;
     return true;
@@ -342,7 +342,7 @@ bool kg__cpu_dropout(const kg_opcall *c)
 bool kg__shape_dropout(const kg_opcall *c, kg_shape *s)
 {
     if (!(c->p.f[0] >= 0.0f && c->p.f[0] < 1.0f))
-        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_dropout: p = %g; expected 0 <= p < 1",
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_dropout: p = %g; expected 0 <= p < 1",
                         (double)c->p.f[0]);
     return kg__shape_unary(c, s);
 }

@@ -22,7 +22,7 @@ bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
         return false;
     if (a->ndim < 2 || b->ndim < 2)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s and %s; expected at least 2 "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s and %s; expected at least 2 "
                         "dimensions each", KG_DESC(a), KG_DESC(b));
     int64_t m, ka, kb, n;
     mat_dims(a, c->p.i[0], &m, &ka);
@@ -32,7 +32,7 @@ bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
     ba.shape[a->ndim - 2] = ba.shape[a->ndim - 1] = 1;
     bb.shape[b->ndim - 2] = bb.shape[b->ndim - 1] = 1;
     if (ka != kb || !kg__broadcast_shape(&ba, &bb, s))
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s%s times %s%s; expected inner "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s%s times %s%s; expected inner "
                         "dimensions to agree and batch dimensions to broadcast", KG_DESC(a),
                         c->p.i[0] ? "ᵀ" : "", KG_DESC(b), c->p.i[1] ? "ᵀ" : "");
     s->dim[s->ndim - 2] = m;
@@ -130,7 +130,7 @@ static bool want_matrices(const kg_opcall *c, int first, int count)
         if (!kg__want_dtype(c, i, KG_DTYPE_F32))
             return false;
         if (c->in[i]->ndim != 2)
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: input %d is %s; expected a matrix",
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: input %d is %s; expected a matrix",
                             kg_op_table[c->op].name, i, KG_DESC(c->in[i]));
     }
     return true;
@@ -199,7 +199,7 @@ bool kg__shape_lowrank_linear(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !want_matrices(c, 1, 2))
         return false;
     if (x->ndim < 1 || b1->shape[1] != b2->shape[0] || x->shape[x->ndim - 1] != b2->shape[1])
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_lowrank_linear: x %s, B1 %s, B2 %s; expected "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_lowrank_linear: x %s, B1 %s, B2 %s; expected "
                         "x (..., d_in), B1 (d_out, R), B2 (R, d_in)", KG_DESC(x), KG_DESC(b1),
                         KG_DESC(b2));
     kg__shape_of(x, s);
@@ -250,7 +250,7 @@ bool kg__shape_kron_linear(const kg_opcall *c, kg_shape *s)
         return false;
     if (x->ndim < 1 || b1->shape[1] != b2->shape[0] ||
         x->shape[x->ndim - 1] != a->shape[1] * b2->shape[1])
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_kron_linear: x %s, A %s, B1 %s, B2 %s; "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_kron_linear: x %s, A %s, B1 %s, B2 %s; "
                         "expected x (..., dA1·dB1), A (dA2, dA1), B1 (dB2, R), B2 (R, dB1)",
                         KG_DESC(x), KG_DESC(a), KG_DESC(b1), KG_DESC(b2));
     kg__shape_of(x, s);

@@ -18,7 +18,7 @@ static bool check_ids(const kg_opcall *c, const int32_t *ids, int64_t n, int64_t
 {
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= limit)
-            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_%s: id %d at position %lld is outside "
+            return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: id %d at position %lld is outside "
                             "[0, %lld)", kg_op_table[c->op].name, ids[i], (long long)i,
                             (long long)limit);
     return true;
@@ -32,7 +32,7 @@ bool kg__shape_embedding(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
         return false;
     if (tab->ndim != 2 || ids->ndim >= KG_MAX_DIMS)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_embedding: table %s, ids %s; expected a "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_embedding: table %s, ids %s; expected a "
                         "(V, C) table and ids of at most %d dimensions", KG_DESC(tab),
                         KG_DESC(ids), KG_MAX_DIMS - 1);
     kg__shape_of(ids, s);
@@ -72,7 +72,7 @@ bool kg__shape_scatter_add_rows(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
         return false;
     if (src->ndim < 1 || row_count(src) != kg_tensor_numel(ids) || c->p.i[0] < 0)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_scatter_add_rows: src %s, ids %s, %lld rows; "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_scatter_add_rows: src %s, ids %s, %lld rows; "
                         "expected one id per row of src", KG_DESC(src), KG_DESC(ids),
                         (long long)c->p.i[0]);
     *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2, .dim = {c->p.i[0], last_dim(src)}};
@@ -172,18 +172,18 @@ bool kg__shape_norm(const kg_opcall *c, kg_shape *s)
     const kg_tensor *x = c->in[0];
     int want = 1 + (int)c->p.i[0] + (int)c->p.i[1];
     if (c->n_in != want)
-        return kg__fail(c->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d",
+        return kg_set_error(c->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d",
                         kg_op_table[c->op].name, c->n_in, want);
     for (int i = 0; i < c->n_in; i++) {
         if (!kg__want_dtype(c, i, KG_DTYPE_F32))
             return false;
         if (i > 0 && (c->in[i]->ndim != 1 || c->in[i]->shape[0] != last_dim(x)))
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: %s is %s; expected (%lld) for x %s",
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: %s is %s; expected (%lld) for x %s",
                             kg_op_table[c->op].name, i == 1 && c->p.i[0] ? "weight" : "bias",
                             KG_DESC(c->in[i]), (long long)last_dim(x), KG_DESC(x));
     }
     if (x->ndim < 1)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: x is a scalar", kg_op_table[c->op].name);
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: x is a scalar", kg_op_table[c->op].name);
     kg__shape_of(x, s);
     return true;
 }
@@ -270,10 +270,10 @@ bool kg__shape_rope(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
         return false;
     if (x->ndim < 2 || last_dim(x) % 2 != 0)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_rope: x is %s; expected (..., T, D) with D "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_rope: x is %s; expected (..., T, D) with D "
                         "even", KG_DESC(x));
     if (c->p.i[0] < 0 || !(c->p.f[0] > 0.0f))
-        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_rope: position %lld, theta %g; expected a "
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_rope: position %lld, theta %g; expected a "
                         "position >= 0 and theta > 0", (long long)c->p.i[0], (double)c->p.f[0]);
     kg__shape_of(x, s);
     return true;
@@ -329,7 +329,7 @@ bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_I32))
         return false;
     if (t->ndim >= KG_MAX_DIMS || c->p.i[0] < 1)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_one_hot: targets %s, %lld classes; expected "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_one_hot: targets %s, %lld classes; expected "
                         "fewer than %d dimensions and at least one class", KG_DESC(t),
                         (long long)c->p.i[0], KG_MAX_DIMS);
     kg__shape_of(t, s);
@@ -343,7 +343,7 @@ static bool check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64
 {
     for (int64_t i = 0; i < n; i++)
         if (t[i] != (int32_t)c->p.i[1] && (t[i] < 0 || t[i] >= classes))
-            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_%s: target %d at position %lld is "
+            return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: target %d at position %lld is "
                             "outside [0, %lld) and is not the ignore index %lld",
                             kg_op_table[c->op].name, t[i], (long long)i, (long long)classes,
                             (long long)c->p.i[1]);
@@ -376,7 +376,7 @@ bool kg__shape_cross_entropy(const kg_opcall *c, kg_shape *s)
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
         return false;
     if (x->ndim != 2 || t->ndim != 1 || t->shape[0] != x->shape[0])
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_cross_entropy: logits %s, targets %s; "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_cross_entropy: logits %s, targets %s; "
                         "expected (N, V) and (N)", KG_DESC(x), KG_DESC(t));
     *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 0};
     return true;
@@ -434,7 +434,7 @@ bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
     const kg_tensor *a = c->in[0];
     int ax = (int)c->p.i[0];
     if (ax < 0 || ax >= a->ndim)
-        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_concat: axis %lld is out of range for %s",
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_concat: axis %lld is out of range for %s",
                         (long long)c->p.i[1], KG_DESC(a));
     kg__shape_of(a, s);
     for (int i = 1; i < c->n_in; i++) {
@@ -443,7 +443,7 @@ bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
         for (int d = 0; fits && d < a->ndim; d++)
             fits = d == ax || b->shape[d] == a->shape[d];
         if (!fits)
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_concat: input %d is %s and input 0 is %s; "
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_concat: input %d is %s and input 0 is %s; "
                             "expected the same dtype and the same sizes but along axis %d", i,
                             KG_DESC(b), KG_DESC(a), ax);
         s->dim[ax] += b->shape[ax];

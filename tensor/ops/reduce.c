@@ -56,10 +56,10 @@ bool kg__shape_reduce(const kg_opcall *c, kg_shape *s)
         return false;
     int a = (int)c->p.i[0];
     if (a < 0 || a >= x->ndim)
-        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_%s: axis %lld is out of range for %s",
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: axis %lld is out of range for %s",
                         kg_op_table[c->op].name, (long long)c->p.i[2], KG_DESC(x));
     if (c->op == KG_OP_MAX && x->shape[a] == 0)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_max: axis %d of %s is empty", a, KG_DESC(x));
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_max: axis %d of %s is empty", a, KG_DESC(x));
     s->dtype = KG_DTYPE_F32;
     s->ndim = 0;
     for (int i = 0; i < x->ndim; i++) {

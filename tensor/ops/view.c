@@ -14,14 +14,14 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
     int nd = (int)c->p.i[4], infer = -1;
     int64_t known = 1;
     if (nd < 0 || nd > KG_MAX_DIMS)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: %d dimensions; expected 0 to %d", nd,
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %d dimensions; expected 0 to %d", nd,
                         KG_MAX_DIMS);
     for (int i = 0; i < nd; i++) {
         int64_t d = c->p.i[i];
         if (d == -1 && infer < 0)
             infer = i;
         else if (d < 0)
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: dimension %d is %lld; expected "
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: dimension %d is %lld; expected "
                             "a size, or -1 once", i, (long long)d);
         else
             known *= d;
@@ -32,7 +32,7 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
     for (int i = 0; i < nd; i++)
         s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.i[i];
     if (kg__numel(nd, s->dim) != n)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
                         "elements' worth of the shape asked (%lld known)", KG_DESC(x),
                         (long long)n, (long long)known);
     KG_ASSERT(kg_tensor_is_contiguous(x));
@@ -51,7 +51,7 @@ kg_tensor *kg_reshape(kg_tensor *t, int ndim, const int64_t *shape)
     kg_opparams p = {.i = {[4] = ndim}};
     if (!t || (ndim > 0 && !shape) || ndim < 0 || ndim > KG_MAX_DIMS) {
         if (t)
-            kg__fail(t->ctx, KG_ERR_ARG, "kg_reshape: shape is NULL or has %d dimensions", ndim);
+            kg_set_error(t->ctx, KG_ERR_ARG, "kg_reshape: shape is NULL or has %d dimensions", ndim);
         return NULL;
     }
     memcpy(p.i, shape, sizeof(int64_t) * (size_t)ndim);
@@ -69,7 +69,7 @@ bool kg__shape_permute(const kg_opcall *c, kg_shape *s)
     for (int i = 0; i < x->ndim; i++) {
         int64_t a = c->p.i[i];
         if (a < 0 || a >= x->ndim || seen[a])
-            return kg__fail(c->ctx, KG_ERR_RANGE, "kg_permute: axes of %s must be a permutation "
+            return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_permute: axes of %s must be a permutation "
                             "of 0..%d; axis %d is %lld", KG_DESC(x), x->ndim - 1, i, (long long)a);
         seen[a] = true;
         s->dim[i] = x->shape[a];
@@ -93,7 +93,7 @@ kg_tensor *kg_permute(kg_tensor *t, const int *axes)
 {
     kg_opparams p = {.seed = 0};
     if (t && !axes) {
-        kg__fail(t->ctx, KG_ERR_ARG, "kg_permute: axes is NULL");
+        kg_set_error(t->ctx, KG_ERR_ARG, "kg_permute: axes is NULL");
         return NULL;
     }
     for (int i = 0; t && i < t->ndim; i++)
@@ -122,7 +122,7 @@ bool kg__shape_slice(const kg_opcall *c, kg_shape *s)
         return false;
     int64_t start = c->p.i[1], len = c->p.i[2];
     if (start < 0 || len < 0 || start + len > x->shape[a])
-        return kg__fail(c->ctx, KG_ERR_RANGE, "kg_slice: [%lld, %lld) along axis %d of %s; "
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_slice: [%lld, %lld) along axis %d of %s; "
                         "expected a range inside [0, %lld)", (long long)start,
                         (long long)(start + len), a, KG_DESC(x), (long long)x->shape[a]);
     kg__shape_of(x, s);
@@ -154,12 +154,12 @@ bool kg__shape_expand(const kg_opcall *c, kg_shape *s)
     const kg_tensor *x = c->in[0];
     int nd = (int)c->p.i[4], lead = nd - x->ndim;
     if (nd > KG_MAX_DIMS || lead < 0)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_expand: cannot expand %s to %d dimensions",
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: cannot expand %s to %d dimensions",
                         KG_DESC(x), nd);
     for (int i = 0; i < nd; i++) {
         int64_t want = c->p.i[i], have = i < lead ? 1 : x->shape[i - lead];
         if (want != have && have != 1)
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_expand: dimension %d of %s is %lld; only "
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: dimension %d of %s is %lld; only "
                             "size-1 dimensions expand (to %lld asked)", i - lead, KG_DESC(x),
                             (long long)have, (long long)want);
         s->dim[i] = want;
@@ -180,7 +180,7 @@ kg_tensor *kg_expand(kg_tensor *t, int ndim, const int64_t *shape)
 {
     kg_opparams p = {.i = {[4] = ndim}};
     if (t && (!shape || ndim < 0 || ndim > KG_MAX_DIMS)) {
-        kg__fail(t->ctx, KG_ERR_ARG, "kg_expand: shape is NULL or has %d dimensions", ndim);
+        kg_set_error(t->ctx, KG_ERR_ARG, "kg_expand: shape is NULL or has %d dimensions", ndim);
         return NULL;
     }
     for (int i = 0; t && i < ndim; i++)
@@ -255,7 +255,7 @@ bool kg__cpu_cast(const kg_opcall *c)
 bool kg__shape_cast(const kg_opcall *c, kg_shape *s)
 {
     if (c->p.i[0] < 0 || c->p.i[0] >= KG_DTYPE_COUNT)
-        return kg__fail(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %lld",
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %lld",
                         (long long)c->p.i[0]);
     kg__shape_of(c->in[0], s);
     s->dtype = (kg_dtype)c->p.i[0];

@@ -13,12 +13,12 @@ static bool vk_init(kg_ctx *ctx, void **state)
 {
     vk_state *s = calloc(1, sizeof *s);
     if (!s)
-        return kg__fail(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     s->ctx = ctx;
     *state = s;
     VkResult r = kg__vk_make_instance(s, &s->instance);
     if (r != VK_SUCCESS) {
-        kg__fail(ctx, KG_ERR_DEVICE, "kg_ctx_new: no Vulkan driver could start (VkResult %d); "
+        kg_set_error(ctx, KG_ERR_DEVICE, "kg_ctx_new: no Vulkan driver could start (VkResult %d); "
                  "install libvulkan1 and a driver (mesa-vulkan-drivers gives lavapipe)", (int)r);
         s->instance = VK_NULL_HANDLE;
     } else if (kg__vk_pick_device(s) && kg__vk_make_device(s) && kg__vk_make_stream(s)) {
@@ -72,7 +72,7 @@ static vk_alloc *staging_buffer(vk_state *s, size_t bytes)
 {
     vk_alloc *st = kg__vk_mem_alloc(s, bytes, true, POOL_STEP);
     if (!st) {
-        kg__fail(s->ctx, KG_ERR_NOMEM, "vulkan: out of host-visible memory for a %zu-byte "
+        kg_set_error(s->ctx, KG_ERR_NOMEM, "vulkan: out of host-visible memory for a %zu-byte "
                  "staging buffer", bytes);
         return NULL;
     }
@@ -133,13 +133,13 @@ static bool vk_run(const kg_opcall *c)
 {
     kg_kernel_fn k = kg_op_table[c->op].vulkan;
     if (!k)
-        return kg__fail(c->ctx, KG_ERR_DEVICE, "kg_%s has no Vulkan kernel",
+        return kg_set_error(c->ctx, KG_ERR_DEVICE, "kg_%s has no Vulkan kernel",
                         kg_op_table[c->op].name);
     /* Shaders index with 32-bit signed integers. */
     for (int i = -1; i < c->n_in; i++) {
         const kg_tensor *t = i < 0 ? c->out : c->in[i];
         if (kg_tensor_numel(t) >= INT32_MAX)
-            return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: %s has 2^31 elements or more, which "
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: %s has 2^31 elements or more, which "
                             "the Vulkan kernels cannot index", kg_op_table[c->op].name,
                             KG_DESC(t));
     }
@@ -160,6 +160,10 @@ static void vk_reset_peak(void *state)
 }
 
 static const char *vk_device(void *state) { return ((vk_state *)state)->device_name; }
+static bool vk_is_gpu(void *state)
+{
+    return ((vk_state *)state)->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+}
 
 static void vk_profile(void *state, bool on)
 {
@@ -215,5 +219,6 @@ const kg_backend kg_vulkan_backend = {
     .memory = vk_memory,
     .reset_peak = vk_reset_peak,
     .device = vk_device,
+    .is_gpu = vk_is_gpu,
     .profile = vk_profile,
 };

@@ -14,7 +14,7 @@ bool kg__vk_ok(vk_state *s, VkResult r, const char *what)
         return true;
     kg_status st = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
                        ? KG_ERR_NOMEM : KG_ERR_DEVICE;
-    return kg__fail(s->ctx, st, "vulkan: %s failed (VkResult %d)", what, (int)r);
+    return kg_set_error(s->ctx, st, "vulkan: %s failed (VkResult %d)", what, (int)r);
 }
 
 /* ---- Validation messages ------------------------------------------------------------------ */
@@ -150,11 +150,11 @@ bool kg__vk_pick_device(vk_state *s)
     uint32_t n = 0;
     vkEnumeratePhysicalDevices(s->instance, &n, NULL);
     if (n == 0)
-        return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: no Vulkan device found (install a "
+        return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: no Vulkan device found (install a "
                         "GPU driver, or mesa-vulkan-drivers for lavapipe on the CPU)");
     VkPhysicalDevice *devs = calloc(n, sizeof *devs);
     if (!devs)
-        return kg__fail(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
+        return kg_set_error(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     vkEnumeratePhysicalDevices(s->instance, &n, devs);
     const char *want = getenv("KG_DEVICE");
     int best = -1, best_rank = 99;
@@ -170,7 +170,7 @@ bool kg__vk_pick_device(vk_state *s)
             bool match = by_index ? (long)i == idx : strstr(p.deviceName, want) != NULL;
             if (match && !usable) {
                 free(devs);
-                return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: KG_DEVICE=%s picks %s, "
+                return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: KG_DEVICE=%s picks %s, "
                                 "which lacks Vulkan 1.2 bufferDeviceAddress or shaderInt64",
                                 want, p.deviceName);
             }
@@ -188,9 +188,9 @@ bool kg__vk_pick_device(vk_state *s)
     if (best < 0) {
         free(devs);
         if (want && *want)
-            return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: KG_DEVICE=%s matches none of "
+            return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: KG_DEVICE=%s matches none of "
                             "the %u Vulkan devices (see krongrad info)", want, n);
-        return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: none of the %u Vulkan devices has "
+        return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: none of the %u Vulkan devices has "
                         "Vulkan 1.2 with bufferDeviceAddress and shaderInt64", n);
     }
     s->phys = devs[best];
@@ -211,7 +211,7 @@ bool kg__vk_make_device(vk_state *s)
         if (qp[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
             s->family = i;
     if (s->family == UINT32_MAX)
-        return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: %s has no compute queue",
+        return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: %s has no compute queue",
                         s->props.deviceName);
     dev_caps c = kg__vk_query_caps(s->phys);
     s->has_16bit = c.storage16 && c.int16;
@@ -245,7 +245,7 @@ bool kg__vk_make_device(vk_state *s)
     int hv = kg__vk_memory_type(s->phys, ~0u, host);
     bool big = both >= 0 && mp.memoryHeaps[mp.memoryTypes[both].heapIndex].size >= (1ull << 30);
     if (hv < 0 || (dl < 0 && both < 0))
-        return kg__fail(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: %s offers no usable memory type",
+        return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: %s offers no usable memory type",
                         s->props.deviceName);
     /* KG_VK_STAGING=1 takes the staging path even where mapping would do (to test it). */
     const char *staging = getenv("KG_VK_STAGING");

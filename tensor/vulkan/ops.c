@@ -175,7 +175,7 @@ bool kg__vk_structured_linear(const kg_opcall *c)
     int64_t da2 = a ? a->shape[0] : 1, da1 = a ? a->shape[1] : 1, r = b1->shape[1];
     int64_t din = x->shape[x->ndim - 1], n = din ? kg_tensor_numel(x) / din : 0;
     if ((da1 + da2) * r > 2048)
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: (dA1 + dA2)·R = %lld; the Vulkan kernel "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: (dA1 + dA2)·R = %lld; the Vulkan kernel "
                         "holds at most 2048 in shared memory", kg_op_table[c->op].name,
                         (long long)((da1 + da2) * r));
     uint64_t b2addr = kg_vk_addr(b2);

@@ -89,7 +89,7 @@ bool kg__vk_make_stream(vk_state *s)
     s->tile_t = big ? 8 : 4;
     s->status = kg__vk_mem_alloc(s, 32, true, POOL_PERSISTENT);
     if (!s->status)
-        return kg__fail(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of device memory");
+        return kg_set_error(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of device memory");
     memset(s->status->block->map, 0, 32);
     return true;
 }
@@ -164,7 +164,7 @@ bool kg__vk_flush(void *state)
     s->n_staging = 0;
     int32_t *st = (int32_t *)s->status->block->map;
     if (st[0]) {
-        kg__fail(s->ctx, KG_ERR_RANGE, "kg_%s: index %d at position %d is outside [0, %d) "
+        kg_set_error(s->ctx, KG_ERR_RANGE, "kg_%s: index %d at position %d is outside [0, %d) "
                  "(found by the Vulkan kernel)", (unsigned)st[1] < KG_OP_COUNT ?
                  kg_op_table[st[1]].name : "?", st[3], st[2], st[4]);
         memset(st, 0, 32);
@@ -212,7 +212,7 @@ static VkPipeline pipeline(vk_state *s, int which)
     if (s->pipes[which])
         return s->pipes[which];
     if (shader_needs_16bit[which] && !s->has_16bit) {
-        kg__fail(s->ctx, KG_ERR_DEVICE, "vulkan: %s lacks 16-bit storage, which f16 and bf16 "
+        kg_set_error(s->ctx, KG_ERR_DEVICE, "vulkan: %s lacks 16-bit storage, which f16 and bf16 "
                  "tensors need on it", s->props.deviceName);
         return VK_NULL_HANDLE;
     }
@@ -250,7 +250,7 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const kg_vk_push *p, ui
         return true; /* nothing to do (an empty tensor) */
     const uint32_t *lim = s->props.limits.maxComputeWorkGroupCount;
     if (gx > lim[0] || gy > lim[1] || gz > lim[2])
-        return kg__fail(c->ctx, KG_ERR_SHAPE, "kg_%s: a grid of %u×%u×%u workgroups exceeds "
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: a grid of %u×%u×%u workgroups exceeds "
                         "%s's %u×%u×%u", kg_op_table[c->op].name, gx, gy, gz,
                         s->props.deviceName, lim[0], lim[1], lim[2]);
     int which = sh == KG_VK_COPY && kg_dtype_size(write->dtype) == 2 ? PIPE_COPY16 : (int)sh;
