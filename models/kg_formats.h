@@ -1,0 +1,71 @@
+/* kg_formats.h — checkpoint files: safetensors (one file or sharded through
+ * model.safetensors.index.json) and llama.cpp's GGUF, read into tensors by their Hugging Face
+ * names; and a safetensors writer for adapters and checkpoints.
+ *
+ * Files are untrusted: every length, offset, dtype and shape is checked before use, and every
+ * error goes to the context (kg_ctx_status / kg_error) naming the file, the tensor or key, and
+ * what was expected.
+ */
+#ifndef KG_FORMATS_H
+#define KG_FORMATS_H
+
+#include "tensor/kg_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An opened checkpoint: a set of named tensors plus, for GGUF, its metadata. */
+typedef struct kg_weights kg_weights;
+
+/* Open path: a .safetensors file, a model.safetensors.index.json, an HF model directory (its
+ * model.safetensors or model.safetensors.index.json), or a .gguf file. Files are memory-mapped;
+ * nothing is converted until a tensor is loaded. GGUF tensor names are given as HF Llama names
+ * (token_embd.weight -> model.embed_tokens.weight, blk.N.attn_q.weight ->
+ * model.layers.N.self_attn.q_proj.weight, ...), with llama.cpp's Q/K row permutation undone.
+ * Returns NULL with the context's error set. The caller frees it with kg_weights_close. */
+kg_weights *kg_weights_open(kg_ctx *ctx, const char *path);
+void kg_weights_close(kg_weights *w);
+
+/* The path it was opened from, and whether it is a GGUF file. */
+const char *kg_weights_path(const kg_weights *w);
+bool kg_weights_is_gguf(const kg_weights *w);
+
+/* Tensors, by index (0..count-1, in file order) or by HF name. */
+int kg_weights_count(const kg_weights *w);
+const char *kg_weights_name(const kg_weights *w, int i);
+/* The named tensor's shape (outermost first, as PyTorch); false when absent (no error set). */
+bool kg_weights_shape(const kg_weights *w, const char *name, int *ndim, int64_t *shape);
+
+/* Load the named tensor as a new tensor of dtype (f32, f16 or bf16; converted from the file's
+ * F32/F16/BF16, or dequantized from GGUF Q8_0/Q4_0/Q4_1). When shape is not NULL the file's
+ * shape must equal it (ndim dims), else an error naming the file, the tensor, both shapes.
+ * A missing tensor is an error naming the file and the tensor. The tensor belongs to the
+ * context (made outside any scope it is a parameter; see kg_tensor.h). */
+kg_tensor *kg_weights_load(kg_weights *w, const char *name, kg_dtype dtype, int ndim,
+                           const int64_t *shape);
+
+/* GGUF metadata by key ("llama.block_count", "tokenizer.ggml.tokens", ...). Each returns false
+ * (or NULL / -1) without setting an error when the file is not GGUF, the key is absent, or its
+ * value is of another kind; integer getters accept every integer type and bool, the float
+ * getter f32/f64 and integers. */
+bool kg_weights_meta_int(const kg_weights *w, const char *key, int64_t *out);
+bool kg_weights_meta_float(const kg_weights *w, const char *key, double *out);
+const char *kg_weights_meta_str(const kg_weights *w, const char *key); /* NUL-terminated */
+/* Arrays: the element count (-1 when absent or not an array), then element i as a string
+ * (its length in *len; may hold NUL bytes) or as a number. */
+int64_t kg_weights_meta_len(const kg_weights *w, const char *key);
+const char *kg_weights_meta_str_at(const kg_weights *w, const char *key, int64_t i, size_t *len);
+bool kg_weights_meta_num_at(const kg_weights *w, const char *key, int64_t i, double *out);
+
+/* Write tensors to path as one safetensors file, atomically (a temporary file beside it,
+ * flushed, then renamed: a crash never leaves a half-written file at path). names[i] names
+ * tensors[i] (f32, f16, bf16 or i32, any strides). meta: NULL or a NULL-terminated list of
+ * key, value string pairs for "__metadata__". Returns false with the context's error set. */
+bool kg_safetensors_write(kg_ctx *ctx, const char *path, int n, const char *const *names,
+                          kg_tensor *const *tensors, const char *const *meta);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
