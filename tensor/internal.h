@@ -57,6 +57,7 @@ typedef enum kg_op {
     KG_OP_LOG_SOFTMAX,
     KG_OP_LAYER_NORM,
     KG_OP_RMS_NORM,
+    KG_OP_NORM_STATS, /* internal: the per-row mean and 1/std a norm's backward uses */
     KG_OP_ROPE,
     KG_OP_CROSS_ENTROPY,
     KG_OP_ONE_HOT,
@@ -64,11 +65,22 @@ typedef enum kg_op {
     KG_OP_COUNT
 } kg_op;
 
-/* Non-tensor arguments of an op (axes, flags, scalars, seeds). Each op says which it uses. */
-typedef struct kg_opparams {
-    int64_t i[KG_MAX_DIMS + 2];
-    float f[2];
-    uint64_t seed;
+/* Non-tensor arguments of an op (axes, flags, scalars, seeds): one named struct per op family. */
+typedef union kg_opparams {
+    struct { int64_t dim[KG_MAX_DIMS]; int ndim; } shape; /* reshape, expand: the shape asked */
+    struct { int axes[KG_MAX_DIMS]; } permute;
+    struct { int axis; int64_t start, length; } slice;
+    struct { kg_dtype dtype; } cast;
+    struct { float scale, shift; } affine;            /* scale: scale·x + shift */
+    struct { float value; } fill;                     /* masked_fill */
+    struct { float p; uint64_t seed; } dropout;
+    struct { int axis, keepdim, user_axis; } reduce;  /* axis made non-negative; as given */
+    struct { bool trans_a, trans_b; } matmul;
+    struct { int64_t rows; } scatter;                 /* scatter_add_rows */
+    struct { bool has_weight, has_bias, rms; float eps; } norm; /* rms: norm_stats only */
+    struct { int64_t pos0; bool inverse; float theta; } rope;
+    struct { int64_t classes; int32_t ignore_index; } classes; /* one_hot, cross_entropy */
+    struct { int axis, user_axis; } concat;
 } kg_opparams;
 
 /* The shape, dtype and rank a shape rule gives the output; a view op's rule also gives the

@@ -55,6 +55,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_LOG_SOFTMAX] = {"log_softmax", 1, 0, kg__shape_unary,          kg__cpu_softmax,          kg__backward_log_softmax, VK(kg__vk_rows)},
     [KG_OP_LAYER_NORM]  = {"layer_norm", -1, 0, kg__shape_norm,           kg__cpu_norm,             kg__backward_norm, VK(kg__vk_rows)},
     [KG_OP_RMS_NORM]    = {"rms_norm",    2, 0, kg__shape_norm,           kg__cpu_norm,             kg__backward_norm, VK(kg__vk_rows)},
+    [KG_OP_NORM_STATS]  = {"norm_stats",  1, 0, kg__shape_norm_stats,     kg__cpu_norm_stats,       NULL, VK(kg__vk_rows)},
     [KG_OP_ROPE]        = {"rope",        1, 0, kg__shape_rope,           kg__cpu_rope,             kg__backward_rope, VK(kg__vk_rope)},
     [KG_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 0, kg__shape_cross_entropy, kg__cpu_cross_entropy, kg__backward_cross_entropy, VK(kg__vk_rows)},
     [KG_OP_ONE_HOT]     = {"one_hot",     1, 0, kg__shape_one_hot,        kg__cpu_one_hot,          NULL, VK(kg__vk_gather)},

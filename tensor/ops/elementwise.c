@@ -136,7 +136,7 @@ static void unary_rows(void *arg, int64_t lo, int64_t hi)
 {
     const ew_iter *it = arg;
     int64_t n = it->dim[3], sx = it->st[0][3];
-    float s = it->p->f[0], b = it->p->f[1];
+    float s = it->p->affine.scale, b = it->p->affine.shift;
     for (int64_t r = lo; r < hi; r++) {
         const float *src = it->src[0] + ew_row(it, 0, r);
         float *o = it->dst + r * n;
@@ -175,7 +175,7 @@ bool kg__shape_unary(const kg_opcall *c, kg_shape *s)
 
 static kg_tensor *unary(kg_op op, kg_tensor *x, float s, float b)
 {
-    kg_opparams p = {.f = {s, b}};
+    kg_opparams p = {.affine = {s, b}};
     return kg__op(op, 1, &x, &p);
 }
 
@@ -196,7 +196,7 @@ kg_tensor *kg_step(kg_tensor *x) { return unary(KG_OP_STEP, x, 0, 0); }
 
 void kg__backward_scale(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = kg_scale(g, n->p.f[0]);
+    gin[0] = kg_scale(g, n->p.affine.scale);
 }
 
 void kg__backward_exp(const kg_node *n, kg_tensor *g, kg_tensor **gin)
@@ -271,7 +271,7 @@ static void masked_fill_rows(void *arg, int64_t lo, int64_t hi)
         for (int64_t j = 0; j < n; j++) {
             bool hit = int_mask ? ((const int32_t *)m)[j * sm] != 0
                                 : ((const float *)m)[j * sm] != 0.0f;
-            o[j] = hit ? it->p->f[0] : x[j * sx];
+            o[j] = hit ? it->p->fill.value : x[j * sx];
         }
     }
 }
@@ -310,7 +310,7 @@ void kg__backward_masked_fill(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_masked_fill(kg_tensor *x, kg_tensor *mask, float value)
 {
-    kg_opparams p = {.f = {value}};
+    kg_opparams p = {.fill.value = value};
     return kg__op(KG_OP_MASKED_FILL, 2, (kg_tensor *[]){x, mask}, &p);
 }
 
@@ -319,13 +319,13 @@ kg_tensor *kg_masked_fill(kg_tensor *x, kg_tensor *mask, float value)
 static void dropout_rows(void *arg, int64_t lo, int64_t hi)
 {
     const ew_iter *it = arg;
-    float p = it->p->f[0], keep_scale = 1.0f / (1.0f - p);
+    float p = it->p->dropout.p, keep_scale = 1.0f / (1.0f - p);
     int64_t n = it->dim[3], sx = it->st[0][3];
     for (int64_t r = lo; r < hi; r++) {
         const float *x = it->src[0] + ew_row(it, 0, r);
         float *o = it->dst + r * n;
         for (int64_t j = 0; j < n; j++) {
-            bool keep = kg__uniform01(it->p->seed, (uint64_t)(r * n + j)) >= p;
+            bool keep = kg__uniform01(it->p->dropout.seed, (uint64_t)(r * n + j)) >= p;
             o[j] = keep ? x[j * sx] * keep_scale : 0.0f;
         }
     }
@@ -341,19 +341,19 @@ bool kg__cpu_dropout(const kg_opcall *c)
 
 bool kg__shape_dropout(const kg_opcall *c, kg_shape *s)
 {
-    if (!(c->p.f[0] >= 0.0f && c->p.f[0] < 1.0f))
+    if (!(c->p.dropout.p >= 0.0f && c->p.dropout.p < 1.0f))
         return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_dropout: p = %g; expected 0 <= p < 1",
-                        (double)c->p.f[0]);
+                            (double)c->p.dropout.p);
     return kg__shape_unary(c, s);
 }
 
 void kg__backward_dropout(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = kg_dropout(g, n->p.f[0], n->p.seed); /* the same mask, by the same seed */
+    gin[0] = kg_dropout(g, n->p.dropout.p, n->p.dropout.seed); /* the same mask, by the same seed */
 }
 
 kg_tensor *kg_dropout(kg_tensor *x, float p, uint64_t seed)
 {
-    kg_opparams pp = {.f = {p}, .seed = seed};
+    kg_opparams pp = {.dropout = {p, seed}};
     return kg__op(KG_OP_DROPOUT, 1, &x, &pp);
 }

@@ -6,7 +6,7 @@
 #include "../cpu/cpu.h"
 
 
-/* ---- matmul: p.i[0] trans_a, p.i[1] trans_b ------------------------------------------------ */
+/* ---- matmul: p.matmul.trans_a, trans_b ------------------------------------------------ */
 
 /* The last two dims of t as (rows, cols) of op(t). */
 static void mat_dims(const kg_tensor *t, bool trans, int64_t *rows, int64_t *cols)
@@ -25,8 +25,8 @@ bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s and %s; expected at least 2 "
                         "dimensions each", KG_DESC(a), KG_DESC(b));
     int64_t m, ka, kb, n;
-    mat_dims(a, c->p.i[0], &m, &ka);
-    mat_dims(b, c->p.i[1], &kb, &n);
+    mat_dims(a, c->p.matmul.trans_a, &m, &ka);
+    mat_dims(b, c->p.matmul.trans_b, &kb, &n);
     /* Batch dims broadcast: compare shapes with the matrix dims set to 1. */
     kg_tensor ba = *a, bb = *b;
     ba.shape[a->ndim - 2] = ba.shape[a->ndim - 1] = 1;
@@ -34,7 +34,7 @@ bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
     if (ka != kb || !kg__broadcast_shape(&ba, &bb, s))
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_matmul: %s%s times %s%s; expected inner "
                         "dimensions to agree and batch dimensions to broadcast", KG_DESC(a),
-                        c->p.i[0] ? "ᵀ" : "", KG_DESC(b), c->p.i[1] ? "ᵀ" : "");
+                        c->p.matmul.trans_a ? "ᵀ" : "", KG_DESC(b), c->p.matmul.trans_b ? "ᵀ" : "");
     s->dim[s->ndim - 2] = m;
     s->dim[s->ndim - 1] = n;
     return true;
@@ -59,7 +59,7 @@ static int64_t batch_offset(const kg_tensor *t, const kg_tensor *out, int64_t bi
 bool kg__cpu_matmul(const kg_opcall *c)
 {
     const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
-    bool ta = c->p.i[0], tb = c->p.i[1];
+    bool ta = c->p.matmul.trans_a, tb = c->p.matmul.trans_b;
     int64_t m, k, n, batch = 1;
     for (int d = 0; d < o->ndim - 2; d++)
         batch *= o->shape[d];
@@ -84,7 +84,7 @@ bool kg__cpu_matmul(const kg_opcall *c)
 void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
     kg_tensor *a = n->in[0], *b = n->in[1];
-    bool ta = n->p.i[0], tb = n->p.i[1];
+    bool ta = n->p.matmul.trans_a, tb = n->p.matmul.trans_b;
     kg_tensor *da, *db;
     if (!ta && a->ndim > 2 && b->ndim == 2) {
         /* Rows times a weight (every linear layer): the weight's gradient is one GEMM over all
@@ -116,7 +116,7 @@ void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b)
 {
-    kg_opparams p = {.i = {trans_a, trans_b}};
+    kg_opparams p = {.matmul = {trans_a, trans_b}};
     return kg__op(KG_OP_MATMUL, 2, (kg_tensor *[]){a, b}, &p);
 }
 

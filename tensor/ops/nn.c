@@ -64,18 +64,18 @@ kg_tensor *kg_embedding(kg_tensor *table, kg_tensor *ids)
     return kg__op(KG_OP_EMBEDDING, 2, (kg_tensor *[]){table, ids}, NULL);
 }
 
-/* ---- scatter_add_rows: src (..., C), ids (...) i32, p.i[0] rows → (rows, C) --------------- */
+/* ---- scatter_add_rows: src (..., C), ids (...) i32, p.scatter.rows → (rows, C)------------ */
 
 bool kg__shape_scatter_add_rows(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *src = c->in[0], *ids = c->in[1];
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_I32))
         return false;
-    if (src->ndim < 1 || row_count(src) != kg_tensor_numel(ids) || c->p.i[0] < 0)
+    if (src->ndim < 1 || row_count(src) != kg_tensor_numel(ids) || c->p.scatter.rows < 0)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_scatter_add_rows: src %s, ids %s, %lld rows; "
                         "expected one id per row of src", KG_DESC(src), KG_DESC(ids),
-                        (long long)c->p.i[0]);
-    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2, .dim = {c->p.i[0], last_dim(src)}};
+                        (long long)c->p.scatter.rows);
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2, .dim = {c->p.scatter.rows, last_dim(src)}};
     return true;
 }
 
@@ -102,7 +102,7 @@ void kg__backward_scatter_add_rows(const kg_node *nd, kg_tensor *g, kg_tensor **
 
 kg_tensor *kg_scatter_add_rows(kg_tensor *src, kg_tensor *ids, int64_t rows)
 {
-    kg_opparams p = {.i = {rows}};
+    kg_opparams p = {.scatter.rows = rows};
     return kg__op(KG_OP_SCATTER_ADD_ROWS, 2, (kg_tensor *[]){src, ids}, &p);
 }
 
@@ -165,12 +165,12 @@ kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask)
 
 kg_tensor *kg_log_softmax(kg_tensor *x) { return kg__op(KG_OP_LOG_SOFTMAX, 1, &x, NULL); }
 
-/* ---- layer_norm and rms_norm: inputs x, then weight if p.i[0], then bias if p.i[1] ---------- */
+/* ---- layer_norm and rms_norm: inputs x, then weight and bias as p.norm says ----------------- */
 
 bool kg__shape_norm(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
-    int want = 1 + (int)c->p.i[0] + (int)c->p.i[1];
+    int want = 1 + c->p.norm.has_weight + c->p.norm.has_bias;
     if (c->n_in != want)
         return kg_set_error(c->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d",
                         kg_op_table[c->op].name, c->n_in, want);
@@ -179,7 +179,7 @@ bool kg__shape_norm(const kg_opcall *c, kg_shape *s)
             return false;
         if (i > 0 && (c->in[i]->ndim != 1 || c->in[i]->shape[0] != last_dim(x)))
             return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: %s is %s; expected (%lld) for x %s",
-                            kg_op_table[c->op].name, i == 1 && c->p.i[0] ? "weight" : "bias",
+                            kg_op_table[c->op].name, i == 1 && c->p.norm.has_weight ? "weight" : "bias",
                             KG_DESC(c->in[i]), (long long)last_dim(x), KG_DESC(x));
     }
     if (x->ndim < 1)
@@ -188,26 +188,37 @@ bool kg__shape_norm(const kg_opcall *c, kg_shape *s)
     return true;
 }
 
+/* A row's mean (0 for RMS norm) and 1/√(var + eps), accumulated in double. The forward and the
+ * backward (through norm_stats) both take them from here, so the backward sees exactly the
+ * statistics the forward used, as PyTorch's saved mean and rstd. */
+static void row_stats(const float *x, int64_t C, bool rms, float eps, double *mean_out,
+                      float *rstd_out)
+{
+    double mean = 0.0, var = 0.0;
+    if (!rms) {
+        for (int64_t k = 0; k < C; k++)
+            mean += x[k];
+        mean /= (double)C;
+    }
+    for (int64_t k = 0; k < C; k++)
+        var += (x[k] - mean) * (x[k] - mean);
+    *mean_out = mean;
+    *rstd_out = (float)(1.0 / sqrt(var / (double)C + eps));
+}
+
 static void norm_rows(void *arg, int64_t lo, int64_t hi)
 {
     const rows_job *j = arg;
     const kg_opcall *c = j->c;
     bool rms = c->op == KG_OP_RMS_NORM;
-    const float *w = c->p.i[0] ? kg_cpu_f32(c->in[1]) : NULL;
-    const float *b = c->p.i[1] ? kg_cpu_f32(c->in[1 + c->p.i[0]]) : NULL;
-    float eps = c->p.f[0];
+    const float *w = c->p.norm.has_weight ? kg_cpu_f32(c->in[1]) : NULL;
+    const float *b = c->p.norm.has_bias ? kg_cpu_f32(c->in[1 + c->p.norm.has_weight]) : NULL;
     for (int64_t r = lo; r < hi; r++) {
         const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
         float *y = kg_cpu_f32(c->out) + r * j->C;
-        double mean = 0.0, var = 0.0;
-        if (!rms) {
-            for (int64_t k = 0; k < j->C; k++)
-                mean += x[k];
-            mean /= (double)j->C;
-        }
-        for (int64_t k = 0; k < j->C; k++)
-            var += (x[k] - mean) * (x[k] - mean);
-        float rstd = (float)(1.0 / sqrt(var / (double)j->C + eps));
+        double mean;
+        float rstd;
+        row_stats(x, j->C, rms, c->p.norm.eps, &mean, &rstd);
         for (int64_t k = 0; k < j->C; k++) {
             float v = (float)(x[k] - mean) * rstd;
             y[k] = v * (w ? w[k] : 1.0f) + (b ? b[k] : 0.0f);
@@ -222,16 +233,53 @@ bool kg__cpu_norm(const kg_opcall *c)
     return true;
 }
 
+/* ---- norm_stats: x (..., C) → (..., 2), each row's [mean, 1/std] as the norm's forward saw them */
+
+bool kg__shape_norm_stats(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
+        return false;
+    if (x->ndim < 1)
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_norm_stats: x is a scalar");
+    kg__shape_of(x, s);
+    s->dim[s->ndim - 1] = 2;
+    return true;
+}
+
+static void stats_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const rows_job *j = arg;
+    const kg_opcall *c = j->c;
+    for (int64_t r = lo; r < hi; r++) {
+        double mean;
+        float rstd, *out = kg_cpu_f32(c->out) + 2 * r;
+        row_stats(kg_cpu_f32(c->in[0]) + r * j->C, j->C, c->p.norm.rms, c->p.norm.eps, &mean,
+                  &rstd);
+        out[0] = (float)mean;
+        out[1] = rstd;
+    }
+}
+
+bool kg__cpu_norm_stats(const kg_opcall *c)
+{
+    rows_job j = {c, last_dim(c->in[0])};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), stats_rows, &j);
+    return true;
+}
+
 void kg__backward_norm(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
     /* x̂ = (x - μ)·r with r = 1/√(var + eps) (μ = 0 for RMS norm), y = x̂·w + b:
      * dx = r·(g·w - mean(g·w) - x̂·mean(g·w·x̂)), the mean(g·w) term only for layer norm;
-     * dw = Σ g·x̂, db = Σ g over all rows. */
+     * dw = Σ g·x̂, db = Σ g over all rows. μ and r are the forward's (norm_stats): recomputing
+     * them in f32 here would lose digits on rows whose mean is large against their spread. */
     kg_tensor *x = nd->in[0];
-    bool rms = nd->op == KG_OP_RMS_NORM, has_w = nd->p.i[0], has_b = nd->p.i[1];
-    kg_tensor *xc = rms ? x : kg_sub(x, kg_mean(x, -1, true));
-    kg_tensor *r = kg_rsqrt(kg_add_scalar(kg_mean(kg_mul(xc, xc), -1, true), nd->p.f[0]));
-    kg_tensor *xhat = kg_mul(xc, r);
+    bool rms = nd->op == KG_OP_RMS_NORM, has_w = nd->p.norm.has_weight, has_b = nd->p.norm.has_bias;
+    kg_opparams sp = {.norm = {.rms = rms, .eps = nd->p.norm.eps}};
+    kg_tensor *stats = kg__op(KG_OP_NORM_STATS, 1, &x, &sp);
+    kg_tensor *r = kg_slice(stats, -1, 1, 1);
+    kg_tensor *xhat = kg_mul(rms ? x : kg_sub(x, kg_slice(stats, -1, 0, 1)), r);
     kg_tensor *gw = has_w ? kg_mul(g, nd->in[1]) : g;
     kg_tensor *inner = kg_mul(xhat, kg_mean(kg_mul(gw, xhat), -1, true));
     if (!rms)
@@ -252,17 +300,17 @@ kg_tensor *kg_layer_norm(kg_tensor *x, kg_tensor *weight, kg_tensor *bias, float
         in[n++] = weight;
     if (bias)
         in[n++] = bias;
-    kg_opparams p = {.i = {weight != NULL, bias != NULL}, .f = {eps}};
+    kg_opparams p = {.norm = {weight != NULL, bias != NULL, eps}};
     return kg__op(KG_OP_LAYER_NORM, n, in, &p);
 }
 
 kg_tensor *kg_rms_norm(kg_tensor *x, kg_tensor *weight, float eps)
 {
-    kg_opparams p = {.i = {1, 0}, .f = {eps}};
+    kg_opparams p = {.norm = {true, false, eps}};
     return kg__op(KG_OP_RMS_NORM, 2, (kg_tensor *[]){x, weight}, &p);
 }
 
-/* ---- rope: x (..., T, D); p.i[0] first position, p.i[1] 1 for the inverse rotation, p.f[0] θ */
+/* ---- rope: x (..., T, D); p.rope: first position, inverse rotation or not, θ ------------- */
 
 bool kg__shape_rope(const kg_opcall *c, kg_shape *s)
 {
@@ -272,9 +320,10 @@ bool kg__shape_rope(const kg_opcall *c, kg_shape *s)
     if (x->ndim < 2 || last_dim(x) % 2 != 0)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_rope: x is %s; expected (..., T, D) with D "
                         "even", KG_DESC(x));
-    if (c->p.i[0] < 0 || !(c->p.f[0] > 0.0f))
+    if (c->p.rope.pos0 < 0 || !(c->p.rope.theta > 0.0f))
         return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_rope: position %lld, theta %g; expected a "
-                        "position >= 0 and theta > 0", (long long)c->p.i[0], (double)c->p.f[0]);
+                            "position >= 0 and theta > 0", (long long)c->p.rope.pos0,
+                            (double)c->p.rope.theta);
     kg__shape_of(x, s);
     return true;
 }
@@ -284,14 +333,14 @@ static void rope_rows(void *arg, int64_t lo, int64_t hi)
     const rows_job *j = arg;
     const kg_opcall *c = j->c;
     int64_t T = c->in[0]->shape[c->in[0]->ndim - 2], half = j->C / 2;
-    float sign = c->p.i[1] ? -1.0f : 1.0f;
+    float sign = c->p.rope.inverse ? -1.0f : 1.0f;
     for (int64_t r = lo; r < hi; r++) {
         const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
         float *y = kg_cpu_f32(c->out) + r * j->C;
-        float pos = (float)(c->p.i[0] + r % T);
+        float pos = (float)(c->p.rope.pos0 + r % T);
         for (int64_t i = 0; i < half; i++) {
             /* As HF: inv_freq = 1 / θ^(2i/D) and the angle in f32. */
-            float inv_freq = 1.0f / powf(c->p.f[0], (float)(2 * i) / (float)j->C);
+            float inv_freq = 1.0f / powf(c->p.rope.theta, (float)(2 * i) / (float)j->C);
             float ang = pos * inv_freq, cs = cosf(ang), sn = sign * sinf(ang);
             float x1 = x[i], x2 = x[i + half];
             y[i] = x1 * cs - x2 * sn;
@@ -311,30 +360,30 @@ void kg__backward_rope(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
     /* A rotation's transpose is the rotation by the opposite angle. */
     kg_opparams p = nd->p;
-    p.i[1] = !p.i[1];
+    p.rope.inverse = !p.rope.inverse;
     gin[0] = kg__op(KG_OP_ROPE, 1, &g, &p);
 }
 
 kg_tensor *kg_rope(kg_tensor *x, int64_t pos0, float theta)
 {
-    kg_opparams p = {.i = {pos0, 0}, .f = {theta}};
+    kg_opparams p = {.rope = {pos0, false, theta}};
     return kg__op(KG_OP_ROPE, 1, &x, &p);
 }
 
-/* ---- one_hot and cross_entropy: p.i[0] classes (one_hot), p.i[1] ignore_index --------------- */
+/* ---- one_hot and cross_entropy: p.classes (classes used by one_hot) --------------- */
 
 bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *t = c->in[0];
     if (!kg__want_dtype(c, 0, KG_DTYPE_I32))
         return false;
-    if (t->ndim >= KG_MAX_DIMS || c->p.i[0] < 1)
+    if (t->ndim >= KG_MAX_DIMS || c->p.classes.classes < 1)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_one_hot: targets %s, %lld classes; expected "
                         "fewer than %d dimensions and at least one class", KG_DESC(t),
-                        (long long)c->p.i[0], KG_MAX_DIMS);
+                        (long long)c->p.classes.classes, KG_MAX_DIMS);
     kg__shape_of(t, s);
     s->dtype = KG_DTYPE_F32;
-    s->dim[s->ndim++] = c->p.i[0];
+    s->dim[s->ndim++] = c->p.classes.classes;
     return true;
 }
 
@@ -342,31 +391,31 @@ bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
 static bool check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
 {
     for (int64_t i = 0; i < n; i++)
-        if (t[i] != (int32_t)c->p.i[1] && (t[i] < 0 || t[i] >= classes))
+        if (t[i] != c->p.classes.ignore_index && (t[i] < 0 || t[i] >= classes))
             return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: target %d at position %lld is "
                             "outside [0, %lld) and is not the ignore index %lld",
                             kg_op_table[c->op].name, t[i], (long long)i, (long long)classes,
-                            (long long)c->p.i[1]);
+                            (long long)c->p.classes.ignore_index);
     return true;
 }
 
 bool kg__cpu_one_hot(const kg_opcall *c)
 {
     const int32_t *t = kg_cpu_i32(c->in[0]);
-    int64_t n = kg_tensor_numel(c->in[0]), V = c->p.i[0];
+    int64_t n = kg_tensor_numel(c->in[0]), V = c->p.classes.classes;
     float *o = kg_cpu_f32(c->out);
     if (!check_targets(c, t, n, V))
         return false;
     memset(o, 0, sizeof(float) * (size_t)(n * V));
     for (int64_t i = 0; i < n; i++)
-        if (t[i] != (int32_t)c->p.i[1])
+        if (t[i] != c->p.classes.ignore_index)
             o[i * V + t[i]] = 1.0f;
     return true;
 }
 
 kg_tensor *kg_one_hot(kg_tensor *targets, int64_t classes, int32_t ignore_index)
 {
-    kg_opparams p = {.i = {classes, ignore_index}};
+    kg_opparams p = {.classes = {classes, ignore_index}};
     return kg__op(KG_OP_ONE_HOT, 1, &targets, &p);
 }
 
@@ -392,7 +441,7 @@ bool kg__cpu_cross_entropy(const kg_opcall *c)
     double total = 0.0;
     int64_t count = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (t[i] == (int32_t)c->p.i[1])
+        if (t[i] == c->p.classes.ignore_index)
             continue;
         const float *row = kg_cpu_f32(x) + i * V;
         float mx = -INFINITY;
@@ -412,7 +461,7 @@ void kg__backward_cross_entropy(const kg_node *nd, kg_tensor *g, kg_tensor **gin
 {
     /* d/dx = (softmax(x) - onehot(t)) / count on rows that count; zero on ignored rows. */
     kg_tensor *x = nd->in[0];
-    kg_tensor *hot = kg_one_hot(nd->in[1], x->shape[1], (int32_t)nd->p.i[1]);
+    kg_tensor *hot = kg_one_hot(nd->in[1], x->shape[1], nd->p.classes.ignore_index);
     kg_tensor *valid = kg_sum(hot, -1, true); /* (N, 1): 1 where the row counts */
     kg_tensor *count = kg_sum_all(hot);
     kg_tensor *zero = kg_zeros(x->ctx, KG_DTYPE_F32, 1, (int64_t[]){1});
@@ -423,19 +472,19 @@ void kg__backward_cross_entropy(const kg_node *nd, kg_tensor *g, kg_tensor **gin
 
 kg_tensor *kg_cross_entropy(kg_tensor *logits, kg_tensor *targets, int32_t ignore_index)
 {
-    kg_opparams p = {.i = {0, ignore_index}};
+    kg_opparams p = {.classes = {0, ignore_index}};
     return kg__op(KG_OP_CROSS_ENTROPY, 2, (kg_tensor *[]){logits, targets}, &p);
 }
 
-/* ---- concat: p.i[0] the axis (made non-negative by kg_concat) ------------------------------- */
+/* ---- concat: p.concat.axis made non-negative by kg_concat ------------------------------- */
 
 bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *a = c->in[0];
-    int ax = (int)c->p.i[0];
+    int ax = c->p.concat.axis;
     if (ax < 0 || ax >= a->ndim)
-        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_concat: axis %lld is out of range for %s",
-                        (long long)c->p.i[1], KG_DESC(a));
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_concat: axis %d is out of range for %s",
+                            c->p.concat.user_axis, KG_DESC(a));
     kg__shape_of(a, s);
     for (int i = 1; i < c->n_in; i++) {
         const kg_tensor *b = c->in[i];
@@ -453,7 +502,7 @@ bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
 
 bool kg__cpu_concat(const kg_opcall *c)
 {
-    int ax = (int)c->p.i[0];
+    int ax = c->p.concat.axis;
     size_t es = kg_dtype_size(c->out->dtype);
     int64_t outer = 1, inner = 1;
     for (int d = 0; d < ax; d++)
@@ -472,7 +521,7 @@ bool kg__cpu_concat(const kg_opcall *c)
 
 void kg__backward_concat(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
-    int ax = (int)nd->p.i[0];
+    int ax = nd->p.concat.axis;
     int64_t start = 0;
     for (int k = 0; k < nd->n_in; k++) {
         gin[k] = kg_slice(g, ax, start, nd->in[k]->shape[ax]);
@@ -485,6 +534,6 @@ kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis)
     if (!ts || n < 1 || !ts[0])
         return NULL; /* without a first tensor there is no context to report to */
     int ax = axis < 0 ? axis + ts[0]->ndim : axis;
-    kg_opparams p = {.i = {ax, axis}};
+    kg_opparams p = {.concat = {ax, axis}};
     return kg__op(KG_OP_CONCAT, n, ts, &p);
 }

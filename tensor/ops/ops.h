@@ -69,6 +69,8 @@ void kg__backward_log_softmax(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 bool kg__shape_norm(const kg_opcall *c, kg_shape *s);
 bool kg__cpu_norm(const kg_opcall *c);
 void kg__backward_norm(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+bool kg__shape_norm_stats(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_norm_stats(const kg_opcall *c);
 KG_OP_FUNCS(rope)
 KG_OP_FUNCS(cross_entropy)
 bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s);

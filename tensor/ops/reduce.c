@@ -1,4 +1,4 @@
-/* reduce.c — sum and max over one axis (mean is a scaled sum). p.i[0] axis, p.i[1] keepdim.
+/* reduce.c — sum and max over one axis (mean is a scaled sum). Parameters: p.reduce.
  * The input is seen as (outer, n, inner) around the reduced axis.
  */
 #include "../cpu/cpu.h"
@@ -35,7 +35,7 @@ static void reduce_part(void *arg, int64_t lo, int64_t hi)
 bool kg__cpu_reduce(const kg_opcall *c)
 {
     const kg_tensor *x = c->in[0];
-    int a = (int)c->p.i[0];
+    int a = c->p.reduce.axis;
     reduce_job j = {.x = kg_cpu_f32(x), .y = kg_cpu_f32(c->out), .outer = 1, .inner = 1,
                     .n = x->shape[a], .is_max = c->op == KG_OP_MAX};
     for (int i = 0; i < a; i++)
@@ -48,16 +48,16 @@ bool kg__cpu_reduce(const kg_opcall *c)
     return true;
 }
 
-/* p.i[0] is the axis made non-negative by reduce(), p.i[2] the axis as the caller gave it. */
+/* p.reduce.axis is the axis made non-negative by reduce(), user_axis as the caller gave it. */
 bool kg__shape_reduce(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32))
         return false;
-    int a = (int)c->p.i[0];
+    int a = c->p.reduce.axis;
     if (a < 0 || a >= x->ndim)
-        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: axis %lld is out of range for %s",
-                        kg_op_table[c->op].name, (long long)c->p.i[2], KG_DESC(x));
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_%s: axis %d is out of range for %s",
+                        kg_op_table[c->op].name, c->p.reduce.user_axis, KG_DESC(x));
     if (c->op == KG_OP_MAX && x->shape[a] == 0)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_max: axis %d of %s is empty", a, KG_DESC(x));
     s->dtype = KG_DTYPE_F32;
@@ -65,7 +65,7 @@ bool kg__shape_reduce(const kg_opcall *c, kg_shape *s)
     for (int i = 0; i < x->ndim; i++) {
         if (i != a)
             s->dim[s->ndim++] = x->shape[i];
-        else if (c->p.i[1])
+        else if (c->p.reduce.keepdim)
             s->dim[s->ndim++] = 1;
     }
     return true;
@@ -77,7 +77,7 @@ static kg_tensor *spread(const kg_node *n, kg_tensor *g)
     const kg_tensor *x = n->in[0];
     int64_t kept[KG_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++)
-        kept[i] = i == n->p.i[0] ? 1 : x->shape[i];
+        kept[i] = i == n->p.reduce.axis ? 1 : x->shape[i];
     return kg_expand(kg_reshape(g, x->ndim, kept), x->ndim, x->shape);
 }
 
@@ -91,7 +91,7 @@ void kg__backward_max(const kg_node *n, kg_tensor *g, kg_tensor **gin)
     /* Gradient to the maxima, shared equally among ties. */
     kg_tensor *x = n->in[0];
     kg_tensor *hit = kg_eq(x, spread(n, n->out));
-    kg_tensor *ties = kg_sum(hit, (int)n->p.i[0], true);
+    kg_tensor *ties = kg_sum(hit, n->p.reduce.axis, true);
     gin[0] = kg_div(kg_mul(hit, spread(n, g)), ties);
 }
 
@@ -100,7 +100,7 @@ static kg_tensor *reduce(kg_op op, kg_tensor *x, int axis, bool keepdim)
     int a = axis;
     if (x && axis < 0)
         a = axis + x->ndim; /* out-of-range axes are reported by the shape rule */
-    kg_opparams p = {.i = {a, keepdim, axis}};
+    kg_opparams p = {.reduce = {a, keepdim, axis}};
     return kg__op(op, 1, &x, &p);
 }
 

@@ -6,18 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- reshape: p.i[0..3] the shape (one may be -1), p.i[4] the rank --------------------------- */
+/* ---- reshape: p.shape, one dimension may be -1 --------------- --------------------------- */
 
 bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
-    int nd = (int)c->p.i[4], infer = -1;
+    int nd = c->p.shape.ndim, infer = -1;
     int64_t known = 1;
     if (nd < 0 || nd > KG_MAX_DIMS)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %d dimensions; expected 0 to %d", nd,
                         KG_MAX_DIMS);
     for (int i = 0; i < nd; i++) {
-        int64_t d = c->p.i[i];
+        int64_t d = c->p.shape.dim[i];
         if (d == -1 && infer < 0)
             infer = i;
         else if (d < 0)
@@ -30,7 +30,7 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
     s->ndim = nd;
     s->dtype = x->dtype;
     for (int i = 0; i < nd; i++)
-        s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.i[i];
+        s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.shape.dim[i];
     if (kg__numel(nd, s->dim) != n)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
                         "elements' worth of the shape asked (%lld known)", KG_DESC(x),
@@ -48,29 +48,29 @@ void kg__backward_reshape(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_reshape(kg_tensor *t, int ndim, const int64_t *shape)
 {
-    kg_opparams p = {.i = {[4] = ndim}};
+    kg_opparams p = {.shape.ndim = ndim};
     if (!t || (ndim > 0 && !shape) || ndim < 0 || ndim > KG_MAX_DIMS) {
         if (t)
             kg_set_error(t->ctx, KG_ERR_ARG, "kg_reshape: shape is NULL or has %d dimensions", ndim);
         return NULL;
     }
-    memcpy(p.i, shape, sizeof(int64_t) * (size_t)ndim);
+    memcpy(p.shape.dim, shape, sizeof(int64_t) * (size_t)ndim);
     if (!kg_tensor_is_contiguous(t))
         t = kg_contiguous(t);
     return kg__op(KG_OP_RESHAPE, 1, &t, &p);
 }
 
-/* ---- permute: p.i[0..ndim-1] the axes ----------------------------------------------------- */
+/* ---- permute: p.permute.axes ---------------------------------------------------------------- */
 
 bool kg__shape_permute(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
     bool seen[KG_MAX_DIMS] = {0};
     for (int i = 0; i < x->ndim; i++) {
-        int64_t a = c->p.i[i];
+        int a = c->p.permute.axes[i];
         if (a < 0 || a >= x->ndim || seen[a])
             return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_permute: axes of %s must be a permutation "
-                            "of 0..%d; axis %d is %lld", KG_DESC(x), x->ndim - 1, i, (long long)a);
+                            "of 0..%d; axis %d is %d", KG_DESC(x), x->ndim - 1, i, a);
         seen[a] = true;
         s->dim[i] = x->shape[a];
         s->stride[i] = x->stride[a];
@@ -85,19 +85,19 @@ void kg__backward_permute(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
     int inv[KG_MAX_DIMS];
     for (int i = 0; i < n->in[0]->ndim; i++)
-        inv[n->p.i[i]] = i;
+        inv[n->p.permute.axes[i]] = i;
     gin[0] = kg_permute(g, inv);
 }
 
 kg_tensor *kg_permute(kg_tensor *t, const int *axes)
 {
-    kg_opparams p = {.seed = 0};
+    kg_opparams p = {.permute.axes = {0}};
     if (t && !axes) {
         kg_set_error(t->ctx, KG_ERR_ARG, "kg_permute: axes is NULL");
         return NULL;
     }
     for (int i = 0; t && i < t->ndim; i++)
-        p.i[i] = axes[i];
+        p.permute.axes[i] = axes[i];
     return kg__op(KG_OP_PERMUTE, 1, &t, &p);
 }
 
@@ -112,15 +112,15 @@ kg_tensor *kg_transpose(kg_tensor *t, int axis0, int axis1)
     return kg_permute(t, axes);
 }
 
-/* ---- slice: p.i[0] axis, p.i[1] start, p.i[2] length -------------------------------------- */
+/* ---- slice: p.slice ------------------------------------------------------------------------- */
 
 bool kg__shape_slice(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
     int a;
-    if (!kg__axis(c->ctx, "kg_slice", x->ndim, (int)c->p.i[0], &a))
+    if (!kg__axis(c->ctx, "kg_slice", x->ndim, c->p.slice.axis, &a))
         return false;
-    int64_t start = c->p.i[1], len = c->p.i[2];
+    int64_t start = c->p.slice.start, len = c->p.slice.length;
     if (start < 0 || len < 0 || start + len > x->shape[a])
         return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_slice: [%lld, %lld) along axis %d of %s; "
                         "expected a range inside [0, %lld)", (long long)start,
@@ -137,27 +137,27 @@ void kg__backward_slice(const kg_node *n, kg_tensor *g, kg_tensor **gin)
     /* The gradient is g placed into zeros of the input's shape. */
     kg_tensor *x = n->in[0];
     kg_tensor *z = kg_zeros(x->ctx, KG_DTYPE_F32, x->ndim, x->shape);
-    kg_tensor *v = z ? kg_slice(z, (int)n->p.i[0], n->p.i[1], n->p.i[2]) : NULL;
+    kg_tensor *v = z ? kg_slice(z, n->p.slice.axis, n->p.slice.start, n->p.slice.length) : NULL;
     gin[0] = v && kg__assign(v, g) ? z : NULL;
 }
 
 kg_tensor *kg_slice(kg_tensor *t, int axis, int64_t start, int64_t length)
 {
-    kg_opparams p = {.i = {axis, start, length}};
+    kg_opparams p = {.slice = {axis, start, length}};
     return kg__op(KG_OP_SLICE, 1, &t, &p);
 }
 
-/* ---- expand: p.i[0..3] the shape, p.i[4] the rank ----------------------------------------- */
+/* ---- expand: p.shape --------------------------------------------------------------------- */
 
 bool kg__shape_expand(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0];
-    int nd = (int)c->p.i[4], lead = nd - x->ndim;
+    int nd = c->p.shape.ndim, lead = nd - x->ndim;
     if (nd > KG_MAX_DIMS || lead < 0)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: cannot expand %s to %d dimensions",
                         KG_DESC(x), nd);
     for (int i = 0; i < nd; i++) {
-        int64_t want = c->p.i[i], have = i < lead ? 1 : x->shape[i - lead];
+        int64_t want = c->p.shape.dim[i], have = i < lead ? 1 : x->shape[i - lead];
         if (want != have && have != 1)
             return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: dimension %d of %s is %lld; only "
                             "size-1 dimensions expand (to %lld asked)", i - lead, KG_DESC(x),
@@ -178,13 +178,13 @@ void kg__backward_expand(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_expand(kg_tensor *t, int ndim, const int64_t *shape)
 {
-    kg_opparams p = {.i = {[4] = ndim}};
+    kg_opparams p = {.shape.ndim = ndim};
     if (t && (!shape || ndim < 0 || ndim > KG_MAX_DIMS)) {
         kg_set_error(t->ctx, KG_ERR_ARG, "kg_expand: shape is NULL or has %d dimensions", ndim);
         return NULL;
     }
     for (int i = 0; t && i < ndim; i++)
-        p.i[i] = shape[i];
+        p.shape.dim[i] = shape[i];
     return kg__op(KG_OP_EXPAND, 1, &t, &p);
 }
 
@@ -240,7 +240,7 @@ kg_tensor *kg_contiguous(kg_tensor *t)
     return kg__op(KG_OP_CONTIGUOUS, 1, &t, NULL);
 }
 
-/* ---- cast: p.i[0] the target dtype -------------------------------------------------------- */
+/* ---- cast: p.cast.dtype --------------------------------------------------------------------- */
 
 bool kg__cpu_cast(const kg_opcall *c)
 {
@@ -254,11 +254,11 @@ bool kg__cpu_cast(const kg_opcall *c)
 
 bool kg__shape_cast(const kg_opcall *c, kg_shape *s)
 {
-    if (c->p.i[0] < 0 || c->p.i[0] >= KG_DTYPE_COUNT)
-        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %lld",
-                        (long long)c->p.i[0]);
+    if ((unsigned)c->p.cast.dtype >= KG_DTYPE_COUNT)
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %d",
+                            (int)c->p.cast.dtype);
     kg__shape_of(c->in[0], s);
-    s->dtype = (kg_dtype)c->p.i[0];
+    s->dtype = c->p.cast.dtype;
     return true;
 }
 
@@ -269,6 +269,6 @@ void kg__backward_cast(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_cast(kg_tensor *t, kg_dtype dtype)
 {
-    kg_opparams p = {.i = {dtype}};
+    kg_opparams p = {.cast.dtype = dtype};
     return kg__op(KG_OP_CAST, 1, &t, &p);
 }

@@ -36,7 +36,7 @@ bool kg__vk_copy(const kg_opcall *c) { return copy_into(c, c->out, c->in[0]); }
 
 bool kg__vk_concat(const kg_opcall *c)
 {
-    int ax = (int)c->p.i[0];
+    int ax = c->p.concat.axis;
     int64_t start = 0;
     for (int k = 0; k < c->n_in; k++) {
         kg_tensor part = *c->out; /* a view header on the stack: nothing to allocate or free */
@@ -80,10 +80,21 @@ bool kg__vk_elementwise(const kg_opcall *c)
     pad4(b, false, p.u + 9);
     int64_t n = kg_tensor_numel(c->out);
     p.u[13] = u32(n);
-    p.u[14] = kg_vk_fbits(c->p.f[0]);
-    p.u[15] = kg_vk_fbits(c->p.f[1]);
-    p.u[16] = (uint32_t)c->p.seed;
-    p.u[17] = (uint32_t)(c->p.seed >> 32);
+    float s0 = 0.0f, s1 = 0.0f; /* the op's scalars */
+    uint64_t seed = 0;
+    if (c->op == KG_OP_SCALE) {
+        s0 = c->p.affine.scale;
+        s1 = c->p.affine.shift;
+    } else if (c->op == KG_OP_MASKED_FILL) {
+        s0 = c->p.fill.value;
+    } else if (c->op == KG_OP_DROPOUT) {
+        s0 = c->p.dropout.p;
+        seed = c->p.dropout.seed;
+    }
+    p.u[14] = kg_vk_fbits(s0);
+    p.u[15] = kg_vk_fbits(s1);
+    p.u[16] = (uint32_t)seed;
+    p.u[17] = (uint32_t)(seed >> 32);
     p.u[18] = b->dtype == KG_DTYPE_I32;
     return kg_vk_dispatch_1d(c, KG_VK_ELEMENTWISE, &p, GROUPS(n, 256), c->in, c->n_in, c->out);
 }
@@ -93,7 +104,7 @@ bool kg__vk_elementwise(const kg_opcall *c)
 bool kg__vk_reduce(const kg_opcall *c)
 {
     const kg_tensor *x = c->in[0];
-    int a = (int)c->p.i[0];
+    int a = c->p.reduce.axis;
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < a; i++)
         outer *= x->shape[i];
@@ -121,7 +132,7 @@ static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t *ds
 bool kg__vk_matmul(const kg_opcall *c)
 {
     const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
-    bool ta = c->p.i[0], tb = c->p.i[1];
+    bool ta = c->p.matmul.trans_a, tb = c->p.matmul.trans_b;
     int64_t m = o->shape[o->ndim - 2], n = o->shape[o->ndim - 1];
     int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
     int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0;
@@ -202,13 +213,13 @@ bool kg__vk_rows(const kg_opcall *c)
     case KG_OP_LAYER_NORM:
     case KG_OP_RMS_NORM:
         p.u[0] = c->op == KG_OP_RMS_NORM ? ROW_RMS_NORM : ROW_LAYER_NORM;
-        p.u[3] = kg_vk_fbits(c->p.f[0]);
-        p.u[4] = (uint32_t)c->p.i[0];
-        p.u[5] = (uint32_t)c->p.i[1];
-        if (c->p.i[0])
+        p.u[3] = kg_vk_fbits(c->p.norm.eps);
+        p.u[4] = c->p.norm.has_weight;
+        p.u[5] = c->p.norm.has_bias;
+        if (c->p.norm.has_weight)
             p.addr[2] = kg_vk_addr(c->in[1]);
-        if (c->p.i[1])
-            p.addr[3] = kg_vk_addr(c->in[1 + c->p.i[0]]);
+        if (c->p.norm.has_bias)
+            p.addr[3] = kg_vk_addr(c->in[1 + c->p.norm.has_weight]);
         break;
     default: { /* cross entropy: per-row losses and flags into scratch, then their mean */
         kg_tensor *part = kg__tensor_alloc(c->ctx, KG_DTYPE_F32, 1, (int64_t[]){2 * rows + 1},
@@ -216,7 +227,7 @@ bool kg__vk_rows(const kg_opcall *c)
         if (!part)
             return false;
         p.u[0] = ROW_CROSS_ENTROPY;
-        p.u[6] = (uint32_t)c->p.i[1];
+        p.u[6] = (uint32_t)c->p.classes.ignore_index;
         p.addr[0] = kg_vk_addr(part);
         p.addr[2] = kg_vk_addr(c->in[1]);
         p.addr[3] = kg_vk_status_addr(c->ctx);
@@ -236,8 +247,8 @@ bool kg__vk_rope(const kg_opcall *c)
     const kg_tensor *x = c->in[0];
     int64_t D = x->shape[x->ndim - 1], rows = D ? kg_tensor_numel(x) / D : 0;
     kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x)},
-                    .u = {u32(rows), u32(x->shape[x->ndim - 2]), u32(D), u32(c->p.i[0]),
-                          kg_vk_fbits(c->p.f[0]), (uint32_t)c->p.i[1]}};
+                    .u = {u32(rows), u32(x->shape[x->ndim - 2]), u32(D), u32(c->p.rope.pos0),
+                          kg_vk_fbits(c->p.rope.theta), c->p.rope.inverse}};
     return kg_vk_dispatch_1d(c, KG_VK_ROPE, &p, GROUPS(rows * (D / 2), 256), c->in, 1, c->out);
 }
 
@@ -251,12 +262,12 @@ bool kg__vk_gather(const kg_opcall *c)
     kg_tensor *ids;
     if (c->op == KG_OP_ONE_HOT) {
         ids = c->in[0];
-        int64_t n = kg_tensor_numel(ids), V = c->p.i[0];
+        int64_t n = kg_tensor_numel(ids), V = c->p.classes.classes;
         p.addr[1] = kg_vk_addr(ids); /* unused; any valid address */
         p.u[0] = GA_ONE_HOT;
         p.u[1] = u32(n);
         p.u[2] = u32(V);
-        p.u[4] = (uint32_t)c->p.i[1];
+        p.u[4] = (uint32_t)c->p.classes.ignore_index;
         groups = GROUPS(n * V, 256);
     } else {
         kg_tensor *src = c->in[0];
