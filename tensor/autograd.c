@@ -1,6 +1,8 @@
 /* autograd.c — reverse-mode autodiff in a page, as micrograd does it: sort the tape behind the
  * loss topologically, walk it backwards calling each op's backward rule (written with the public
- * ops, so it runs on any backend), add the gradients into the leaves, and free the tape.
+ * ops, so it runs on any backend), and add the gradients into the leaves. The tape stays until
+ * its tensors are freed (their scope ends), so a second loss that shares part of the graph gets
+ * its whole gradient, as PyTorch's retain_graph. Gradients are f32 whatever a tensor's dtype.
  */
 #include "internal.h"
 
@@ -33,7 +35,7 @@ kg_tensor *kg_detach(kg_tensor *t)
 {
     if (!t || t->ctx->status)
         return NULL;
-    return kg__tensor_view(t, t->ndim, t->shape, t->stride, t->offset);
+    return kg__tensor_view(t, "kg_detach", t->ndim, t->shape, t->stride, t->offset);
 }
 
 /* Post-order depth-first walk from the loss: every tensor comes after the inputs of its node. */
@@ -42,8 +44,8 @@ static kg_tensor **topo_sort(kg_tensor *loss, size_t *count)
     kg_ctx *ctx = loss->ctx;
     unsigned mark = ++ctx->visit;
     size_t cap = 64, n = 0, depth = 0;
-    kg_tensor **order = malloc(cap * sizeof *order);
-    struct frame { kg_tensor *t; int next; } *stack = malloc(cap * sizeof *stack);
+    kg_tensor **order = kg__malloc(cap * sizeof *order);
+    struct frame { kg_tensor *t; int next; } *stack = kg__malloc(cap * sizeof *stack);
     size_t stack_cap = cap;
     if (!order || !stack)
         goto oom;
@@ -57,7 +59,7 @@ static kg_tensor **topo_sort(kg_tensor *loss, size_t *count)
             if (in->requires_grad && in->node && in->visit != mark) {
                 in->visit = mark;
                 if (depth == stack_cap) {
-                    void *p = realloc(stack, (stack_cap *= 2) * sizeof *stack);
+                    void *p = kg__realloc(stack, (stack_cap *= 2) * sizeof *stack);
                     if (!p)
                         goto oom;
                     stack = p;
@@ -67,7 +69,7 @@ static kg_tensor **topo_sort(kg_tensor *loss, size_t *count)
             continue;
         }
         if (n == cap) {
-            void *p = realloc(order, (cap *= 2) * sizeof *order);
+            void *p = kg__realloc(order, (cap *= 2) * sizeof *order);
             if (!p)
                 goto oom;
             order = p;
@@ -89,7 +91,8 @@ oom:
 static void accumulate_leaf(kg_tensor *leaf, kg_tensor *g)
 {
     if (!leaf->grad) {
-        leaf->grad = kg__tensor_alloc(leaf->ctx, KG_DTYPE_F32, leaf->ndim, leaf->shape, false);
+        leaf->grad = kg__tensor_alloc(leaf->ctx, "kg_backward", KG_DTYPE_F32, leaf->ndim,
+                                      leaf->shape, false);
         if (leaf->grad)
             kg__assign(leaf->grad, g);
         return;
@@ -110,8 +113,9 @@ bool kg_backward(kg_tensor *loss)
         return kg_set_error(ctx, KG_ERR_SHAPE, "kg_backward: the loss is %s; expected one element",
                         KG_DESC(loss));
     if (!loss->requires_grad)
-        return kg_set_error(ctx, KG_ERR_STATE, "kg_backward: the loss does not depend on any tensor "
-                        "that requires grad (or its tape was already freed by a backward)");
+        return kg_set_error(ctx, KG_ERR_STATE, "kg_backward: the loss %s does not depend on any "
+                            "tensor that requires grad (made under kg_no_grad, detached, or kept "
+                            "past its scope with kg_tensor_keep?)", KG_DESC(loss));
     size_t n = 0;
     kg_tensor **order = topo_sort(loss, &n);
     if (!order)
@@ -132,6 +136,8 @@ bool kg_backward(kg_tensor *loss)
             kg_tensor *in = node->in[i];
             if (!in->requires_grad || !gin[i])
                 continue;
+            if (gin[i]->dtype != KG_DTYPE_F32 && !(gin[i] = kg_cast(gin[i], KG_DTYPE_F32)))
+                break;
             if (!kg__same_shape(gin[i], in)) {
                 kg_set_error(ctx, KG_ERR_STATE, "kg_backward: the rule of %s gave %s for input %d "
                          "of %s (a bug in krongrad)", kg_op_table[node->op].name, KG_DESC(gin[i]),
@@ -145,16 +151,8 @@ bool kg_backward(kg_tensor *loss)
         }
     }
     kg_no_grad_end(ctx);
-
-    /* Free the tape: the intermediates become plain tensors again. */
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < n; k++) /* the partial gradients are the scope's to free */
         order[k]->gacc = NULL;
-        if (order[k]->node) {
-            free(order[k]->node);
-            order[k]->node = NULL;
-            order[k]->requires_grad = false;
-        }
-    }
     free(order);
     return ctx->status == KG_OK;
 }

@@ -13,7 +13,7 @@ extern const kg_backend kg_vulkan_backend;
 
 kg_ctx *kg_ctx_new(kg_backend_kind kind)
 {
-    kg_ctx *ctx = calloc(1, sizeof *ctx);
+    kg_ctx *ctx = kg__calloc(1, sizeof *ctx);
     if (!ctx)
         return NULL;
     switch (kind) {

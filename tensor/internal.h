@@ -12,6 +12,15 @@
 /* Broken internal invariants, never reachable from public input (see STYLE.md). */
 #define KG_ASSERT(cond) assert(cond)
 
+/* Host memory (alloc.c): malloc and friends, except that a test can make the n-th call from now
+ * fail (kg__fail_alloc_after(n); -1 turns that off). Every allocation of the tensor layer uses
+ * them. Sizes of 0 allocate 1 byte, so NULL always means out of memory. */
+void *kg__malloc(size_t bytes);
+void *kg__calloc(size_t n, size_t size);
+void *kg__realloc(void *p, size_t bytes);
+void *kg__aligned_alloc(size_t align, size_t bytes);
+void kg__fail_alloc_after(long n);
+
 /* ---- Ops ------------------------------------------------------------------------------------ */
 
 typedef enum kg_op {
@@ -182,14 +191,24 @@ struct kg_ctx {
 const char *kg__describe(const kg_tensor *t, char *buf, size_t size);
 #define KG_DESC(t) kg__describe((t), (char[64]){0}, 64)
 
-/* A fresh contiguous tensor. owned=false makes it belong to no scope (a leaf's grad). */
-kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
-                            bool owned);
+/* A fresh contiguous tensor. owned=false makes it belong to no scope (a leaf's grad). fn names
+ * the public function being run, for error messages. */
+kg_tensor *kg__tensor_alloc(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
+                            const int64_t *shape, bool owned);
 /* A new tensor header on t's storage (views). */
-kg_tensor *kg__tensor_view(kg_tensor *t, int ndim, const int64_t *shape,
+kg_tensor *kg__tensor_view(kg_tensor *t, const char *fn, int ndim, const int64_t *shape,
                            const int64_t *stride, int64_t offset);
 void kg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 int64_t kg__numel(int ndim, const int64_t *shape);
+
+/* Checked shape arithmetic, the one place sizes are combined: every tensor has at most
+ * KG_MAX_NUMEL elements (product of its non-zero sizes), so element counts, strides and byte
+ * offsets fit in int64 with room to spare. kg__mul / kg__add give false when the result is
+ * negative or above KG_MAX_NUMEL; kg__check_shape sets KG_ERR_SHAPE / KG_ERR_RANGE naming fn. */
+#define KG_MAX_NUMEL ((int64_t)1 << 59)
+bool kg__mul(int64_t a, int64_t b, int64_t *out);
+bool kg__add(int64_t a, int64_t b, int64_t *out);
+bool kg__check_shape(kg_ctx *ctx, const char *fn, int ndim, const int64_t *shape);
 /* Normalize a possibly negative axis; false (with error) when out of range. */
 bool kg__axis(kg_ctx *ctx, const char *fn, int ndim, int axis, int *out);
 /* Copy src's elements into the existing (possibly strided) view dst, same shape. */

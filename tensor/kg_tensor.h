@@ -144,7 +144,8 @@ kg_tensor *kg_tensor_keep(kg_tensor *t);
 bool kg_tensor_assign(kg_tensor *dst, kg_tensor *src);
 
 /* Free one tensor early (optional: scopes and kg_ctx_free free the rest). Views of it stay valid;
- * a tensor still used by a recorded op must not be freed before kg_backward. */
+ * a tensor used by a recorded op must not be freed while a backward may still walk through it
+ * (free it with its scope). */
 void kg_tensor_free(kg_tensor *t);
 
 kg_ctx *kg_tensor_ctx(const kg_tensor *t);
@@ -174,7 +175,11 @@ kg_tensor *kg_grad(const kg_tensor *t);
 /* Drop a leaf's gradient (the next backward starts from zero). */
 void kg_zero_grad(kg_tensor *t);
 /* Backpropagate from a one-element loss: accumulate d loss / d leaf into every leaf that
- * requires grad, then free the tape (the recorded nodes) behind loss. */
+ * requires grad. The tape (the recorded nodes) stays until its tensors are freed with their
+ * scope, so another loss sharing part of the graph can be backpropagated too (each backward adds
+ * into the leaves' gradients; kg_zero_grad resets them). Gradients are f32 whatever the dtype of
+ * the tensors they pass through; integer (i32) results never carry one. Returns false with the
+ * context's error set on failure, in which case the leaves' gradients are incomplete. */
 bool kg_backward(kg_tensor *loss);
 /* A view of t that shares its storage but is cut from the tape. */
 kg_tensor *kg_detach(kg_tensor *t);

@@ -4,13 +4,14 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* A contiguous copy of t for a kernel that needs one, recorded nowhere. */
 static kg_tensor *contiguous_for_kernel(kg_tensor *t)
 {
-    kg_tensor *c = kg__tensor_alloc(t->ctx, t->dtype, t->ndim, t->shape, true);
+    kg_tensor *c = kg__tensor_alloc(t->ctx, "kg_contiguous", t->dtype, t->ndim, t->shape, true);
     if (c && !kg__assign(c, t)) {
         kg_tensor_free(c);
         return NULL;
@@ -20,7 +21,8 @@ static kg_tensor *contiguous_for_kernel(kg_tensor *t)
 
 static bool wants_grad(const kg_opcall *c)
 {
-    if (c->ctx->no_grad || !kg_op_table[c->op].backward)
+    /* Integer results carry no gradient (as PyTorch): a cast to i32 and back cuts the tape. */
+    if (c->ctx->no_grad || !kg_op_table[c->op].backward || c->out->dtype == KG_DTYPE_I32)
         return false;
     for (int i = 0; i < c->n_in; i++)
         if (c->in[i]->requires_grad)
@@ -34,17 +36,16 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     kg_opcall c = {.op = op, .n_in = n_in};
     if (p)
         c.p = *p;
-    if (n_in < 1 || n_in > KG_MAX_INPUTS) {
-        if (n_in >= 1 && in[0])
-            kg_set_error(in[0]->ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected 1 to %d", info->name,
-                     n_in, KG_MAX_INPUTS);
-        return NULL;
-    }
-    for (int i = 0; i < n_in && !c.ctx; i++)
+    for (int i = 0; in && i < n_in && !c.ctx; i++) /* any input's context takes the error */
         if (in[i])
             c.ctx = in[i]->ctx;
     if (!c.ctx || c.ctx->status)
         return NULL;
+    if (n_in > KG_MAX_INPUTS) {
+        kg_set_error(c.ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected 1 to %d", info->name, n_in,
+                     KG_MAX_INPUTS);
+        return NULL;
+    }
     if (info->n_in >= 0 && n_in != info->n_in) {
         kg_set_error(c.ctx, KG_ERR_ARG, "kg_%s: %d inputs; expected %d", info->name, n_in,
                  info->n_in);
@@ -65,15 +66,19 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     kg_shape s;
     if (!info->shape(&c, &s))
         return NULL;
+    char fn[48]; /* the public function's name, for the messages of what follows */
+    snprintf(fn, sizeof fn, "kg_%s", info->name);
 
     if (info->flags & KG_OPF_VIEW) {
-        c.out = kg__tensor_view(c.in[0], s.ndim, s.dim, s.stride, s.offset);
+        c.out = kg__tensor_view(c.in[0], fn, s.ndim, s.dim, s.stride, s.offset);
         if (!c.out)
             return NULL;
     } else {
-        c.out = kg__tensor_alloc(c.ctx, s.dtype, s.ndim, s.dim, true);
+        c.out = kg__tensor_alloc(c.ctx, fn, s.dtype, s.ndim, s.dim, true);
         if (!c.out)
             return NULL;
+    }
+    if (!(info->flags & KG_OPF_VIEW) && kg_tensor_numel(c.out) > 0) { /* no elements: no work */
         kg_opcall k = c; /* the kernel's call: contiguous copies where the kernel needs them */
         for (int i = 0; i < n_in; i++)
             if (!(info->flags & KG_OPF_STRIDED) && !kg_tensor_is_contiguous(c.in[i]) &&
@@ -91,7 +96,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         }
     }
     if (wants_grad(&c)) {
-        kg_node *n = malloc(sizeof *n);
+        kg_node *n = kg__malloc(sizeof *n);
         if (!n) {
             kg_set_error(c.ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the tape", info->name);
             kg_tensor_free(c.out);
@@ -110,6 +115,8 @@ bool kg__assign(kg_tensor *dst, kg_tensor *src)
     KG_ASSERT(dst->dtype == src->dtype && dst->ndim == src->ndim);
     if (dst->ctx->status)
         return false;
+    if (kg_tensor_numel(dst) == 0)
+        return true;
     if (!dst->ctx->be->run(&c))
         return kg_set_error(dst->ctx, KG_ERR_DEVICE, "kg_contiguous: the %s backend failed to copy "
                         "%s", dst->ctx->be->name, KG_DESC(src));

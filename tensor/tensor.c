@@ -22,8 +22,8 @@ static const char *describe(int ndim, const int64_t *shape, kg_dtype dtype, char
     n += (size_t)snprintf(buf + n, size - n, "[");
     for (int i = 0; i < ndim && n < size; i++)
         n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? "," : "", (long long)shape[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "] %s", kg_dtype_name(dtype));
+    if (n < size) /* KG_DTYPE_COUNT: the shape alone */
+        snprintf(buf + n, size - n, dtype == KG_DTYPE_COUNT ? "]" : "] %s", kg_dtype_name(dtype));
     return buf;
 }
 
@@ -42,6 +42,40 @@ int64_t kg__numel(int ndim, const int64_t *shape)
     for (int i = 0; i < ndim; i++)
         n *= shape[i];
     return n;
+}
+
+bool kg__mul(int64_t a, int64_t b, int64_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out) && *out <= KG_MAX_NUMEL && *out >= 0;
+}
+
+bool kg__add(int64_t a, int64_t b, int64_t *out)
+{
+    return !__builtin_add_overflow(a, b, out) && *out <= KG_MAX_NUMEL && *out >= 0;
+}
+
+bool kg__check_shape(kg_ctx *ctx, const char *fn, int ndim, const int64_t *shape)
+{
+    if (ndim < 0 || ndim > KG_MAX_DIMS)
+        return kg_set_error(ctx, KG_ERR_SHAPE, "%s: %d dimensions; expected 0 to %d", fn, ndim,
+                            KG_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return kg_set_error(ctx, KG_ERR_ARG, "%s: shape is NULL", fn);
+    /* The product of the non-zero sizes bounds every element count, stride and byte offset
+     * computed from the shape, so a zero-size dimension does not let the others grow unchecked. */
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return kg_set_error(ctx, KG_ERR_SHAPE, "%s: dimension %d has size %lld; expected a "
+                                "size >= 0", fn, i, (long long)shape[i]);
+        if (!kg__mul(n, shape[i] ? shape[i] : 1, &n)) {
+            char buf[96];
+            return kg_set_error(ctx, KG_ERR_RANGE, "%s: shape %s has more than 2^59 elements "
+                                "(counting size-0 dimensions as 1); expected at most 2^59", fn,
+                                describe(ndim, shape, KG_DTYPE_COUNT, buf, sizeof buf));
+        }
+    }
+    return true;
 }
 
 void kg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
@@ -68,28 +102,16 @@ static bool check_shape(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
 {
     if ((unsigned)dtype >= KG_DTYPE_COUNT)
         return kg_set_error(ctx, KG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
-    if (ndim < 0 || ndim > KG_MAX_DIMS)
-        return kg_set_error(ctx, KG_ERR_SHAPE, "%s: %d dimensions; expected 0 to %d", fn, ndim,
-                        KG_MAX_DIMS);
-    if (ndim > 0 && !shape)
-        return kg_set_error(ctx, KG_ERR_ARG, "%s: shape is NULL", fn);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (shape[i] > 0 && n > (INT64_MAX >> 4) / shape[i]))
-            return kg_set_error(ctx, KG_ERR_SHAPE, "%s: dimension %d has size %lld; expected a size "
-                            "from 0 to 2^59 / the other dimensions", fn, i, (long long)shape[i]);
-        n *= shape[i];
-    }
-    return true;
+    return kg__check_shape(ctx, fn, ndim, shape);
 }
 
-static bool register_tensor(kg_ctx *ctx, kg_tensor *t)
+static bool register_tensor(kg_ctx *ctx, const char *fn, kg_tensor *t)
 {
     if (ctx->n_tensors == ctx->cap_tensors) {
         size_t cap = ctx->cap_tensors ? ctx->cap_tensors * 2 : 256;
-        kg_tensor **p = realloc(ctx->tensors, cap * sizeof *p);
+        kg_tensor **p = kg__realloc(ctx->tensors, cap * sizeof *p);
         if (!p)
-            return kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+            return kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
         ctx->tensors = p;
         ctx->cap_tensors = cap;
     }
@@ -98,11 +120,12 @@ static bool register_tensor(kg_ctx *ctx, kg_tensor *t)
     return true;
 }
 
-static kg_tensor *header(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, bool owned)
+static kg_tensor *header(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
+                         const int64_t *shape, bool owned)
 {
-    kg_tensor *t = calloc(1, sizeof *t);
+    kg_tensor *t = kg__calloc(1, sizeof *t);
     if (!t) {
-        kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of host memory");
+        kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
         return NULL;
     }
     t->ctx = ctx;
@@ -112,33 +135,33 @@ static kg_tensor *header(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *s
         t->shape[i] = shape[i];
     kg__contiguous_strides(ndim, t->shape, t->stride);
     t->slot = SIZE_MAX;
-    if (owned && !register_tensor(ctx, t)) {
+    if (owned && !register_tensor(ctx, fn, t)) {
         free(t);
         return NULL;
     }
     return t;
 }
 
-kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
-                            bool owned)
+kg_tensor *kg__tensor_alloc(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
+                            const int64_t *shape, bool owned)
 {
-    if (!ctx || ctx->status || !check_shape(ctx, "kg_tensor_new", dtype, ndim, shape))
+    if (!ctx || ctx->status || !check_shape(ctx, fn, dtype, ndim, shape))
         return NULL;
     size_t bytes = (size_t)kg__numel(ndim, shape) * dtype_sizes[dtype];
-    kg_storage *s = calloc(1, sizeof *s);
+    kg_storage *s = kg__calloc(1, sizeof *s);
     bool persistent = !owned || ctx->scopes == 0;
     void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1, persistent) : NULL;
     if (!h) {
         free(s);
         char buf[64];
-        kg_set_error(ctx, KG_ERR_NOMEM, "kg_tensor_new: out of %s memory allocating %s (%zu bytes)",
-                 ctx->be->name, describe(ndim, shape, dtype, buf, sizeof buf), bytes);
+        kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of %s memory allocating %s (%zu bytes)", fn,
+                     ctx->be->name, describe(ndim, shape, dtype, buf, sizeof buf), bytes);
         return NULL;
     }
     s->refs = 1;
     s->bytes = bytes ? bytes : 1;
     s->handle = h;
-    kg_tensor *t = header(ctx, dtype, ndim, shape, owned);
+    kg_tensor *t = header(ctx, fn, dtype, ndim, shape, owned);
     if (!t) {
         ctx->be->release(ctx->be_state, h, s->bytes);
         free(s);
@@ -148,10 +171,12 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t
     return t;
 }
 
-kg_tensor *kg__tensor_view(kg_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
-                           int64_t offset)
+kg_tensor *kg__tensor_view(kg_tensor *t, const char *fn, int ndim, const int64_t *shape,
+                           const int64_t *stride, int64_t offset)
 {
-    kg_tensor *v = header(t->ctx, t->dtype, ndim, shape, true);
+    if (!kg__check_shape(t->ctx, fn, ndim, shape))
+        return NULL;
+    kg_tensor *v = header(t->ctx, fn, t->dtype, ndim, shape, true);
     if (!v)
         return NULL;
     for (int i = 0; i < ndim; i++)
@@ -234,7 +259,7 @@ void kg_tensor_free(kg_tensor *t)
 
 kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)
 {
-    return kg__tensor_alloc(ctx, dtype, ndim, shape, true);
+    return kg__tensor_alloc(ctx, "kg_tensor_new", dtype, ndim, shape, true);
 }
 
 kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
@@ -262,7 +287,7 @@ kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, 
     if (!ctx || ctx->status || !check_shape(ctx, "kg_full", dtype, ndim, shape))
         return NULL;
     size_t n = (size_t)kg__numel(ndim, shape);
-    void *buf = malloc(n * dtype_sizes[dtype] + 1);
+    void *buf = kg__malloc(n * dtype_sizes[dtype] + 1);
     if (!buf) {
         kg_set_error(ctx, KG_ERR_NOMEM, "kg_full: out of host memory");
         return NULL;
@@ -300,7 +325,7 @@ static kg_tensor *random_tensor(kg_ctx *ctx, const char *fn, int ndim, const int
     if (!ctx || ctx->status || !check_shape(ctx, fn, KG_DTYPE_F32, ndim, shape))
         return NULL;
     size_t n = (size_t)kg__numel(ndim, shape);
-    float *buf = malloc(n * sizeof *buf + 1);
+    float *buf = kg__malloc(n * sizeof *buf + 1);
     if (!buf) {
         kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
         return NULL;
@@ -392,8 +417,8 @@ float *kg_tensor_to_f32(const kg_tensor *t)
         return NULL;
     size_t n = (size_t)kg_tensor_numel(t);
     size_t es = dtype_sizes[t->dtype];
-    float *out = malloc(n * sizeof(float) + 1);
-    void *raw = malloc(n * es + 1);
+    float *out = kg__malloc(n * sizeof(float) + 1);
+    void *raw = kg__malloc(n * es + 1);
     if (!out || !raw || !kg_tensor_to_host(t, raw, n * es)) {
         if (!out || !raw)
             kg_set_error(t->ctx, KG_ERR_NOMEM, "kg_tensor_to_f32: out of host memory");

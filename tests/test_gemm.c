@@ -4,7 +4,7 @@
 #include "kg_test.h"
 #include "tensor/cpu/cpu.h"
 
-typedef void (*sgemm_fn)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t,
+typedef bool (*sgemm_fn)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t,
                          const float *, int64_t, float, float *, int64_t);
 
 static void check(sgemm_fn f, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float beta)
@@ -29,7 +29,7 @@ static void check(sgemm_fn f, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                        (tb ? B[j * ldb + k] : B[k * ldb + j]);
             want[i * ldc + j] = (float)(0.5 * acc + beta * want[i * ldc + j]);
         }
-    f(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, ldc);
+    assert_true(f(ta, tb, M, N, K, 0.5f, A, lda, B, ldb, beta, C, ldc));
     for (int64_t i = 0; i < M; i++)
         assert_close(C + i * ldc, want + i * ldc, N, 1e-4f, 1e-4f, "sgemm row");
     free(A);

@@ -13,7 +13,7 @@ typedef struct cpu_state {
 
 static bool cpu_init(kg_ctx *ctx, void **state)
 {
-    cpu_state *s = calloc(1, sizeof *s);
+    cpu_state *s = kg__calloc(1, sizeof *s);
     if (!s)
         return kg_set_error(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     *state = s;
@@ -27,7 +27,7 @@ static void *cpu_alloc(void *state, size_t bytes, bool persistent)
     (void)persistent; /* malloc keeps its own arenas */
     cpu_state *s = state;
     /* 64-byte alignment suits every vector width; the size must be a multiple of it. */
-    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    void *p = kg__aligned_alloc(64, bytes);
     if (p) {
         s->current += bytes;
         if (s->current > s->peak)

@@ -41,12 +41,13 @@ void kg_cpu_parallel_for(int64_t n, int64_t grain, kg_range_fn fn, void *arg);
 int kg_cpu_threads(void);
 
 /* C = alpha · op(A) · op(B) + beta · C, row-major; op transposes when ta / tb is set.
- * op(A) is M × K, op(B) is K × N, C is M × N. */
-void kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+ * op(A) is M × K, op(B) is K × N, C is M × N. False when the portable kernel could not get its
+ * packing buffer (C is then untouched): the caller reports out of memory. */
+bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc);
 /* The portable kernel alone (the benchmark compares it with the BLAS). */
-void kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+bool kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */

@@ -70,9 +70,9 @@ typedef struct gemm_job {
 static void gemm_rows(void *arg, int64_t lo, int64_t hi)
 {
     const gemm_job *g = arg;
-    float *Ap = malloc(sizeof(float) * MC * KC);
-    if (!Ap)
-        return; /* cannot happen for 64 KiB in practice; the result would be wrong, not a crash */
+    /* A's packed block lives on this thread's stack (72 KiB): nothing to allocate, so a worker
+     * has no failure it would have to report. */
+    float Ap[MC * KC] __attribute__((aligned(64)));
     float acc[MR][NR];
     for (int64_t ic = lo * MC; ic < hi * MC && ic < g->M; ic += MC) {
         int64_t mc = g->M - ic < MC ? g->M - ic : MC;
@@ -94,21 +94,21 @@ static void gemm_rows(void *arg, int64_t lo, int64_t hi)
             }
         }
     }
-    free(Ap);
 }
 
-void kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+bool kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc)
 {
+    float *Bp = NULL;
+    if (K > 0 && alpha != 0.0f && M > 0 && N > 0 &&
+        !(Bp = kg__malloc(sizeof(float) * KC * (NC + NR))))
+        return false; /* before C is touched */
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++)
             C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-    if (K == 0 || alpha == 0.0f)
-        return;
-    float *Bp = malloc(sizeof(float) * KC * (NC + NR));
     if (!Bp)
-        return;
+        return true;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
         for (int64_t pc = 0; pc < K; pc += KC) {
@@ -123,6 +123,7 @@ void kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
         }
     }
     free(Bp);
+    return true;
 }
 
 /* ---- The optional BLAS ---------------------------------------------------------------------- */
@@ -182,20 +183,20 @@ const char *kg_cpu_blas_name(void)
     return blas.name;
 }
 
-void kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc)
 {
     pthread_once(&blas.once, load_blas);
     if (M == 0 || N == 0)
-        return;
+        return true;
     /* BLAS takes int sizes; beyond that (never for our shapes) the portable kernel runs. */
     if (blas.sgemm && K > 0 && M < INT32_MAX && N < INT32_MAX && K < INT32_MAX &&
         lda < INT32_MAX && ldb < INT32_MAX && ldc < INT32_MAX) {
         blas.sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
                    tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M, (int)N, (int)K, alpha, A, (int)lda,
                    B, (int)ldb, beta, C, (int)ldc);
-        return;
+        return true;
     }
-    kg_cpu_sgemm_portable(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return kg_cpu_sgemm_portable(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

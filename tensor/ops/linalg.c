@@ -6,6 +6,17 @@
 #include "../cpu/cpu.h"
 
 
+/* kg_cpu_sgemm, with its one failure (no memory for the portable kernel's packing buffer)
+ * reported as the op's error rather than a result left unfilled. */
+static bool gemm(const kg_opcall *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc)
+{
+    if (kg_cpu_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc))
+        return true;
+    return kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the GEMM's packing "
+                        "buffer", kg_op_table[c->op].name);
+}
+
 /* ---- matmul: p.matmul.trans_a, trans_b ------------------------------------------------ */
 
 /* The last two dims of t as (rows, cols) of op(t). */
@@ -71,13 +82,12 @@ bool kg__cpu_matmul(const kg_opcall *c)
     const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
     float *C = kg_cpu_f32(o);
     /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
-    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k) {
-        kg_cpu_sgemm(false, tb, batch * m, n, k, 1.0f, A, lda, B, ldb, 0.0f, C, n);
-        return true;
-    }
+    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k)
+        return gemm(c, false, tb, batch * m, n, k, A, lda, B, ldb, C, n);
     for (int64_t bi = 0; bi < batch; bi++)
-        kg_cpu_sgemm(ta, tb, m, n, k, 1.0f, A + batch_offset(a, o, bi), lda,
-                     B + batch_offset(b, o, bi), ldb, 0.0f, C + bi * m * n, n);
+        if (!gemm(c, ta, tb, m, n, k, A + batch_offset(a, o, bi), lda, B + batch_offset(b, o, bi),
+                  ldb, C + bi * m * n, n))
+            return false;
     return true;
 }
 
@@ -141,8 +151,11 @@ bool kg__shape_kron(const kg_opcall *c, kg_shape *s)
     if (!want_matrices(c, 0, 2))
         return false;
     const kg_tensor *a = c->in[0], *b = c->in[1];
-    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2,
-                    .dim = {a->shape[0] * b->shape[0], a->shape[1] * b->shape[1]}};
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2};
+    if (!kg__mul(a->shape[0], b->shape[0], &s->dim[0]) ||
+        !kg__mul(a->shape[1], b->shape[1], &s->dim[1]))
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_kron: %s ⊗ %s has more than 2^59 rows or "
+                            "columns", KG_DESC(a), KG_DESC(b));
     return true;
 }
 
@@ -214,12 +227,10 @@ bool kg__cpu_lowrank_linear(const kg_opcall *c)
     float *t = kg_cpu_scratch(c, sizeof(float) * (size_t)(n * r)); /* (N, R): the only one */
     if (!t)
         return false;
-    kg_cpu_sgemm(false, true, n, r, din, 1.0f, kg_cpu_f32(x), din, kg_cpu_f32(b2), din, 0.0f,
-                 t, r);
-    kg_cpu_sgemm(false, true, n, dout, r, 1.0f, t, r, kg_cpu_f32(b1), r, 0.0f,
-                 kg_cpu_f32(c->out), dout);
+    bool ok = gemm(c, false, true, n, r, din, kg_cpu_f32(x), din, kg_cpu_f32(b2), din, t, r) &&
+              gemm(c, false, true, n, dout, r, t, r, kg_cpu_f32(b1), r, kg_cpu_f32(c->out), dout);
     kg_cpu_scratch_free(c, t, sizeof(float) * (size_t)(n * r));
-    return true;
+    return ok;
 }
 
 void kg__backward_lowrank_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
@@ -248,13 +259,18 @@ bool kg__shape_kron_linear(const kg_opcall *c, kg_shape *s)
     const kg_tensor *x = c->in[0], *a = c->in[1], *b1 = c->in[2], *b2 = c->in[3];
     if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !want_matrices(c, 1, 3))
         return false;
-    if (x->ndim < 1 || b1->shape[1] != b2->shape[0] ||
-        x->shape[x->ndim - 1] != a->shape[1] * b2->shape[1])
-        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_kron_linear: x %s, A %s, B1 %s, B2 %s; "
-                        "expected x (..., dA1·dB1), A (dA2, dA1), B1 (dB2, R), B2 (R, dB1)",
-                        KG_DESC(x), KG_DESC(a), KG_DESC(b1), KG_DESC(b2));
+    int64_t d_in, d_out;
+    bool sizes_ok = kg__mul(a->shape[1], b2->shape[1], &d_in) &&
+                    kg__mul(a->shape[0], b1->shape[0], &d_out);
+    if (x->ndim < 1 || b1->shape[1] != b2->shape[0] || !sizes_ok ||
+        x->shape[x->ndim - 1] != d_in)
+        return kg_set_error(c->ctx, sizes_ok ? KG_ERR_SHAPE : KG_ERR_RANGE,
+                            "kg_kron_linear: x %s, A %s, B1 %s, B2 %s; expected x (..., dA1·dB1), "
+                            "A (dA2, dA1), B1 (dB2, R), B2 (R, dB1)%s", KG_DESC(x), KG_DESC(a),
+                            KG_DESC(b1), KG_DESC(b2),
+                            sizes_ok ? "" : " with dA1·dB1 and dA2·dB2 at most 2^59");
     kg__shape_of(x, s);
-    s->dim[s->ndim - 1] = a->shape[0] * b1->shape[0];
+    s->dim[s->ndim - 1] = d_out;
     return true;
 }
 
@@ -291,14 +307,15 @@ bool kg__cpu_kron_linear(const kg_opcall *c)
     if (!t1)
         return false;
     float *t2 = t1 + n * da1 * r;
-    kg_cpu_sgemm(false, true, n * da1, r, db1, 1.0f, kg_cpu_f32(x), db1, kg_cpu_f32(b2), db1,
-                 0.0f, t1, r);
-    mix_job j = {kg_cpu_f32(a), t1, t2, da2, da1, r};
-    kg_cpu_parallel_for(n, 1 + 4096 / (da1 * da2 * r + 1), mix_tokens, &j);
-    kg_cpu_sgemm(false, true, n * da2, db2, r, 1.0f, t2, r, kg_cpu_f32(b1), r, 0.0f,
-                 kg_cpu_f32(c->out), db2);
+    bool ok = gemm(c, false, true, n * da1, r, db1, kg_cpu_f32(x), db1, kg_cpu_f32(b2), db1, t1, r);
+    if (ok) {
+        mix_job j = {kg_cpu_f32(a), t1, t2, da2, da1, r};
+        kg_cpu_parallel_for(n, 1 + 4096 / (da1 * da2 * r + 1), mix_tokens, &j);
+        ok = gemm(c, false, true, n * da2, db2, r, t2, r, kg_cpu_f32(b1), r, kg_cpu_f32(c->out),
+                  db2);
+    }
     kg_cpu_scratch_free(c, t1, bytes);
-    return true;
+    return ok;
 }
 
 void kg__backward_kron_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)

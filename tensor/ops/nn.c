@@ -158,8 +158,18 @@ void kg__backward_log_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask)
 {
-    if (mask)
+    if (mask && x) {
+        kg_shape b; /* the mask broadcasts to x: x + mask keeps x's shape */
+        bool fits = kg__broadcast_shape(x, mask, &b) && b.ndim == x->ndim;
+        for (int i = 0; fits && i < b.ndim; i++)
+            fits = b.dim[i] == x->shape[i];
+        if (!fits) {
+            kg_set_error(x->ctx, KG_ERR_SHAPE, "kg_softmax: mask %s does not broadcast to x %s",
+                         KG_DESC(mask), KG_DESC(x));
+            return NULL;
+        }
         x = kg_add(x, mask); /* the mask is a constant: its gradient is never asked for */
+    }
     return kg__op(KG_OP_SOFTMAX, 1, &x, NULL);
 }
 
@@ -495,7 +505,9 @@ bool kg__shape_concat(const kg_opcall *c, kg_shape *s)
             return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_concat: input %d is %s and input 0 is %s; "
                             "expected the same dtype and the same sizes but along axis %d", i,
                             KG_DESC(b), KG_DESC(a), ax);
-        s->dim[ax] += b->shape[ax];
+        if (!kg__add(s->dim[ax], b->shape[ax], &s->dim[ax]))
+            return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_concat: the inputs' sizes along axis %d "
+                                "add up to more than 2^59", ax);
     }
     return true;
 }
@@ -531,9 +543,11 @@ void kg__backward_concat(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis)
 {
-    if (!ts || n < 1 || !ts[0])
-        return NULL; /* without a first tensor there is no context to report to */
-    int ax = axis < 0 ? axis + ts[0]->ndim : axis;
+    if (!ts || n < 1)
+        return NULL; /* without a tensor there is no context to report to */
+    int ax = axis;
+    if (axis < 0 && ts[0])
+        ax = axis + ts[0]->ndim; /* a NULL input is reported by kg__op, on any input's context */
     kg_opparams p = {.concat = {ax, axis}};
     return kg__op(KG_OP_CONCAT, n, ts, &p);
 }

@@ -22,16 +22,17 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
             infer = i;
         else if (d < 0)
             return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: dimension %d is %lld; expected "
-                            "a size, or -1 once", i, (long long)d);
-        else
-            known *= d;
+                                "a size, or -1 once", i, (long long)d);
+        else if (!kg__mul(known, d, &known)) /* then it cannot equal x's count either */
+            return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_reshape: the shape asked for %s has "
+                                "more than 2^59 elements", KG_DESC(x));
     }
     int64_t n = kg_tensor_numel(x);
     s->ndim = nd;
     s->dtype = x->dtype;
     for (int i = 0; i < nd; i++)
         s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.shape.dim[i];
-    if (kg__numel(nd, s->dim) != n)
+    if (infer >= 0 ? (known ? n % known != 0 : n != 0) : known != n)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
                         "elements' worth of the shape asked (%lld known)", KG_DESC(x),
                         (long long)n, (long long)known);
@@ -54,7 +55,8 @@ kg_tensor *kg_reshape(kg_tensor *t, int ndim, const int64_t *shape)
             kg_set_error(t->ctx, KG_ERR_ARG, "kg_reshape: shape is NULL or has %d dimensions", ndim);
         return NULL;
     }
-    memcpy(p.shape.dim, shape, sizeof(int64_t) * (size_t)ndim);
+    if (ndim > 0)
+        memcpy(p.shape.dim, shape, sizeof(int64_t) * (size_t)ndim);
     if (!kg_tensor_is_contiguous(t))
         t = kg_contiguous(t);
     return kg__op(KG_OP_RESHAPE, 1, &t, &p);
@@ -121,10 +123,10 @@ bool kg__shape_slice(const kg_opcall *c, kg_shape *s)
     if (!kg__axis(c->ctx, "kg_slice", x->ndim, c->p.slice.axis, &a))
         return false;
     int64_t start = c->p.slice.start, len = c->p.slice.length;
-    if (start < 0 || len < 0 || start + len > x->shape[a])
-        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_slice: [%lld, %lld) along axis %d of %s; "
-                        "expected a range inside [0, %lld)", (long long)start,
-                        (long long)(start + len), a, KG_DESC(x), (long long)x->shape[a]);
+    if (start < 0 || len < 0 || start > x->shape[a] || len > x->shape[a] - start)
+        return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_slice: start %lld, length %lld along axis "
+                            "%d of %s; expected a range inside [0, %lld)", (long long)start,
+                            (long long)len, a, KG_DESC(x), (long long)x->shape[a]);
     kg__shape_of(x, s);
     memcpy(s->stride, x->stride, sizeof s->stride);
     s->dim[a] = len;
@@ -158,6 +160,9 @@ bool kg__shape_expand(const kg_opcall *c, kg_shape *s)
                         KG_DESC(x), nd);
     for (int i = 0; i < nd; i++) {
         int64_t want = c->p.shape.dim[i], have = i < lead ? 1 : x->shape[i - lead];
+        if (want < 0)
+            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: size %lld asked for dimension "
+                                "%d; expected a size >= 0", (long long)want, i);
         if (want != have && have != 1)
             return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_expand: dimension %d of %s is %lld; only "
                             "size-1 dimensions expand (to %lld asked)", i - lead, KG_DESC(x),
@@ -264,7 +269,10 @@ bool kg__shape_cast(const kg_opcall *c, kg_shape *s)
 
 void kg__backward_cast(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = kg_cast(g, n->in[0]->dtype);
+    /* Gradients stay f32 whatever the storage dtype (autograd accumulates in f32), so a cast's
+     * gradient passes through unchanged; an i32 side never asks for one. */
+    (void)n;
+    gin[0] = g;
 }
 
 kg_tensor *kg_cast(kg_tensor *t, kg_dtype dtype)

@@ -222,7 +222,7 @@ bool kg__vk_rows(const kg_opcall *c)
             p.addr[3] = kg_vk_addr(c->in[1 + c->p.norm.has_weight]);
         break;
     default: { /* cross entropy: per-row losses and flags into scratch, then their mean */
-        kg_tensor *part = kg__tensor_alloc(c->ctx, KG_DTYPE_F32, 1, (int64_t[]){2 * rows + 1},
+        kg_tensor *part = kg__tensor_alloc(c->ctx, "kg_cross_entropy", KG_DTYPE_F32, 1, (int64_t[]){2 * rows + 1},
                                            false);
         if (!part)
             return false;
