@@ -10,7 +10,7 @@
 /* Allocations left before one fails; -1 never. Set only by tests (kg__fail_alloc_after). */
 static atomic_long countdown = -1;
 
-void kg__fail_alloc_after(long n) { atomic_store(&countdown, n); }
+long kg__fail_alloc_after(long n) { return atomic_exchange(&countdown, n); }
 
 /* True when this allocation is the one chosen to fail. */
 static bool injected(void)

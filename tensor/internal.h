@@ -13,13 +13,14 @@
 #define KG_ASSERT(cond) assert(cond)
 
 /* Host memory (alloc.c): malloc and friends, except that a test can make the n-th call from now
- * fail (kg__fail_alloc_after(n); -1 turns that off). Every allocation of the tensor layer uses
+ * fail (kg__fail_alloc_after(n); -1 turns that off; it returns the count that was left, -1 once
+ * the failure has happened). Every allocation of the tensor layer uses
  * them. Sizes of 0 allocate 1 byte, so NULL always means out of memory. */
 void *kg__malloc(size_t bytes);
 void *kg__calloc(size_t n, size_t size);
 void *kg__realloc(void *p, size_t bytes);
 void *kg__aligned_alloc(size_t align, size_t bytes);
-void kg__fail_alloc_after(long n);
+long kg__fail_alloc_after(long n);
 
 /* ---- Ops ------------------------------------------------------------------------------------ */
 

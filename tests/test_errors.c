@@ -123,6 +123,75 @@ static void test_out_of_range(void **state)
     kg_ctx_free(ctx);
 }
 
+/* Issue 6, item 1: sizes that overflow int64, or exceed 2^59 elements, are KG_ERR_RANGE (or a
+ * negative size KG_ERR_SHAPE) at the call that makes them, never a wrapped shape used later. */
+static void test_shape_overflow(void **state)
+{
+    (void)state;
+    const int64_t big = (int64_t)1 << 40;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *t = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(3, 4));
+    assert_null(kg_slice(t, 1, 2, INT64_MAX)); /* start + length wraps */
+    EXPECT(ctx, KG_ERR_RANGE, "kg_slice", "start 2", "[0, 4)");
+    assert_null(kg_reshape(t, 2, SHAPE(4, ((int64_t)1 << 62) + 3))); /* 4·(2^62+3) wraps to 12 */
+    EXPECT(ctx, KG_ERR_RANGE, "kg_reshape", "2^59");
+    kg_tensor *one = kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(1));
+    assert_null(kg_expand(one, 1, SHAPE(-5)));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_expand", "-5");
+    assert_null(kg_expand(one, 3, SHAPE(big, big, big)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_expand", "2^59");
+    /* Zero elements do not let the other sizes grow unchecked (their strides would wrap). */
+    assert_null(kg_zeros(ctx, KG_DTYPE_F32, 3, SHAPE(0, big, big)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_full", "[0,1099511627776,1099511627776]");
+    kg_tensor *wide = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE((int64_t)1 << 32, 0));
+    assert_non_null(wide);
+    assert_null(kg_kron(wide, wide)); /* 2^64 rows would wrap to 0 */
+    EXPECT(ctx, KG_ERR_RANGE, "kg_kron");
+    kg_tensor *tall = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE((int64_t)1 << 58, 0));
+    assert_null(kg_concat((kg_tensor *[]){tall, tall, tall}, 3, 0));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_concat", "2^59");
+    /* kron_linear whose d_in = dA1·dB1 = 2^64 would wrap to x's 0. */
+    kg_tensor *x = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(1, 0));
+    kg_tensor *a = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(0, (int64_t)1 << 32));
+    kg_tensor *b1 = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(1, 0));
+    kg_tensor *b2 = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(0, (int64_t)1 << 32));
+    assert_null(kg_kron_linear(x, a, b1, b2));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_kron_linear", "2^59");
+    /* 2^59 elements is the limit itself: allowed as a shape (then out of memory), one more not. */
+    assert_null(kg_tensor_new(ctx, KG_DTYPE_F32, 1, SHAPE((int64_t)1 << 59)));
+    EXPECT(ctx, KG_ERR_NOMEM, "kg_tensor_new", "out of cpu memory");
+    assert_null(kg_tensor_new(ctx, KG_DTYPE_F32, 1, SHAPE(((int64_t)1 << 59) + 1)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_tensor_new", "at most 2^59");
+    kg_ctx_free(ctx);
+}
+
+/* Issue 6, item 8: the smaller defects. */
+static void test_small_defects(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *x = kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 3));
+    kg_tensor *big_mask = kg_zeros(ctx, KG_DTYPE_F32, 3, SHAPE(4, 2, 3));
+    assert_null(kg_softmax(x, big_mask)); /* would have made a (4, 2, 3) "softmax of x" */
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_softmax", "mask [4,2,3] f32", "x [2,3] f32");
+    assert_null(kg_concat((kg_tensor *[]){NULL, x}, 2, 0));
+    EXPECT(ctx, KG_ERR_ARG, "kg_concat", "input 0 is NULL");
+    /* An output too large to represent or to allocate names the op the user called, not
+     * kg_tensor_new. Broadcast views make the big operands without memory. */
+    kg_tensor *unit = kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(1, 1));
+    const int64_t n30 = (int64_t)1 << 30, n29 = (int64_t)1 << 29;
+    assert_null(kg_add(kg_expand(unit, 2, SHAPE(n30, 1)), kg_expand(unit, 2, SHAPE(1, n30))));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_add:", "more than 2^59");
+    assert_null(kg_add(kg_expand(unit, 2, SHAPE(n29, 1)), kg_expand(unit, 2, SHAPE(1, n29))));
+    EXPECT(ctx, KG_ERR_NOMEM, "kg_add:", "out of cpu memory");
+    kg_tensor *one = kg_full(ctx, KG_DTYPE_F32, 1, SHAPE(1), 7.0);
+    kg_tensor *scalar = kg_reshape(one, 0, NULL); /* a 0-dim view: no memcpy from NULL */
+    assert_non_null(scalar);
+    assert_int_equal(kg_tensor_ndim(scalar), 0);
+    assert_true(kg_item(scalar) == 7.0);
+    kg_ctx_free(ctx);
+}
+
 static void test_backward_misuse(void **state)
 {
     (void)state;
@@ -197,6 +266,8 @@ int main(void)
         cmocka_unit_test(test_dtype_mismatches),
         cmocka_unit_test(test_null_inputs_and_sticky_errors),
         cmocka_unit_test(test_out_of_range),
+        cmocka_unit_test(test_shape_overflow),
+        cmocka_unit_test(test_small_defects),
         cmocka_unit_test(test_backward_misuse),
         cmocka_unit_test(test_host_out_of_memory),
         cmocka_unit_test(test_no_vulkan_device),

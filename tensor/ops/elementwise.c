@@ -175,7 +175,7 @@ bool kg__shape_unary(const kg_opcall *c, kg_shape *s)
 
 static kg_tensor *unary(kg_op op, kg_tensor *x, float s, float b)
 {
-    kg_opparams p = {.affine = {s, b}};
+    kg_opparams p = {.affine = {.scale = s, .shift = b}};
     return kg__op(op, 1, &x, &p);
 }
 
@@ -354,6 +354,6 @@ void kg__backward_dropout(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_dropout(kg_tensor *x, float p, uint64_t seed)
 {
-    kg_opparams pp = {.dropout = {p, seed}};
+    kg_opparams pp = {.dropout = {.p = p, .seed = seed}};
     return kg__op(KG_OP_DROPOUT, 1, &x, &pp);
 }

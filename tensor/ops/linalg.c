@@ -126,7 +126,7 @@ void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b)
 {
-    kg_opparams p = {.matmul = {trans_a, trans_b}};
+    kg_opparams p = {.matmul = {.trans_a = trans_a, .trans_b = trans_b}};
     return kg__op(KG_OP_MATMUL, 2, (kg_tensor *[]){a, b}, &p);
 }
 

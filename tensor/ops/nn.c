@@ -310,13 +310,13 @@ kg_tensor *kg_layer_norm(kg_tensor *x, kg_tensor *weight, kg_tensor *bias, float
         in[n++] = weight;
     if (bias)
         in[n++] = bias;
-    kg_opparams p = {.norm = {weight != NULL, bias != NULL, eps}};
+    kg_opparams p = {.norm = {.has_weight = weight != NULL, .has_bias = bias != NULL, .eps = eps}};
     return kg__op(KG_OP_LAYER_NORM, n, in, &p);
 }
 
 kg_tensor *kg_rms_norm(kg_tensor *x, kg_tensor *weight, float eps)
 {
-    kg_opparams p = {.norm = {true, false, eps}};
+    kg_opparams p = {.norm = {.has_weight = true, .eps = eps}};
     return kg__op(KG_OP_RMS_NORM, 2, (kg_tensor *[]){x, weight}, &p);
 }
 
@@ -376,7 +376,7 @@ void kg__backward_rope(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_rope(kg_tensor *x, int64_t pos0, float theta)
 {
-    kg_opparams p = {.rope = {pos0, false, theta}};
+    kg_opparams p = {.rope = {.pos0 = pos0, .theta = theta}};
     return kg__op(KG_OP_ROPE, 1, &x, &p);
 }
 
@@ -425,7 +425,7 @@ bool kg__cpu_one_hot(const kg_opcall *c)
 
 kg_tensor *kg_one_hot(kg_tensor *targets, int64_t classes, int32_t ignore_index)
 {
-    kg_opparams p = {.classes = {classes, ignore_index}};
+    kg_opparams p = {.classes = {.classes = classes, .ignore_index = ignore_index}};
     return kg__op(KG_OP_ONE_HOT, 1, &targets, &p);
 }
 
@@ -482,7 +482,7 @@ void kg__backward_cross_entropy(const kg_node *nd, kg_tensor *g, kg_tensor **gin
 
 kg_tensor *kg_cross_entropy(kg_tensor *logits, kg_tensor *targets, int32_t ignore_index)
 {
-    kg_opparams p = {.classes = {0, ignore_index}};
+    kg_opparams p = {.classes = {.ignore_index = ignore_index}};
     return kg__op(KG_OP_CROSS_ENTROPY, 2, (kg_tensor *[]){logits, targets}, &p);
 }
 
@@ -548,6 +548,6 @@ kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis)
     int ax = axis;
     if (axis < 0 && ts[0])
         ax = axis + ts[0]->ndim; /* a NULL input is reported by kg__op, on any input's context */
-    kg_opparams p = {.concat = {ax, axis}};
+    kg_opparams p = {.concat = {.axis = ax, .user_axis = axis}};
     return kg__op(KG_OP_CONCAT, n, ts, &p);
 }

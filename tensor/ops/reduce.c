@@ -100,7 +100,7 @@ static kg_tensor *reduce(kg_op op, kg_tensor *x, int axis, bool keepdim)
     int a = axis;
     if (x && axis < 0)
         a = axis + x->ndim; /* out-of-range axes are reported by the shape rule */
-    kg_opparams p = {.reduce = {a, keepdim, axis}};
+    kg_opparams p = {.reduce = {.axis = a, .keepdim = keepdim, .user_axis = axis}};
     return kg__op(op, 1, &x, &p);
 }
 

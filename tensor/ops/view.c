@@ -145,7 +145,7 @@ void kg__backward_slice(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_slice(kg_tensor *t, int axis, int64_t start, int64_t length)
 {
-    kg_opparams p = {.slice = {axis, start, length}};
+    kg_opparams p = {.slice = {.axis = axis, .start = start, .length = length}};
     return kg__op(KG_OP_SLICE, 1, &t, &p);
 }
 

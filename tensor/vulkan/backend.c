@@ -182,7 +182,7 @@ static void vk_destroy(void *state)
         vkDeviceWaitIdle(s->dev);
         if (s->status)
             kg__vk_mem_release(s, s->status, true);
-        for (int i = 0; i < PIPE_COUNT; i++)
+        for (int i = 0; i < KG_VK_SHADER_COUNT; i++)
             if (s->pipes[i])
                 vkDestroyPipeline(s->dev, s->pipes[i], NULL);
         kg__vk_mem_destroy(s);

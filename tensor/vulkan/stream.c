@@ -8,58 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* SPIR-V, compiled from shaders/ at build time (glslc -mfmt=c). */
-static const uint32_t spv_elementwise[] =
-#include "elementwise.spv.h"
-    ;
-static const uint32_t spv_copy32[] =
-#include "copy32.spv.h"
-    ;
-static const uint32_t spv_copy16[] =
-#include "copy16.spv.h"
-    ;
-static const uint32_t spv_cast[] =
-#include "cast.spv.h"
-    ;
-static const uint32_t spv_reduce[] =
-#include "reduce.spv.h"
-    ;
-static const uint32_t spv_matmul[] =
-#include "matmul.spv.h"
-    ;
-static const uint32_t spv_kron[] =
-#include "kron.spv.h"
-    ;
-static const uint32_t spv_kron_linear[] =
-#include "kron_linear.spv.h"
-    ;
-static const uint32_t spv_rows[] =
-#include "rows.spv.h"
-    ;
-static const uint32_t spv_rope[] =
-#include "rope.spv.h"
-    ;
-static const uint32_t spv_gather[] =
-#include "gather.spv.h"
-    ;
+/* SPIR-V, compiled from shaders/ at build time (glslc -mfmt=c): the arrays kg_spv_<name>. */
+#define KG_VK_SPIRV
+#include "shaders.h"
 
-#define SPV(a) {a, sizeof a}
-static const struct { const uint32_t *code; size_t size; } shader_code[PIPE_COUNT] = {
-    [KG_VK_ELEMENTWISE] = SPV(spv_elementwise), [KG_VK_COPY] = SPV(spv_copy32),
-    [KG_VK_CAST] = SPV(spv_cast),               [KG_VK_REDUCE] = SPV(spv_reduce),
-    [KG_VK_MATMUL] = SPV(spv_matmul),           [KG_VK_KRON] = SPV(spv_kron),
-    [KG_VK_KRON_LINEAR] = SPV(spv_kron_linear), [KG_VK_ROWS] = SPV(spv_rows),
-    [KG_VK_ROPE] = SPV(spv_rope),               [KG_VK_GATHER] = SPV(spv_gather),
-    [PIPE_COPY16] = SPV(spv_copy16),
+static const struct { const uint32_t *code; size_t size; } shader_code[KG_VK_SHADER_COUNT] = {
+#define KG_VK_CODE(NAME, name) [KG_VK_##NAME] = {kg_spv_##name, sizeof kg_spv_##name},
+    KG_VK_SHADERS(KG_VK_CODE)
+#undef KG_VK_CODE
 };
-static const bool shader_needs_16bit[PIPE_COUNT] = {[KG_VK_CAST] = true, [PIPE_COPY16] = true};
+
+/* Whether a SPIR-V module declares 16-bit storage (OpCapability StorageBuffer16BitAccess):
+ * such a module runs only where the device has it. After the 5-word header, each instruction's
+ * first word holds its length (high half) and opcode (low half). */
+static bool needs_16bit(const uint32_t *code, size_t size)
+{
+    enum { OP_CAPABILITY = 17, CAP_STORAGE_BUFFER_16BIT = 4433 };
+    size_t n = size / 4;
+    for (size_t i = 5; i + 1 < n && code[i] >> 16; i += code[i] >> 16)
+        if ((code[i] & 0xffff) == OP_CAPABILITY && code[i + 1] == CAP_STORAGE_BUFFER_16BIT)
+            return true;
+    return false;
+}
 
 bool kg__vk_make_stream(vk_state *s)
 {
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                   .queueFamilyIndex = s->family};
-    VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof(kg_vk_push)};
+    VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, PUSH_BYTES};
     VkPipelineLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
                                      .pushConstantRangeCount = 1, .pPushConstantRanges = &pcr};
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
@@ -87,10 +64,10 @@ bool kg__vk_make_stream(vk_state *s)
     s->tile_bm = s->tile_bn = big ? 128 : 32;
     s->tile_bk = big ? 8 : 16;
     s->tile_t = big ? 8 : 4;
-    s->status = kg__vk_mem_alloc(s, 32, true, POOL_PERSISTENT);
+    s->status = kg__vk_mem_alloc(s, sizeof(vk_status), true, POOL_PERSISTENT);
     if (!s->status)
         return kg_set_error(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of device memory");
-    memset(s->status->block->map, 0, 32);
+    memset(s->status->block->map, 0, sizeof(vk_status));
     return true;
 }
 
@@ -130,6 +107,30 @@ void kg__vk_compute_barrier(vk_state *s)
                 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
 }
 
+/* Turn what kernels wrote into the status buffer into the context's error, and clear it. */
+static void read_status(vk_state *s)
+{
+    vk_status *st = (vk_status *)s->status->block->map;
+    const char *op = st->op < KG_OP_COUNT ? kg_op_table[st->op].name : "?";
+    switch (st->kind) {
+    case 0:
+        return;
+    case STATUS_BAD_INDEX:
+        kg_set_error(s->ctx, KG_ERR_RANGE, "kg_%s: index %d at position %d is outside [0, %d) "
+                     "(found by the Vulkan kernel)", op, st->value, st->position, st->limit);
+        break;
+    case STATUS_BAD_MODE:
+        kg_set_error(s->ctx, KG_ERR_STATE, "internal: kg_%s reached a Vulkan shader with mode %d, "
+                     "which it has no case for", op, st->value);
+        break;
+    default:
+        kg_set_error(s->ctx, KG_ERR_STATE, "internal: the Vulkan status buffer holds kind %u",
+                     st->kind);
+        break;
+    }
+    memset(st, 0, sizeof *st);
+}
+
 /* Submit what is recorded and wait; then release what was waiting on it and read back the
  * status of bad indices. */
 bool kg__vk_flush(void *state)
@@ -162,13 +163,7 @@ bool kg__vk_flush(void *state)
     for (int i = 0; i < s->n_staging; i++)
         kg__vk_mem_release(s, s->staging[i], true);
     s->n_staging = 0;
-    int32_t *st = (int32_t *)s->status->block->map;
-    if (st[0]) {
-        kg_set_error(s->ctx, KG_ERR_RANGE, "kg_%s: index %d at position %d is outside [0, %d) "
-                 "(found by the Vulkan kernel)", (unsigned)st[1] < KG_OP_COUNT ?
-                 kg_op_table[st[1]].name : "?", st[3], st[2], st[4]);
-        memset(st, 0, 32);
-    }
+    read_status(s);
     return ok;
 }
 
@@ -207,11 +202,11 @@ static void order_accesses(vk_state *s, kg_tensor *const *reads, int n_reads,
     s->writes[s->n_writes++] = w;
 }
 
-static VkPipeline pipeline(vk_state *s, int which)
+static VkPipeline pipeline(vk_state *s, kg_vk_shader which)
 {
     if (s->pipes[which])
         return s->pipes[which];
-    if (shader_needs_16bit[which] && !s->has_16bit) {
+    if (needs_16bit(shader_code[which].code, shader_code[which].size) && !s->has_16bit) {
         kg_set_error(s->ctx, KG_ERR_DEVICE, "vulkan: %s lacks 16-bit storage, which f16 and bf16 "
                  "tensors need on it", s->props.deviceName);
         return VK_NULL_HANDLE;
@@ -241,20 +236,22 @@ static VkPipeline pipeline(vk_state *s, int which)
     return s->pipes[which];
 }
 
-bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const kg_vk_push *p, uint32_t gx,
-                    uint32_t gy, uint32_t gz, kg_tensor *const *reads, int n_reads,
+bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                    uint32_t gx, uint32_t gy, uint32_t gz, kg_tensor *const *reads, int n_reads,
                     const kg_tensor *write)
 {
     vk_state *s = c->ctx->be_state;
-    if (gx == 0 || gy == 0 || gz == 0)
+    if (gx == 0 || gy == 0 || gz == 0 || kg_tensor_numel(write) == 0)
         return true; /* nothing to do (an empty tensor) */
     const uint32_t *lim = s->props.limits.maxComputeWorkGroupCount;
     if (gx > lim[0] || gy > lim[1] || gz > lim[2])
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: a grid of %u×%u×%u workgroups exceeds "
                         "%s's %u×%u×%u", kg_op_table[c->op].name, gx, gy, gz,
                         s->props.deviceName, lim[0], lim[1], lim[2]);
-    int which = sh == KG_VK_COPY && kg_dtype_size(write->dtype) == 2 ? PIPE_COPY16 : (int)sh;
-    VkPipeline pipe = pipeline(s, which);
+    KG_ASSERT(size <= PUSH_BYTES);
+    uint8_t bytes[PUSH_BYTES] = {0}; /* the whole range is pushed: the rest reads as zeros */
+    memcpy(bytes, push, size);
+    VkPipeline pipe = pipeline(s, sh);
     if (!pipe || !kg__vk_begin_batch(s))
         return false;
     order_accesses(s, reads, n_reads, write);
@@ -263,7 +260,7 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const kg_vk_push *p, ui
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, s->queries,
                             2 * (uint32_t)s->n_dispatch);
     vkCmdBindPipeline(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    vkCmdPushConstants(s->cmd, s->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *p, p);
+    vkCmdPushConstants(s->cmd, s->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, PUSH_BYTES, bytes);
     vkCmdDispatch(s->cmd, gx, gy, gz);
     if (timed)
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, s->queries,
@@ -274,14 +271,16 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const kg_vk_push *p, ui
     return true;
 }
 
-bool kg_vk_dispatch_1d(const kg_opcall *c, kg_vk_shader s, const kg_vk_push *p, uint64_t groups,
-                       kg_tensor *const *reads, int n_reads, const kg_tensor *write)
+bool kg_vk_dispatch_1d(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                       uint64_t groups, kg_tensor *const *reads, int n_reads,
+                       const kg_tensor *write)
 {
     /* groups < 2^31 (vk_run refuses bigger tensors), so gy fits; kg_vk_dispatch checks it
      * against the device's grid like every other axis. */
     uint64_t maxx = kg_vk_max_groups(c->ctx, 0);
     uint64_t gx = groups < maxx ? groups : maxx, gy = gx ? (groups + gx - 1) / gx : 0;
-    return kg_vk_dispatch(c, s, p, (uint32_t)gx, (uint32_t)gy, 1, reads, n_reads, write);
+    return kg_vk_dispatch(c, sh, push, size, (uint32_t)gx, (uint32_t)gy, 1, reads, n_reads,
+                          write);
 }
 
 uint64_t kg_vk_addr(const kg_tensor *t)
