@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <string.h>
 
 static uint32_t bits(float f)
@@ -71,8 +72,11 @@ double kg__load(const void *base, kg_dtype dtype, int64_t i)
     case KG_DTYPE_F16: return kg__f16_to_f32(((const uint16_t *)base)[i]);
     case KG_DTYPE_BF16: return kg__bf16_to_f32(((const uint16_t *)base)[i]);
     case KG_DTYPE_I32: return ((const int32_t *)base)[i];
-    default: return ((const float *)base)[i];
+    case KG_DTYPE_F32: return ((const float *)base)[i];
+    case KG_DTYPE_COUNT: break;
     }
+    KG_ASSERT(!"kg__load: dtypes are checked where tensors are made");
+    return NAN;
 }
 
 void kg__store(void *base, kg_dtype dtype, int64_t i, double v)
@@ -84,6 +88,7 @@ void kg__store(void *base, kg_dtype dtype, int64_t i, double v)
         ((int32_t *)base)[i] = v != v ? 0 : v >= 2147483648.0 ? INT32_MAX
                              : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
         break;
-    default: ((float *)base)[i] = (float)v; break;
+    case KG_DTYPE_F32: ((float *)base)[i] = (float)v; break;
+    case KG_DTYPE_COUNT: KG_ASSERT(!"kg__store: dtypes are checked where tensors are made"); break;
     }
 }

@@ -186,6 +186,8 @@ struct kg_ctx {
     bool profiling; /* kg_profile: per-op time tallies */
     double op_seconds[KG_OP_COUNT];
     uint64_t op_calls[KG_OP_COUNT];
+    uint64_t op_made[KG_OP_COUNT]; /* results made through kg__op, always counted: tests check
+                                      with it that every op of the table has a case */
 };
 
 /* "[2,3] f32" into buf; returns buf. */

@@ -106,6 +106,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         c.out->node = n;
         c.out->requires_grad = true;
     }
+    c.ctx->op_made[op]++;
     return c.out;
 }
 

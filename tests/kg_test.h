@@ -165,6 +165,13 @@ static inline void gc_release(gc_state *s)
         free(s->data[i]);
 }
 
+/* Per-op counts of what gradcheck's contexts made, over the whole test program. */
+static inline uint64_t *gc_ops_made(void)
+{
+    static uint64_t made[KG_OP_COUNT];
+    return made;
+}
+
 /* Check every element of every input with grad = true. f32 forward, so eps and the tolerance
  * are sized for single precision. */
 static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const gc_input *spec,
@@ -197,7 +204,22 @@ static inline void gradcheck(const char *name, gc_fn f, void *arg, int n, const 
     size_t current;
     kg_memory(ctx, &current, NULL);
     assert_int_equal(current, 0); /* every scope released what it made */
+    for (int op = 0; op < KG_OP_COUNT; op++)
+        gc_ops_made()[op] += ctx->op_made[op];
     kg_ctx_free(ctx);
+}
+
+/* Fail naming each op of the table that `made` (per-op counts of results, as ctx->op_made)
+ * never saw: an op added to the table without a case in op_cases.h is caught here. */
+static inline void assert_every_op_ran(const uint64_t *made, const char *where)
+{
+    char missing[512] = "";
+    for (int op = 0; op < KG_OP_COUNT; op++)
+        if (!made[op] && strlen(missing) + 32 < sizeof missing)
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s",
+                     kg_op_table[op].name);
+    if (missing[0])
+        fail_msg("%s: no case in tests/op_cases.h ran these ops:%s", where, missing);
 }
 
 /* kron_linear's forward and backward at d_in = d_out = 1024 (A 2×2, B 512×512, R 4) stay far

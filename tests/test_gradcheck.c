@@ -82,6 +82,12 @@ static void test_forward_only(void **state)
     cases_forward_only(gradcheck);
 }
 
+static void test_every_op_has_a_case(void **state)
+{
+    (void)state;
+    assert_every_op_ran(gc_ops_made(), "gradient checks on the CPU backend");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -92,6 +98,7 @@ int main(void)
         cmocka_unit_test(test_cross_entropy),   cmocka_unit_test(test_masked_fill_dropout),
         cmocka_unit_test(test_views_and_concat), cmocka_unit_test(test_structured_ops),
         cmocka_unit_test(test_forward_only),
+        cmocka_unit_test(test_every_op_has_a_case), /* last: counts what the others ran */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -219,6 +219,72 @@ static void test_dropout_and_rope_values(void **state)
     kg_ctx_free(ctx);
 }
 
+/* Issue 6, item 2: work on zero elements returns at once, however many empty rows there are
+ * (kg_exp of [2^30, 1, 0] took 18 s; [2^32, 1, 0] never finished). */
+static void test_zero_elements_are_free(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    const int64_t n32 = (int64_t)1 << 32;
+    kg_tensor *e = kg_zeros(ctx, KG_DTYPE_F32, 3, SHAPE(n32, 1, 0));
+    kg_tensor *y = kg_add(kg_exp(e), kg_gelu(e));
+    assert_non_null(y);
+    assert_int_equal(kg_tensor_numel(y), 0);
+    assert_non_null(kg_contiguous(kg_transpose(e, 0, 2)));
+    assert_non_null(kg_cast(e, KG_DTYPE_F16));
+    assert_non_null(kg_softmax(e, NULL));
+    char none[1];
+    assert_true(kg_tensor_to_host(e, none, 0));
+    /* Sums over an empty axis are zeros, of the right shape. */
+    kg_tensor *s = kg_sum(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(0, 3)), 0, false);
+    assert_tensor(s, (float[]){0, 0, 0}, 3, 0, 0, "sum over an empty axis");
+    kg_tensor *mm = kg_matmul(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 0)),
+                              kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(0, 2)));
+    assert_tensor(mm, (float[]){0, 0, 0, 0}, 4, 0, 0, "(2,0)·(0,2)");
+    assert_ok(ctx);
+    kg_ctx_free(ctx);
+}
+
+/* kg_tensor_keep and kg_tensor_assign, the verbs a trainer needs: optimizer state made inside a
+ * step outlives it, and a parameter is updated in place, off the tape. */
+static void test_keep_and_assign(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *w = kg_from_host(ctx, KG_DTYPE_F32, 1, SHAPE(3), (float[]){1, 2, 3});
+    kg_set_requires_grad(w, true);
+    kg_tensor *moment = NULL;
+    for (int step = 0; step < 2; step++) {
+        kg_scope s = kg_scope_begin(ctx);
+        kg_tensor *loss = kg_sum_all(kg_mul(w, w));
+        assert_true(kg_backward(loss));
+        if (!moment) /* made lazily inside the first step, kept past it */
+            moment = kg_tensor_keep(kg_scale(kg_grad(w), 0.0f));
+        kg_tensor *m = kg_add(kg_scale(moment, 0.5f), kg_grad(w));
+        assert_true(kg_tensor_assign(moment, m));
+        assert_true(kg_tensor_assign(w, kg_sub(w, kg_scale(moment, 0.1f))));
+        assert_false(kg_requires_grad(moment));
+        kg_zero_grad(w);
+        kg_scope_end(ctx, s);
+    }
+    /* step 1: g = 2w = [2 4 6], m = g, w = 0.8w; step 2: g = 1.6w0, m = 0.5·2w0 + 1.6w0 */
+    assert_tensor(moment, (float[]){2.6f, 5.2f, 7.8f}, 3, 1e-6f, 1e-6f, "kept moment");
+    assert_tensor(w, (float[]){0.54f, 1.08f, 1.62f}, 3, 1e-6f, 1e-6f, "assigned w");
+    assert_true(kg_requires_grad(w)); /* still a parameter */
+    /* assign into a view (a cache row), converting the dtype; mismatches are errors. */
+    kg_tensor *cache = kg_zeros(ctx, KG_DTYPE_F16, 2, SHAPE(3, 2));
+    kg_tensor *row = kg_from_host(ctx, KG_DTYPE_F32, 2, SHAPE(1, 2), (float[]){0.5f, -2.0f});
+    assert_true(kg_tensor_assign(kg_slice(cache, 0, 1, 1), row));
+    assert_tensor(cache, (float[]){0, 0, 0.5f, -2.0f, 0, 0}, 6, 0, 0, "cache after assign");
+    assert_false(kg_tensor_assign(cache, row));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_SHAPE);
+    assert_non_null(strstr(kg_error(ctx), "kg_tensor_assign"));
+    kg_clear_error(ctx);
+    kg_tensor_free(moment); /* a kept tensor can be freed early too */
+    assert_ok(ctx);
+    kg_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +295,8 @@ int main(void)
         cmocka_unit_test(test_scopes_release_memory),
         cmocka_unit_test(test_no_grad_detach_and_accumulation),
         cmocka_unit_test(test_dropout_and_rope_values),
+        cmocka_unit_test(test_zero_elements_are_free),
+        cmocka_unit_test(test_keep_and_assign),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

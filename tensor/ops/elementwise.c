@@ -65,13 +65,25 @@ static void binary_rows(void *arg, int64_t lo, int64_t hi)
         case KG_OP_SUB: EW_BINARY(x - y) break;
         case KG_OP_MUL: EW_BINARY(x * y) break;
         case KG_OP_DIV: EW_BINARY(x / y) break;
-        default: EW_BINARY(x == y ? 1.0f : 0.0f) break; /* KG_OP_EQ */
+        case KG_OP_EQ: EW_BINARY(x == y ? 1.0f : 0.0f) break;
+        default: KG_ASSERT(!"binary_rows: kg__cpu_binary admits only the ops above"); return;
         }
     }
 }
 
+/* An op the kernel was not written for is an internal error, never another op's result. */
+static bool not_mine(const kg_opcall *c, const char *kernel)
+{
+    return kg_set_error(c->ctx, KG_ERR_STATE, "kg_%s: internal error: the CPU kernel %s has no "
+                        "case for it", kg_op_table[c->op].name, kernel);
+}
+
 bool kg__cpu_binary(const kg_opcall *c)
 {
+    switch (c->op) {
+    case KG_OP_ADD: case KG_OP_SUB: case KG_OP_MUL: case KG_OP_DIV: case KG_OP_EQ: break;
+    default: return not_mine(c, "binary");
+    }
     ew_iter it;
     ew_setup(&it, c, 2);
     kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), binary_rows, &it);
@@ -152,13 +164,20 @@ static void unary_rows(void *arg, int64_t lo, int64_t hi)
         case KG_OP_RELU: EW_UNARY(x > 0.0f ? x : 0.0f) break;
         case KG_OP_GELU: EW_UNARY(0.5f * x * (1.0f + erff(x * INV_SQRT2))) break;
         case KG_OP_SILU: EW_UNARY(x / (1.0f + expf(-x))) break;
-        default: EW_UNARY(x > 0.0f ? 1.0f : 0.0f) break; /* KG_OP_STEP */
+        case KG_OP_STEP: EW_UNARY(x > 0.0f ? 1.0f : 0.0f) break;
+        default: KG_ASSERT(!"unary_rows: kg__cpu_unary admits only the ops above"); return;
         }
     }
 }
 
 bool kg__cpu_unary(const kg_opcall *c)
 {
+    switch (c->op) {
+    case KG_OP_SCALE: case KG_OP_EXP: case KG_OP_LOG: case KG_OP_SQRT: case KG_OP_RSQRT:
+    case KG_OP_TANH: case KG_OP_SIGMOID: case KG_OP_ERF: case KG_OP_RELU: case KG_OP_GELU:
+    case KG_OP_SILU: case KG_OP_STEP: break;
+    default: return not_mine(c, "unary");
+    }
     ew_iter it;
     ew_setup(&it, c, 1);
     kg_cpu_parallel_for(ew_rows(&it), ew_grain(&it), unary_rows, &it);

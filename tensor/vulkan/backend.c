@@ -11,7 +11,7 @@ static void vk_destroy(void *state);
 
 static bool vk_init(kg_ctx *ctx, void **state)
 {
-    vk_state *s = calloc(1, sizeof *s);
+    vk_state *s = kg__calloc(1, sizeof *s);
     if (!s)
         return kg_set_error(ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     s->ctx = ctx;
@@ -55,7 +55,7 @@ static void vk_release(void *state, void *handle, size_t bytes)
     }
     if (s->n_deferred == s->cap_deferred) {
         size_t cap = s->cap_deferred ? 2 * s->cap_deferred : 64;
-        vk_alloc **p = realloc(s->deferred, cap * sizeof *p);
+        vk_alloc **p = kg__realloc(s->deferred, cap * sizeof *p);
         if (!p) { /* cannot defer: wait for the queued work instead */
             kg__vk_flush(s);
             kg__vk_mem_release(s, handle, false);
@@ -83,10 +83,13 @@ static vk_alloc *staging_buffer(vk_state *s, size_t bytes)
     return st;
 }
 
+/* Uploads and downloads of 0 bytes (empty tensors) do nothing: Vulkan has no empty copy. */
 static bool vk_upload(void *state, void *handle, size_t offset, const void *src, size_t bytes)
 {
     vk_state *s = state;
     vk_alloc *a = handle;
+    if (bytes == 0)
+        return true;
     if (s->host_visible) {
         /* A fresh allocation: no queued work uses it (released memory waits for the flush). */
         memcpy(a->block->map + a->offset + offset, src, bytes);
@@ -110,6 +113,8 @@ static bool vk_download(void *state, void *handle, size_t offset, void *dst, siz
 {
     vk_state *s = state;
     vk_alloc *a = handle;
+    if (bytes == 0)
+        return true;
     if (s->host_visible) {
         if (!kg__vk_flush(s))
             return false;
@@ -182,6 +187,8 @@ static void vk_destroy(void *state)
         vkDeviceWaitIdle(s->dev);
         if (s->status)
             kg__vk_mem_release(s, s->status, true);
+        if (s->rope.mem)
+            kg__vk_mem_release(s, s->rope.mem, false);
         for (int i = 0; i < KG_VK_SHADER_COUNT; i++)
             if (s->pipes[i])
                 vkDestroyPipeline(s->dev, s->pipes[i], NULL);

@@ -23,9 +23,8 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(
     VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT type,
     const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
 {
-    (void)severity;
-    (void)type;
     vk_state *s = user;
+    fprintf(stderr, "DBG sev=%x type=%x id=%s num=%d msg=%s\n", severity, type, data->pMessageIdName, data->messageIdNumber, data->pMessage);
     if (s->validation_count++ == 0)
         snprintf(s->validation_first, sizeof s->validation_first, "%s",
                  data && data->pMessage ? data->pMessage : "(no message)");
@@ -51,7 +50,7 @@ static bool layer_available(const char *name)
 {
     uint32_t n = 0;
     vkEnumerateInstanceLayerProperties(&n, NULL);
-    VkLayerProperties *lp = calloc(n ? n : 1, sizeof *lp);
+    VkLayerProperties *lp = kg__calloc(n, sizeof *lp);
     bool found = false;
     if (lp && vkEnumerateInstanceLayerProperties(&n, lp) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++)
@@ -152,7 +151,7 @@ bool kg__vk_pick_device(vk_state *s)
     if (n == 0)
         return kg_set_error(s->ctx, KG_ERR_DEVICE, "kg_ctx_new: no Vulkan device found (install a "
                         "GPU driver, or mesa-vulkan-drivers for lavapipe on the CPU)");
-    VkPhysicalDevice *devs = calloc(n, sizeof *devs);
+    VkPhysicalDevice *devs = kg__calloc(n, sizeof *devs);
     if (!devs)
         return kg_set_error(s->ctx, KG_ERR_NOMEM, "kg_ctx_new: out of host memory");
     vkEnumeratePhysicalDevices(s->instance, &n, devs);

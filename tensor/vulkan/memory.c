@@ -20,15 +20,22 @@ int kg__vk_memory_type(VkPhysicalDevice phys, uint32_t bits, VkMemoryPropertyFla
 
 static vk_block *block_new(vk_state *s, VkDeviceSize size, uint32_t type, bool map)
 {
-    vk_block *b = calloc(1, sizeof *b);
-    if (!b)
+    vk_block *b = kg__calloc(1, sizeof *b);
+    vk_range *ranges = kg__malloc(sizeof *ranges * 8);
+    if (!b || !ranges) {
+        free(b);
+        free(ranges);
         return NULL;
+    }
+    b->free = ranges;
+    b->cap_free = 8;
     VkBufferCreateInfo bi = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = size,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     if (vkCreateBuffer(s->dev, &bi, NULL, &b->buf) != VK_SUCCESS) {
+        free(b->free);
         free(b);
         return NULL;
     }
@@ -41,6 +48,7 @@ static vk_block *block_new(vk_state *s, VkDeviceSize size, uint32_t type, bool m
     if (!(req.memoryTypeBits & (1u << type)) ||
         vkAllocateMemory(s->dev, &ai, NULL, &b->mem) != VK_SUCCESS) {
         vkDestroyBuffer(s->dev, b->buf, NULL);
+        free(b->free);
         free(b);
         return NULL;
     }
@@ -48,6 +56,7 @@ static vk_block *block_new(vk_state *s, VkDeviceSize size, uint32_t type, bool m
     if (map && vkMapMemory(s->dev, b->mem, 0, VK_WHOLE_SIZE, 0, (void **)&b->map) != VK_SUCCESS) {
         vkDestroyBuffer(s->dev, b->buf, NULL);
         vkFreeMemory(s->dev, b->mem, NULL);
+        free(b->free);
         free(b);
         return NULL;
     }
@@ -55,8 +64,6 @@ static vk_block *block_new(vk_state *s, VkDeviceSize size, uint32_t type, bool m
                                     .buffer = b->buf};
     b->addr = vkGetBufferDeviceAddress(s->dev, &da);
     b->size = size;
-    b->free = malloc(sizeof *b->free * 8);
-    b->cap_free = 8;
     b->free[0] = (vk_range){0, size};
     b->n_free = 1;
     return b;
@@ -109,7 +116,7 @@ static void block_give(vk_block *b, VkDeviceSize offset, VkDeviceSize size)
         if (b->n_free == b->cap_free) {
             /* Growing can fail; then the range is lost to the block until it is freed (a leak
              * of address space, not of correctness). */
-            vk_range *p = realloc(b->free, sizeof *p * (size_t)b->cap_free * 2);
+            vk_range *p = kg__realloc(b->free, sizeof *p * (size_t)b->cap_free * 2);
             if (!p)
                 return;
             b->free = p;
@@ -123,8 +130,11 @@ static void block_give(vk_block *b, VkDeviceSize offset, VkDeviceSize size)
 
 vk_alloc *kg__vk_mem_alloc(vk_state *s, size_t bytes, bool staging, int pool)
 {
-    VkDeviceSize size = ((VkDeviceSize)bytes + ALIGN - 1) & ~(VkDeviceSize)(ALIGN - 1);
-    vk_alloc *a = calloc(1, sizeof *a);
+    /* Never 0 bytes (an empty tensor): Vulkan has no empty buffer, and every allocation keeps
+     * an address of its own. */
+    VkDeviceSize size = bytes ? ((VkDeviceSize)bytes + ALIGN - 1) & ~(VkDeviceSize)(ALIGN - 1)
+                              : ALIGN;
+    vk_alloc *a = kg__calloc(1, sizeof *a);
     if (!a)
         return NULL;
     a->pool = pool;
@@ -151,7 +161,7 @@ vk_alloc *kg__vk_mem_alloc(vk_state *s, size_t bytes, bool staging, int pool)
         a->block = b;
     }
     a->size = size;
-    if (!staging) {
+    if (!staging && pool != POOL_INTERNAL) {
         s->current += size;
         if (s->current > s->peak)
             s->peak = s->current;
@@ -166,7 +176,8 @@ void kg__vk_mem_release(vk_state *s, vk_alloc *a, bool staging)
     if (staging) {
         block_free(s, b);
     } else {
-        s->current -= a->size;
+        if (a->pool != POOL_INTERNAL)
+            s->current -= a->size;
         block_give(b, a->offset, a->size);
         if (b->size > BLOCK_SIZE && b->n_free == 1 && b->free[0].size == b->size) {
             vk_block **p = &s->blocks[a->pool];

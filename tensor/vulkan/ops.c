@@ -1,35 +1,69 @@
-/* ops.c — each op's Vulkan kernel: which shader runs it, what its push constants hold, and how
- * many workgroups cover it. The shaders are in shaders/, their push-constant layout in each
- * shader's header comment. Inputs are contiguous unless the op's table entry says strided.
+/* ops.c — each op's Vulkan kernel: which shader runs it, what its push constants hold (one
+ * struct per shader in shaders/push.h) and how many workgroups cover it. Inputs are contiguous
+ * unless the op's table entry says strided. A kernel given an op it has no case for is an
+ * internal error, never another op's result.
  */
 #include "vk.h"
 
-#include "shaders/codes.h"
+#include <math.h>
+#include <stdlib.h>
 
 #define GROUPS(n, size) (((uint64_t)(n) + (size) - 1) / (size))
 
 static uint32_t u32(int64_t v) { return (uint32_t)v; }
 
-/* kg__pad4's sizes (when dims) or strides of t into four push-constant words. */
-static void pad4(const kg_tensor *t, bool dims, uint32_t *dst)
+/* The `default:` of every switch on the op below. */
+static bool no_case(const kg_opcall *c)
 {
-    int64_t dim[4], stride[4];
-    kg__pad4(t, dim, stride);
-    for (int d = 0; d < 4; d++)
-        dst[d] = u32(dims ? dim[d] : stride[d]);
+    return kg_set_error(c->ctx, KG_ERR_STATE, "internal: op %s has no Vulkan case",
+                        kg_op_table[c->op].name);
+}
+
+/* kg__pad4's sizes of t, as push-constant words. */
+static void pad4_dims(const kg_tensor *t, uint32_t dim[4])
+{
+    int64_t d[4], s[4];
+    kg__pad4(t, d, s);
+    for (int i = 0; i < 4; i++)
+        dim[i] = u32(d[i]);
+}
+
+/* kg__pad4's strides of t (0 where broadcast), as push-constant words. */
+static void pad4_strides(const kg_tensor *t, int32_t stride[4])
+{
+    int64_t d[4], s[4];
+    kg__pad4(t, d, s);
+    for (int i = 0; i < 4; i++)
+        stride[i] = (int32_t)s[i];
+}
+
+/* A contiguous header of another shape over t's storage, on the stack: nothing to free. */
+static kg_tensor reshaped(const kg_tensor *t, int ndim, const int64_t *shape)
+{
+    kg_tensor v = *t;
+    v.ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        v.shape[i] = shape[i];
+    kg__contiguous_strides(ndim, v.shape, v.stride);
+    return v;
 }
 
 /* ---- copies -------------------------------------------------------------------------------- */
 
 static bool copy_into(const kg_opcall *c, const kg_tensor *dst, kg_tensor *src)
 {
-    kg_vk_push p = {.addr = {kg_vk_addr(dst), kg_vk_addr(src)}};
-    pad4(dst, true, p.u + 1);
-    pad4(src, false, p.u + 5);
-    pad4(dst, false, p.u + 9);
-    int64_t n = kg_tensor_numel(dst);
-    p.u[13] = u32(n);
-    return kg_vk_dispatch_1d(c, KG_VK_COPY, &p, GROUPS(n, 256), &src, 1, dst);
+    copy_push p = {.dst = kg_vk_addr(dst), .src = kg_vk_addr(src),
+                   .n = u32(kg_tensor_numel(dst))};
+    pad4_dims(dst, p.dim);
+    pad4_strides(dst, p.dst_stride);
+    pad4_strides(src, p.src_stride);
+    kg_vk_shader sh;
+    switch (kg_dtype_size(dst->dtype)) {
+    case 4: sh = KG_VK_COPY32; break;
+    case 2: sh = KG_VK_COPY16; break;
+    default: return no_case(c);
+    }
+    return kg_vk_dispatch_1d(c, sh, &p, sizeof p, GROUPS(p.n, 256), &src, 1, dst);
 }
 
 bool kg__vk_copy(const kg_opcall *c) { return copy_into(c, c->out, c->in[0]); }
@@ -49,54 +83,74 @@ bool kg__vk_concat(const kg_opcall *c)
     return true;
 }
 
+/* The shaders' DT_* codes are kg_dtype's values (checked in vk.h). */
 bool kg__vk_cast(const kg_opcall *c)
 {
     kg_tensor *x = c->in[0];
-    int64_t n = kg_tensor_numel(x);
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x)},
-                    .u = {x->dtype, c->out->dtype, u32(n)}};
-    return kg_vk_dispatch_1d(c, KG_VK_CAST, &p, GROUPS(n, 256), &x, 1, c->out);
+    cast_push p = {.dst = kg_vk_addr(c->out), .src = kg_vk_addr(x),
+                   .status = kg_vk_status_addr(c->ctx), .from = x->dtype, .to = c->out->dtype,
+                   .n = u32(kg_tensor_numel(x)), .op = c->op};
+    return kg_vk_dispatch_1d(c, KG_VK_CAST, &p, sizeof p, GROUPS(p.n, 256), &x, 1, c->out);
 }
 
 /* ---- elementwise ---------------------------------------------------------------------------- */
 
-static const uint32_t ew_code[KG_OP_COUNT] = {
-    [KG_OP_ADD] = EW_ADD,     [KG_OP_SUB] = EW_SUB,         [KG_OP_MUL] = EW_MUL,
-    [KG_OP_DIV] = EW_DIV,     [KG_OP_EQ] = EW_EQ,           [KG_OP_MASKED_FILL] = EW_MASKED_FILL,
-    [KG_OP_SCALE] = EW_SCALE, [KG_OP_EXP] = EW_EXP,         [KG_OP_LOG] = EW_LOG,
-    [KG_OP_SQRT] = EW_SQRT,   [KG_OP_RSQRT] = EW_RSQRT,     [KG_OP_TANH] = EW_TANH,
-    [KG_OP_SIGMOID] = EW_SIGMOID, [KG_OP_ERF] = EW_ERF,     [KG_OP_RELU] = EW_RELU,
-    [KG_OP_GELU] = EW_GELU,   [KG_OP_SILU] = EW_SILU,       [KG_OP_STEP] = EW_STEP,
-    [KG_OP_DROPOUT] = EW_DROPOUT,
-};
+/* The op's mode in elementwise.comp; 0 when it has none. */
+static uint32_t ew_mode(kg_op op)
+{
+    switch (op) {
+    case KG_OP_ADD: return EW_ADD;
+    case KG_OP_SUB: return EW_SUB;
+    case KG_OP_MUL: return EW_MUL;
+    case KG_OP_DIV: return EW_DIV;
+    case KG_OP_EQ: return EW_EQ;
+    case KG_OP_MASKED_FILL: return EW_MASKED_FILL;
+    case KG_OP_SCALE: return EW_SCALE;
+    case KG_OP_EXP: return EW_EXP;
+    case KG_OP_LOG: return EW_LOG;
+    case KG_OP_SQRT: return EW_SQRT;
+    case KG_OP_RSQRT: return EW_RSQRT;
+    case KG_OP_TANH: return EW_TANH;
+    case KG_OP_SIGMOID: return EW_SIGMOID;
+    case KG_OP_ERF: return EW_ERF;
+    case KG_OP_RELU: return EW_RELU;
+    case KG_OP_GELU: return EW_GELU;
+    case KG_OP_SILU: return EW_SILU;
+    case KG_OP_STEP: return EW_STEP;
+    case KG_OP_DROPOUT: return EW_DROPOUT;
+    default: return 0;
+    }
+}
 
 bool kg__vk_elementwise(const kg_opcall *c)
 {
     kg_tensor *a = c->in[0], *b = c->n_in > 1 ? c->in[1] : c->in[0];
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(a), kg_vk_addr(b)}};
-    p.u[0] = ew_code[c->op];
-    pad4(c->out, true, p.u + 1);
-    pad4(a, false, p.u + 5);
-    pad4(b, false, p.u + 9);
-    int64_t n = kg_tensor_numel(c->out);
-    p.u[13] = u32(n);
-    float s0 = 0.0f, s1 = 0.0f; /* the op's scalars */
-    uint64_t seed = 0;
-    if (c->op == KG_OP_SCALE) {
-        s0 = c->p.affine.scale;
-        s1 = c->p.affine.shift;
-    } else if (c->op == KG_OP_MASKED_FILL) {
-        s0 = c->p.fill.value;
-    } else if (c->op == KG_OP_DROPOUT) {
-        s0 = c->p.dropout.p;
-        seed = c->p.dropout.seed;
+    ew_push p = {.dst = kg_vk_addr(c->out), .a = kg_vk_addr(a), .b = kg_vk_addr(b),
+                 .status = kg_vk_status_addr(c->ctx), .mode = ew_mode(c->op),
+                 .n = u32(kg_tensor_numel(c->out)), .mask_i32 = b->dtype == KG_DTYPE_I32,
+                 .op = c->op};
+    if (!p.mode)
+        return no_case(c);
+    pad4_dims(c->out, p.dim);
+    pad4_strides(a, p.a_stride);
+    pad4_strides(b, p.b_stride);
+    switch (c->op) { /* the op's scalars */
+    case KG_OP_SCALE:
+        p.scale = c->p.affine.scale;
+        p.shift = c->p.affine.shift;
+        break;
+    case KG_OP_MASKED_FILL:
+        p.fill = c->p.fill.value;
+        break;
+    case KG_OP_DROPOUT:
+        p.p = c->p.dropout.p;
+        p.seed = c->p.dropout.seed;
+        break;
+    default: /* the rest have none */
+        break;
     }
-    p.u[14] = kg_vk_fbits(s0);
-    p.u[15] = kg_vk_fbits(s1);
-    p.u[16] = (uint32_t)seed;
-    p.u[17] = (uint32_t)(seed >> 32);
-    p.u[18] = b->dtype == KG_DTYPE_I32;
-    return kg_vk_dispatch_1d(c, KG_VK_ELEMENTWISE, &p, GROUPS(n, 256), c->in, c->n_in, c->out);
+    return kg_vk_dispatch_1d(c, KG_VK_ELEMENTWISE, &p, sizeof p, GROUPS(p.n, 256), c->in,
+                             c->n_in, c->out);
 }
 
 /* ---- reductions --------------------------------------------------------------------------- */
@@ -105,20 +159,29 @@ bool kg__vk_reduce(const kg_opcall *c)
 {
     const kg_tensor *x = c->in[0];
     int a = c->p.reduce.axis;
+    reduce_push p = {.dst = kg_vk_addr(c->out), .x = kg_vk_addr(x),
+                     .status = kg_vk_status_addr(c->ctx), .outer = 1, .n = u32(x->shape[a]),
+                     .inner = 1, .op = c->op};
+    switch (c->op) {
+    case KG_OP_SUM: p.mode = RED_SUM; break;
+    case KG_OP_MAX: p.mode = RED_MAX; break;
+    default: return no_case(c);
+    }
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < a; i++)
         outer *= x->shape[i];
     for (int i = a + 1; i < x->ndim; i++)
         inner *= x->shape[i];
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x)},
-                    .u = {c->op == KG_OP_MAX, u32(outer), u32(x->shape[a]), u32(inner)}};
-    return kg_vk_dispatch_1d(c, KG_VK_REDUCE, &p, GROUPS(outer * inner, 256), c->in, 1, c->out);
+    p.outer = u32(outer);
+    p.inner = u32(inner);
+    return kg_vk_dispatch_1d(c, KG_VK_REDUCE, &p, sizeof p, GROUPS(outer * inner, 256), c->in, 1,
+                             c->out);
 }
 
 /* ---- matmul and the structured ops -------------------------------------------------------- */
 
 /* Strides (elements) of t's two batch dims, aligned to out's and padded to two; 0 broadcasts. */
-static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t *dst)
+static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t dst[2])
 {
     int64_t mat = t->shape[t->ndim - 1] * t->shape[t->ndim - 2];
     int tb = t->ndim - 2, ob = out->ndim - 2;
@@ -129,158 +192,260 @@ static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t *ds
     dst[1] = ob >= 1 ? u32(s1) : 0;
 }
 
-bool kg__vk_matmul(const kg_opcall *c)
+/* o = op(a)·op(b), for the op c (which names errors and timings). */
+static bool matmul_into(const kg_opcall *c, const kg_tensor *o, kg_tensor *a, kg_tensor *b,
+                        bool ta, bool tb)
 {
-    const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
-    bool ta = c->p.matmul.trans_a, tb = c->p.matmul.trans_b;
     int64_t m = o->shape[o->ndim - 2], n = o->shape[o->ndim - 1];
     int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
     int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0;
-    kg_vk_push p = {.addr = {kg_vk_addr(o), kg_vk_addr(a), kg_vk_addr(b)}};
-    p.u[3] = u32(a->shape[a->ndim - 1]);
-    p.u[4] = u32(b->shape[b->ndim - 1]);
-    p.u[5] = ta;
-    p.u[6] = tb;
+    matmul_push p = {.c = kg_vk_addr(o), .a = kg_vk_addr(a), .b = kg_vk_addr(b),
+                     .lda = u32(a->shape[a->ndim - 1]), .ldb = u32(b->shape[b->ndim - 1]),
+                     .trans_a = ta, .trans_b = tb, .batch_outer = 1, .batch_inner = 1};
     if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k) {
         m *= batch; /* a stack of rows times one matrix: one GEMM */
         batch = 1;
     }
-    p.u[0] = u32(m);
-    p.u[1] = u32(n);
-    p.u[2] = u32(k);
-    p.u[7] = o->ndim == 4 && batch > 1 ? u32(o->shape[0]) : 1;
-    p.u[8] = batch > 1 ? u32(o->ndim >= 3 ? o->shape[o->ndim - 3] : 1) : 1;
+    p.M = u32(m);
+    p.N = u32(n);
+    p.K = u32(k);
     if (batch > 1) {
-        batch_strides(a, o, p.u + 9);
-        batch_strides(b, o, p.u + 11);
+        p.batch_outer = o->ndim == 4 ? u32(o->shape[0]) : 1;
+        p.batch_inner = o->ndim >= 3 ? u32(o->shape[o->ndim - 3]) : 1;
+        batch_strides(a, o, p.a_batch_stride);
+        batch_strides(b, o, p.b_batch_stride);
     }
     uint32_t bm, bn;
     kg_vk_matmul_tile(c->ctx, &bm, &bn);
     /* Batches go on the grid's z axis, in chunks of what the device allows there. */
     uint32_t maxz = kg_vk_max_groups(c->ctx, 2);
+    kg_tensor *reads[2] = {a, b};
     for (int64_t b0 = 0; b0 < batch; b0 += maxz) {
         int64_t nb = batch - b0 < maxz ? batch - b0 : maxz;
-        p.u[13] = u32(b0);
-        if (!kg_vk_dispatch(c, KG_VK_MATMUL, &p, (uint32_t)GROUPS(n, bn), (uint32_t)GROUPS(m, bm),
-                            u32(nb), c->in, 2, o))
+        p.batch0 = u32(b0);
+        if (!kg_vk_dispatch(c, KG_VK_MATMUL, &p, sizeof p, (uint32_t)GROUPS(n, bn),
+                            (uint32_t)GROUPS(m, bm), u32(nb), reads, 2, o))
             return false;
     }
     return true;
 }
 
+bool kg__vk_matmul(const kg_opcall *c)
+{
+    return matmul_into(c, c->out, c->in[0], c->in[1], c->p.matmul.trans_a, c->p.matmul.trans_b);
+}
+
 bool kg__vk_kron(const kg_opcall *c)
 {
     const kg_tensor *a = c->in[0], *b = c->in[1];
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(a), kg_vk_addr(b)},
-                    .u = {u32(a->shape[0]), u32(a->shape[1]), u32(b->shape[0]), u32(b->shape[1])}};
-    return kg_vk_dispatch_1d(c, KG_VK_KRON, &p, GROUPS(kg_tensor_numel(c->out), 256), c->in, 2,
-                             c->out);
+    kron_push p = {.dst = kg_vk_addr(c->out), .a = kg_vk_addr(a), .b = kg_vk_addr(b),
+                   .m = u32(a->shape[0]), .n = u32(a->shape[1]), .p = u32(b->shape[0]),
+                   .q = u32(b->shape[1])};
+    return kg_vk_dispatch_1d(c, KG_VK_KRON, &p, sizeof p, GROUPS(kg_tensor_numel(c->out), 256),
+                             c->in, 2, c->out);
+}
+
+/* The unfused path, for shapes whose T1 and T2 do not fit the fused kernel's shared memory: the
+ * three steps of the CPU kernel (kg__cpu_kron_linear) with the matmul kernel, through scratch
+ * T1 (N·dA1, R) and T2 (N·dA2, R). Neither is ΔW: both grow with R, not with d_in·d_out. */
+static bool structured_unfused(const kg_opcall *c, const kron_linear_push *k, kg_tensor *x,
+                               kg_tensor *a, kg_tensor *b1, kg_tensor *b2)
+{
+    int64_t N = k->N, dA1 = k->dA1, dA2 = k->dA2, dB1 = k->dB1, dB2 = k->dB2, R = k->R;
+    const char *fn = c->op == KG_OP_KRON_LINEAR ? "kg_kron_linear" : "kg_lowrank_linear";
+    kg_tensor *t1 = kg__tensor_alloc(c->ctx, fn, KG_DTYPE_F32, 2, (int64_t[]){N * dA1, R}, false);
+    kg_tensor *t2 = a ? kg__tensor_alloc(c->ctx, fn, KG_DTYPE_F32, 2, (int64_t[]){N * dA2, R},
+                                         false) : t1; /* lowrank: A = [1], T2 = T1 */
+    kg_tensor xs = reshaped(x, 2, (int64_t[]){N * dA1, dB1});
+    kg_tensor ys = reshaped(c->out, 2, (int64_t[]){N * dA2, dB2});
+    bool ok = t1 && t2 && matmul_into(c, t1, &xs, b2, false, true); /* T1 = X·B2ᵀ */
+    if (ok && a) {                                                   /* T2[n] = A·T1[n] */
+        kg_tensor t1s = reshaped(t1, 3, (int64_t[]){N, dA1, R});
+        kg_tensor t2s = reshaped(t2, 3, (int64_t[]){N, dA2, R});
+        ok = matmul_into(c, &t2s, a, &t1s, false, false);
+    }
+    ok = ok && matmul_into(c, &ys, t2, b1, false, true);             /* Y = T2·B1ᵀ */
+    if (t2 != t1)
+        kg_tensor_free(t2); /* released once the queued work is done */
+    kg_tensor_free(t1);
+    return ok;
 }
 
 /* lowrank_linear (x, B1, B2) is kron_linear with A = [1]: one fused kernel for both. */
 bool kg__vk_structured_linear(const kg_opcall *c)
 {
-    bool kron = c->op == KG_OP_KRON_LINEAR;
-    const kg_tensor *x = c->in[0], *a = kron ? c->in[1] : NULL;
-    const kg_tensor *b1 = c->in[kron ? 2 : 1], *b2 = c->in[kron ? 3 : 2];
-    int64_t da2 = a ? a->shape[0] : 1, da1 = a ? a->shape[1] : 1, r = b1->shape[1];
-    int64_t din = x->shape[x->ndim - 1], n = din ? kg_tensor_numel(x) / din : 0;
-    if ((da1 + da2) * r > 2048)
-        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: (dA1 + dA2)·R = %lld; the Vulkan kernel "
-                        "holds at most 2048 in shared memory", kg_op_table[c->op].name,
-                        (long long)((da1 + da2) * r));
-    uint64_t b2addr = kg_vk_addr(b2);
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x), a ? kg_vk_addr(a) : 0,
-                             kg_vk_addr(b1)},
-                    .u = {u32(n), u32(da1), u32(da2), u32(b2->shape[1]), u32(b1->shape[0]),
-                          u32(r), (uint32_t)b2addr, (uint32_t)(b2addr >> 32)}};
-    return kg_vk_dispatch_1d(c, KG_VK_KRON_LINEAR, &p, (uint64_t)n, c->in, c->n_in, c->out);
+    kg_tensor *x = c->in[0], *a, *b1, *b2;
+    switch (c->op) {
+    case KG_OP_KRON_LINEAR: a = c->in[1], b1 = c->in[2], b2 = c->in[3]; break;
+    case KG_OP_LOWRANK_LINEAR: a = NULL, b1 = c->in[1], b2 = c->in[2]; break;
+    default: return no_case(c);
+    }
+    int64_t din = x->shape[x->ndim - 1];
+    kron_linear_push p = {.y = kg_vk_addr(c->out), .x = kg_vk_addr(x), .a = a ? kg_vk_addr(a) : 0,
+                          .b1 = kg_vk_addr(b1), .b2 = kg_vk_addr(b2),
+                          .N = u32(din ? kg_tensor_numel(x) / din : 0),
+                          .dA1 = a ? u32(a->shape[1]) : 1, .dA2 = a ? u32(a->shape[0]) : 1,
+                          .dB1 = u32(b2->shape[1]), .dB2 = u32(b1->shape[0]),
+                          .R = u32(b1->shape[1])};
+    if (((int64_t)p.dA1 + p.dA2) * p.R > KL_SHARED_FLOATS)
+        return structured_unfused(c, &p, x, a, b1, b2);
+    return kg_vk_dispatch_1d(c, KG_VK_KRON_LINEAR, &p, sizeof p, p.N, c->in, c->n_in, c->out);
 }
 
 /* ---- row-wise ops --------------------------------------------------------------------------- */
 
+/* Cross entropy: per-row losses and valid flags into scratch (rows losses, rows flags), then
+ * their mean over the valid rows. */
+static bool cross_entropy(const kg_opcall *c, rows_push *p)
+{
+    kg_tensor *part = kg__tensor_alloc(c->ctx, "kg_cross_entropy", KG_DTYPE_F32, 1,
+                                       (int64_t[]){2 * (int64_t)p->rows + 1}, false);
+    if (!part)
+        return false;
+    p->mode = ROW_CROSS_ENTROPY;
+    p->dst = kg_vk_addr(part);
+    p->targets = kg_vk_addr(c->in[1]);
+    p->ignore_index = c->p.classes.ignore_index;
+    rows_push mean = {.dst = kg_vk_addr(c->out), .x = kg_vk_addr(part),
+                      .status = p->status, .mode = ROW_CE_MEAN, .rows = p->rows, .op = c->op};
+    bool ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, p, sizeof *p, p->rows, c->in, 2, part) &&
+              kg_vk_dispatch(c, KG_VK_ROWS, &mean, sizeof mean, 1, 1, 1, &part, 1, c->out);
+    kg_tensor_free(part); /* released once the queued work is done */
+    return ok;
+}
+
 bool kg__vk_rows(const kg_opcall *c)
 {
     const kg_tensor *x = c->in[0];
-    int64_t C = x->shape[x->ndim - 1], rows = C ? kg_tensor_numel(x) / C : 0;
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x)}};
-    p.u[1] = u32(rows);
-    p.u[2] = u32(C);
-    p.u[7] = c->op;
+    int64_t C = x->shape[x->ndim - 1];
+    rows_push p = {.dst = kg_vk_addr(c->out), .x = kg_vk_addr(x),
+                   .status = kg_vk_status_addr(c->ctx), .rows = u32(C ? kg_tensor_numel(x) / C : 0),
+                   .C = u32(C), .op = c->op};
     switch (c->op) {
-    case KG_OP_SOFTMAX: p.u[0] = ROW_SOFTMAX; break;
-    case KG_OP_LOG_SOFTMAX: p.u[0] = ROW_LOG_SOFTMAX; break;
+    case KG_OP_SOFTMAX: p.mode = ROW_SOFTMAX; break;
+    case KG_OP_LOG_SOFTMAX: p.mode = ROW_LOG_SOFTMAX; break;
     case KG_OP_LAYER_NORM:
     case KG_OP_RMS_NORM:
-        p.u[0] = c->op == KG_OP_RMS_NORM ? ROW_RMS_NORM : ROW_LAYER_NORM;
-        p.u[3] = kg_vk_fbits(c->p.norm.eps);
-        p.u[4] = c->p.norm.has_weight;
-        p.u[5] = c->p.norm.has_bias;
+        p.mode = ROW_NORM;
+        p.rms = c->op == KG_OP_RMS_NORM;
+        p.eps = c->p.norm.eps;
         if (c->p.norm.has_weight)
-            p.addr[2] = kg_vk_addr(c->in[1]);
+            p.weight = kg_vk_addr(c->in[1]);
         if (c->p.norm.has_bias)
-            p.addr[3] = kg_vk_addr(c->in[1 + c->p.norm.has_weight]);
+            p.bias = kg_vk_addr(c->in[1 + c->p.norm.has_weight]);
         break;
-    default: { /* cross entropy: per-row losses and flags into scratch, then their mean */
-        kg_tensor *part = kg__tensor_alloc(c->ctx, "kg_cross_entropy", KG_DTYPE_F32, 1, (int64_t[]){2 * rows + 1},
-                                           false);
-        if (!part)
-            return false;
-        p.u[0] = ROW_CROSS_ENTROPY;
-        p.u[6] = (uint32_t)c->p.classes.ignore_index;
-        p.addr[0] = kg_vk_addr(part);
-        p.addr[2] = kg_vk_addr(c->in[1]);
-        p.addr[3] = kg_vk_status_addr(c->ctx);
-        kg_vk_push q = {.addr = {kg_vk_addr(c->out), kg_vk_addr(part)},
-                        .u = {100 /* ROW_CE_MEAN */, u32(rows)}};
-        bool ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, (uint64_t)rows, c->in, 2, part) &&
-                  kg_vk_dispatch(c, KG_VK_ROWS, &q, 1, 1, 1, &part, 1, c->out);
-        kg_tensor_free(part); /* released once the queued work is done */
-        return ok;
+    case KG_OP_NORM_STATS:
+        p.mode = ROW_NORM_STATS;
+        p.rms = c->p.norm.rms;
+        p.eps = c->p.norm.eps;
+        break;
+    case KG_OP_CROSS_ENTROPY:
+        return cross_entropy(c, &p);
+    default:
+        return no_case(c);
     }
+    return kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, p.rows, c->in, c->n_in, c->out);
+}
+
+/* ---- rope ----------------------------------------------------------------------------------- */
+
+/* rope's cos and sin as (T, D/2, 2) for positions pos0 .. pos0 + T - 1, made on the host the way
+ * the CPU kernel (rope_rows in ops/nn.c) and HF make them: inv_freq = 1/θ^(2i/D) and the angle
+ * pos·inv_freq in f32, then libm's cosf and sinf, whose range reduction keeps the digits that
+ * GPU sin/cos lose on angles in the thousands of radians. The last table is kept: every layer's
+ * forward and backward of a step asks for the same one. */
+static const vk_alloc *rope_table(const kg_opcall *c, int64_t T, int64_t D)
+{
+    vk_state *s = c->ctx->be_state;
+    struct rope_table *rt = &s->rope;
+    float theta = c->p.rope.theta;
+    int64_t pos0 = c->p.rope.pos0;
+    if (rt->mem && rt->pos0 == pos0 && rt->T == T && rt->D == D && rt->theta == theta)
+        return rt->mem;
+    size_t bytes = sizeof(float) * (size_t)(T * D);
+    float *host = kg__malloc(bytes);
+    if (!host) {
+        kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_rope: out of host memory for a %zu-byte table",
+                     bytes);
+        return NULL;
     }
-    return kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, (uint64_t)rows, c->in, c->n_in, c->out);
+    for (int64_t t = 0; t < T; t++) {
+        float pos = (float)(pos0 + t);
+        for (int64_t i = 0; i < D / 2; i++) {
+            float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)D), ang = pos * inv_freq;
+            host[2 * (t * (D / 2) + i)] = cosf(ang);
+            host[2 * (t * (D / 2) + i) + 1] = sinf(ang);
+        }
+    }
+    vk_alloc *mem = kg__vk_mem_alloc(s, bytes, false, POOL_INTERNAL);
+    if (!mem && s->recording && kg__vk_flush(s)) /* memory may be waiting on queued work */
+        mem = kg__vk_mem_alloc(s, bytes, false, POOL_INTERNAL);
+    if (!mem)
+        kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_rope: out of vulkan memory for a %zu-byte table",
+                     bytes);
+    bool ok = mem && c->ctx->be->upload(s, mem, 0, host, bytes); /* a failure sets the error */
+    free(host);
+    if (!ok) {
+        if (mem)
+            c->ctx->be->release(s, mem, bytes);
+        return NULL;
+    }
+    if (rt->mem) /* queued work may still read the old table: it goes after the flush */
+        c->ctx->be->release(s, rt->mem, bytes);
+    *rt = (struct rope_table){mem, pos0, T, D, theta};
+    return mem;
 }
 
 bool kg__vk_rope(const kg_opcall *c)
 {
     const kg_tensor *x = c->in[0];
-    int64_t D = x->shape[x->ndim - 1], rows = D ? kg_tensor_numel(x) / D : 0;
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), kg_vk_addr(x)},
-                    .u = {u32(rows), u32(x->shape[x->ndim - 2]), u32(D), u32(c->p.rope.pos0),
-                          kg_vk_fbits(c->p.rope.theta), c->p.rope.inverse}};
-    return kg_vk_dispatch_1d(c, KG_VK_ROPE, &p, GROUPS(rows * (D / 2), 256), c->in, 1, c->out);
+    int64_t D = x->shape[x->ndim - 1], T = x->shape[x->ndim - 2];
+    const vk_alloc *table = rope_table(c, T, D);
+    if (!table)
+        return false;
+    rope_push p = {.dst = kg_vk_addr(c->out), .x = kg_vk_addr(x),
+                   .table = table->block->addr + table->offset,
+                   .rows = u32(D ? kg_tensor_numel(x) / D : 0), .T = u32(T), .D = u32(D),
+                   .inverse = c->p.rope.inverse};
+    return kg_vk_dispatch_1d(c, KG_VK_ROPE, &p, sizeof p, GROUPS((uint64_t)p.rows * (D / 2), 256),
+                             c->in, 1, c->out);
 }
 
 /* ---- indexed ops ---------------------------------------------------------------------------- */
 
 bool kg__vk_gather(const kg_opcall *c)
 {
-    kg_vk_push p = {.addr = {kg_vk_addr(c->out), 0, 0, kg_vk_status_addr(c->ctx)}};
-    p.u[5] = c->op;
+    gather_push p = {.dst = kg_vk_addr(c->out), .status = kg_vk_status_addr(c->ctx), .op = c->op};
     uint64_t groups;
-    kg_tensor *ids;
-    if (c->op == KG_OP_ONE_HOT) {
-        ids = c->in[0];
-        int64_t n = kg_tensor_numel(ids), V = c->p.classes.classes;
-        p.addr[1] = kg_vk_addr(ids); /* unused; any valid address */
-        p.u[0] = GA_ONE_HOT;
-        p.u[1] = u32(n);
-        p.u[2] = u32(V);
-        p.u[4] = (uint32_t)c->p.classes.ignore_index;
-        groups = GROUPS(n * V, 256);
-    } else {
-        kg_tensor *src = c->in[0];
-        ids = c->in[1];
-        int64_t n = kg_tensor_numel(ids), C = src->shape[src->ndim - 1];
-        bool scatter = c->op == KG_OP_SCATTER_ADD_ROWS;
-        p.addr[1] = kg_vk_addr(src);
-        p.u[0] = scatter ? GA_SCATTER_ADD_ROWS : GA_EMBEDDING;
-        p.u[1] = u32(n);
-        p.u[2] = u32(C);
-        p.u[3] = u32(scatter ? c->out->shape[0] : src->shape[0]);
-        groups = scatter ? GROUPS(C, 256) : GROUPS(n * C, 256);
+    switch (c->op) {
+    case KG_OP_ONE_HOT:
+        p.mode = GA_ONE_HOT;
+        p.ids = kg_vk_addr(c->in[0]);
+        p.n = u32(kg_tensor_numel(c->in[0]));
+        p.C = u32(c->p.classes.classes);
+        p.ignore_index = c->p.classes.ignore_index;
+        groups = GROUPS((uint64_t)p.n * p.C, 256);
+        break;
+    case KG_OP_EMBEDDING: /* table (V, C), ids */
+        p.mode = GA_EMBEDDING;
+        p.src = kg_vk_addr(c->in[0]);
+        p.ids = kg_vk_addr(c->in[1]);
+        p.n = u32(kg_tensor_numel(c->in[1]));
+        p.C = u32(c->in[0]->shape[1]);
+        p.limit = u32(c->in[0]->shape[0]);
+        groups = GROUPS((uint64_t)p.n * p.C, 256);
+        break;
+    case KG_OP_SCATTER_ADD_ROWS: /* src (..., C), ids → out (rows, C); one invocation a column */
+        p.mode = GA_SCATTER_ADD_ROWS;
+        p.src = kg_vk_addr(c->in[0]);
+        p.ids = kg_vk_addr(c->in[1]);
+        p.n = u32(kg_tensor_numel(c->in[1]));
+        p.C = u32(c->out->shape[1]);
+        p.limit = u32(c->out->shape[0]);
+        groups = GROUPS(p.C, 256);
+        break;
+    default:
+        return no_case(c);
     }
-    p.addr[2] = kg_vk_addr(ids);
-    return kg_vk_dispatch_1d(c, KG_VK_GATHER, &p, groups, c->in, c->n_in, c->out);
+    return kg_vk_dispatch_1d(c, KG_VK_GATHER, &p, sizeof p, groups, c->in, c->n_in, c->out);
 }

@@ -70,10 +70,11 @@ typedef struct vk_alloc {
     int pool;
 } vk_alloc;
 
-/* Two pools of blocks: one for what outlives steps (parameters, gradients, optimizer state),
- * one for a step's activations, so a step's allocations and frees never fragment the memory
- * that parameters sit in. */
-enum { POOL_STEP, POOL_PERSISTENT, POOL_COUNT };
+/* Pools of blocks: one for what outlives steps (parameters, gradients, optimizer state), one
+ * for a step's activations, so a step's allocations and frees never fragment the memory that
+ * parameters sit in; and one for the backend's own tables (rope's cos/sin), which kg_memory
+ * does not count since they are no tensor. */
+enum { POOL_STEP, POOL_PERSISTENT, POOL_INTERNAL, POOL_COUNT };
 
 typedef struct vk_state {
     kg_ctx *ctx;
@@ -140,7 +141,8 @@ const char *kg__vk_type_name(VkPhysicalDeviceType t);
 bool kg__vk_pick_device(vk_state *s);
 bool kg__vk_make_device(vk_state *s);
 
-/* memory.c: blocks sub-allocated to tensors. staging: a host-visible buffer of its own. */
+/* memory.c: blocks sub-allocated to tensors (at least ALIGN bytes each, even for 0). staging: a
+ * host-visible buffer of its own. */
 int kg__vk_memory_type(VkPhysicalDevice phys, uint32_t bits, VkMemoryPropertyFlags want);
 vk_alloc *kg__vk_mem_alloc(vk_state *s, size_t bytes, bool staging, int pool);
 void kg__vk_mem_release(vk_state *s, vk_alloc *a, bool staging);
