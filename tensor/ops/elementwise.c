@@ -2,6 +2,7 @@
  * masked fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
  * CPU loops read strided and broadcast (stride 0) inputs directly, so no copies are made.
  */
+#include "ops.h"
 #include "../cpu/cpu.h"
 
 #include <math.h>

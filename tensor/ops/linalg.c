@@ -3,6 +3,7 @@
  * (x·(A ⊗ B1·B2)ᵀ). The last two never form their d_out × d_in matrix, forward or backward
  * (REFERENCE.md §1.4 derives the contractions).
  */
+#include "ops.h"
 #include "../cpu/cpu.h"
 
 

@@ -2,6 +2,7 @@
  * layer norm, RMS norm, rotary embedding, cross entropy, one-hot and concat. Kernels work on rows
  * of the last axis (C), which the dispatcher has made contiguous.
  */
+#include "ops.h"
 #include "../cpu/cpu.h"
 
 #include <math.h>

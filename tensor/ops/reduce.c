@@ -1,6 +1,7 @@
 /* reduce.c — sum and max over one axis (mean is a scaled sum). Parameters: p.reduce.
  * The input is seen as (outer, n, inner) around the reduced axis.
  */
+#include "ops.h"
 #include "../cpu/cpu.h"
 
 #include <math.h>

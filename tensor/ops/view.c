@@ -1,6 +1,7 @@
 /* view.c — views (reshape, permute/transpose, slice, expand) that share their input's storage,
  * and the two copies: contiguous (any strides to row-major) and cast (change of dtype).
  */
+#include "ops.h"
 #include "../cpu/cpu.h"
 
 #include <stdio.h>
