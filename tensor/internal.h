@@ -9,7 +9,7 @@
 #include <assert.h>
 #include <stdarg.h>
 
-/* Broken internal invariants, never reachable from public input (see STYLE.md). */
+/* Broken internal invariants, never reachable from public input (docs/errors.md). */
 #define KG_ASSERT(cond) assert(cond)
 
 /* Host memory (alloc.c): malloc and friends, except that a test can make the n-th call from now

@@ -1,7 +1,7 @@
 /* linalg.c — batched matmul and the structured ops that make Kron-LoRA cheap: kron (the
  * materialized Kronecker product), lowrank_linear (x·(B1·B2)ᵀ) and kron_linear
  * (x·(A ⊗ B1·B2)ᵀ). The last two never form their d_out × d_in matrix, forward or backward
- * (REFERENCE.md §1.4 derives the contractions).
+ * (docs/kron-lora.md derives the contractions).
  */
 #include "ops.h"
 #include "../cpu/cpu.h"
@@ -321,7 +321,7 @@ bool kg__cpu_kron_linear(const kg_opcall *c)
 
 void kg__backward_kron_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
-    /* With G = dL/dY per token (REFERENCE.md §1.4): U = G·B1, dB1 = Σ Gᵀ·T2, dA = Σ U·T1ᵀ,
+    /* With G = dL/dY per token (docs/kron-lora.md): U = G·B1, dB1 = Σ Gᵀ·T2, dA = Σ U·T1ᵀ,
      * V = Aᵀ·U, dB2 = Σ Vᵀ·X, dX = V·B2. Every operand is at most (N·dA, max(R, dB)). */
     kg_tensor *x = nd->in[0], *a = nd->in[1], *b1 = nd->in[2], *b2 = nd->in[3];
     int64_t da2 = a->shape[0], da1 = a->shape[1], db2 = b1->shape[0], r = b1->shape[1];

@@ -284,7 +284,8 @@ void kg__backward_norm(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
     /* x̂ = (x - μ)·r with r = 1/√(var + eps) (μ = 0 for RMS norm), y = x̂·w + b:
      * dx = r·(g·w - mean(g·w) - x̂·mean(g·w·x̂)), the mean(g·w) term only for layer norm;
      * dw = Σ g·x̂, db = Σ g over all rows. μ and r are the forward's (norm_stats): recomputing
-     * them in f32 here would lose digits on rows whose mean is large against their spread. */
+     * them in f32 here would lose digits on rows whose mean is large against their spread
+     * (docs/norms.md). */
     kg_tensor *x = nd->in[0];
     bool rms = nd->op == KG_OP_RMS_NORM, has_w = nd->p.norm.has_weight, has_b = nd->p.norm.has_bias;
     kg_opparams sp = {.norm = {.rms = rms, .eps = nd->p.norm.eps}};
