@@ -2,9 +2,9 @@
  * time; without one a portable packed, register-blocked kernel runs on the thread pool.
  *
  * Why dlopen and not link: Debian's OpenBLAS picks its kernels when it loads, and it misdetects
- * many current CPUs as "Prescott" (SSE3),  running ~5x below what it can (README, "Dependencies, and why").
- * OPENBLAS_CORETYPE must be set before the library loads, which a linked library cannot
- * arrange; loading it ourselves can. It also keeps the BLAS optional: KG_BLAS=none turns it off.
+ * many current CPUs as "Prescott" (SSE3), running ~5x below what it can (README, "Dependencies,
+ * and why"). OPENBLAS_CORETYPE must be set before the library loads, which a linked library
+ * cannot arrange; loading it ourselves can. It also keeps the BLAS optional: KG_BLAS=none turns it off.
  */
 #include "cpu.h"
 
