@@ -12,9 +12,9 @@ void kg_set_requires_grad(kg_tensor *t, bool on)
 {
     if (!t || t->ctx->status)
         return;
-    if (on && t->dtype != KG_DTYPE_F32) {
-        kg_set_error(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; only f32 tensors can have "
-                 "gradients", KG_DESC(t));
+    if (on && t->dtype == KG_DTYPE_I32) {
+        kg_set_error(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; integer tensors have no "
+                     "gradient (expected f32, f16 or bf16)", KG_DESC(t));
         return;
     }
     t->requires_grad = on;

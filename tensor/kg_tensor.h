@@ -167,7 +167,7 @@ double kg_item(const kg_tensor *t);
 
 /* ---- Autograd ----------------------------------------------------------------------------- */
 
-/* Mark a leaf (a parameter) as needing a gradient. Only f32 tensors can. */
+/* Mark a leaf (a parameter) as needing a gradient: f32, f16 or bf16 (the gradient is f32). */
 void kg_set_requires_grad(kg_tensor *t, bool on);
 bool kg_requires_grad(const kg_tensor *t);
 /* The gradient accumulated into a leaf, owned by the leaf (NULL before any backward). */

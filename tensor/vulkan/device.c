@@ -19,12 +19,23 @@ bool kg__vk_ok(vk_state *s, VkResult r, const char *what)
 
 /* ---- Validation messages ------------------------------------------------------------------ */
 
+bool kg__vk_counts_as_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                 const VkDebugUtilsMessengerCallbackDataEXT *data)
+{
+    if (!(severity & (VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                      VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT)))
+        return false;
+    return !(data && data->pMessageIdName && strcmp(data->pMessageIdName, "Loader Message") == 0);
+}
+
 static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(
     VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT type,
     const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
 {
+    (void)type;
     vk_state *s = user;
-    fprintf(stderr, "DBG sev=%x type=%x id=%s num=%d msg=%s\n", severity, type, data->pMessageIdName, data->messageIdNumber, data->pMessage);
+    if (!kg__vk_counts_as_validation(severity, data))
+        return VK_FALSE;
     if (s->validation_count++ == 0)
         snprintf(s->validation_first, sizeof s->validation_first, "%s",
                  data && data->pMessage ? data->pMessage : "(no message)");
@@ -63,11 +74,22 @@ static bool layer_available(const char *name)
 
 static const char *const validation_layer = "VK_LAYER_KHRONOS_validation";
 
-/* KG_VALIDATION=1 turns the Khronos validation layer on (the tests do). */
+/* Whether the loader enables the validation layer itself: VK_INSTANCE_LAYERS names it, or
+ * VK_LOADER_LAYERS_ENABLE matches it (a comma-separated list of names or globs such as
+ * *validation). */
+static bool loader_enables_validation(void)
+{
+    const char *layers = getenv("VK_INSTANCE_LAYERS"), *enable = getenv("VK_LOADER_LAYERS_ENABLE");
+    return (layers && strstr(layers, validation_layer)) || (enable && strstr(enable, "validation"));
+}
+
+/* KG_VALIDATION=1 turns the Khronos validation layer on (the tests do); when the loader enables
+ * it through its own variables, its messages are listened to as well. */
 VkResult kg__vk_make_instance(vk_state *s, VkInstance *out)
 {
     const char *env = getenv("KG_VALIDATION");
-    bool validate = s && env && strcmp(env, "1") == 0 && layer_available(validation_layer);
+    bool asked = (env && strcmp(env, "1") == 0) || loader_enables_validation();
+    bool validate = s && asked && layer_available(validation_layer);
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                              .pApplicationName = "krongrad", .pEngineName = "krongrad",
                              .apiVersion = VK_API_VERSION_1_2};

@@ -189,9 +189,16 @@ bool kg__vk_concat(const kg_opcall *c);
 
 /* Compute barriers recorded so far (tests check that independent dispatches get none). */
 size_t kg__vk_barrier_count(const kg_ctx *ctx);
-/* Whether the Khronos validation layer watches this context (KG_VALIDATION=1 and installed). */
+/* Whether the Khronos validation layer watches this context (KG_VALIDATION=1, or the loader's
+ * VK_INSTANCE_LAYERS / VK_LOADER_LAYERS_ENABLE naming it, and installed). */
 bool kg__vk_validating(const kg_ctx *ctx);
 /* Validation messages seen by this context's instance (tests fail on any). */
 size_t kg__vk_validation_count(const kg_ctx *ctx, const char **first);
+/* Whether a debug-utils message is one of those: a warning or error of the validation layer.
+ * The loader reports through the same messenger (under the id name "Loader Message", e.g. "env
+ * var 'VK_INSTANCE_LAYERS' defined and adding layers" when the layer is enabled that way); its
+ * messages, and anything below a warning, are information. */
+bool kg__vk_counts_as_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                 const VkDebugUtilsMessengerCallbackDataEXT *data);
 
 #endif
