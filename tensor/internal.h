@@ -72,6 +72,9 @@ typedef enum kg_op {
     KG_OP_CROSS_ENTROPY,
     KG_OP_ONE_HOT,
     KG_OP_CONCAT,
+    /* optimizer updates (in place) */
+    KG_OP_ADAMW,
+    KG_OP_SGD,
     KG_OP_COUNT
 } kg_op;
 
@@ -91,6 +94,8 @@ typedef union kg_opparams {
     struct { int64_t pos0; bool inverse; float theta; } rope;
     struct { int64_t classes; int32_t ignore_index; } classes; /* one_hot, cross_entropy */
     struct { int axis, user_axis; } concat;
+    kg_adamw adamw;
+    kg_sgd sgd;
 } kg_opparams;
 
 /* The shape, dtype and rank a shape rule gives the output; a view op's rule also gives the
@@ -126,6 +131,8 @@ typedef void (*kg_backward_fn)(const kg_node *n, kg_tensor *gout, kg_tensor **gi
 enum {
     KG_OPF_VIEW = 1,    /* output shares the input's storage; no kernel runs */
     KG_OPF_STRIDED = 2, /* the CPU kernel reads strided (broadcast, transposed) inputs itself */
+    KG_OPF_INPLACE = 4, /* updates its inputs in place (optimizers): no output is made, the op
+                           returns its first input, and nothing is recorded on the tape */
 };
 
 typedef struct kg_op_info {

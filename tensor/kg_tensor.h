@@ -283,6 +283,30 @@ kg_tensor *kg_concat(kg_tensor *const *ts, int n, int axis);
 
 #define KG_MAX_INPUTS 8
 
+/* ---- Optimizer updates: fused, in place, off the tape -------------------------------------- */
+
+/* AdamW (decoupled weight decay, as torch.optim.AdamW), one step on one parameter:
+ *   p ← p·(1 − lr·weight_decay)
+ *   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
+ *   p ← p − lr · (m / (1 − β1^step)) / (√(v / (1 − β2^step)) + eps)
+ * param, grad, m and v are f32 tensors of one shape; m and v start as zeros (made by the caller,
+ * outside any scope or kept). step counts from 1. Returns false with the context's error set. */
+typedef struct kg_adamw {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step;
+} kg_adamw;
+bool kg_adamw_update(kg_tensor *param, kg_tensor *grad, kg_tensor *m, kg_tensor *v,
+                     const kg_adamw *cfg);
+
+/* SGD with momentum and (coupled) weight decay, as torch.optim.SGD with dampening 0:
+ *   g ← g + weight_decay·p;   buf ← g on the first step, else momentum·buf + g;   p ← p − lr·buf
+ * buf may be NULL when momentum is 0. first: whether this is buf's first step. */
+typedef struct kg_sgd {
+    float lr, momentum, weight_decay;
+    bool first;
+} kg_sgd;
+bool kg_sgd_update(kg_tensor *param, kg_tensor *grad, kg_tensor *buf, const kg_sgd *cfg);
+
 #ifdef __cplusplus
 }
 #endif

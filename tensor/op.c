@@ -69,7 +69,9 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     char fn[48]; /* the public function's name, for the messages of what follows */
     snprintf(fn, sizeof fn, "kg_%s", info->name);
 
-    if (info->flags & KG_OPF_VIEW) {
+    if (info->flags & KG_OPF_INPLACE) {
+        c.out = c.in[0];
+    } else if (info->flags & KG_OPF_VIEW) {
         c.out = kg__tensor_view(c.in[0], fn, s.ndim, s.dim, s.stride, s.offset);
         if (!c.out)
             return NULL;
@@ -91,7 +93,8 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         if (!ok) {
             kg_set_error(c.ctx, KG_ERR_DEVICE, "kg_%s: the %s backend failed to run it", info->name,
                      c.ctx->be->name);
-            kg_tensor_free(c.out);
+            if (!(info->flags & KG_OPF_INPLACE))
+                kg_tensor_free(c.out);
             return NULL;
         }
     }

@@ -77,4 +77,9 @@ bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s);
 bool kg__cpu_one_hot(const kg_opcall *c);
 KG_OP_FUNCS(concat)
 
+/* optim.c */
+bool kg__shape_optim(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_adamw(const kg_opcall *c);
+bool kg__cpu_sgd(const kg_opcall *c);
+
 #endif
