@@ -248,6 +248,20 @@ static kg_tensor *f_cast_view(kg_tensor **x, void *a)
     return kg_cast(kg_contiguous(kg_transpose(kg_cast(x[0], KG_DTYPE_F16), 0, 1)), KG_DTYPE_F32);
 }
 
+/* An optimizer step on fresh copies of x[0] (param) with x[1] as gradient and x[2] as the state
+ * (m; v = m²), returning param, then (appended along a new leading view) the updated state. */
+static kg_tensor *f_optim(kg_tensor **x, void *a)
+{
+    bool adamw = *(const bool *)a;
+    kg_tensor *p = kg_scale(x[0], 1.0f), *m = kg_scale(x[2], 0.1f);
+    kg_tensor *v = kg_mul(m, m);
+    bool ok = adamw ? kg_adamw_update(p, x[1], m, v, &(kg_adamw){.lr = 0.05f, .beta1 = 0.9f,
+                                      .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f, .step = 3})
+                    : kg_sgd_update(p, x[1], m, &(kg_sgd){.lr = 0.1f, .momentum = 0.9f,
+                                    .weight_decay = 0.01f});
+    return ok ? kg_concat((kg_tensor *[]){p, m, v}, 3, 0) : NULL;
+}
+
 /* Ops without gradients, and copies: forward only. */
 static void cases_forward_only(check_fn check)
 {
@@ -270,6 +284,10 @@ static void cases_forward_only(check_fn check)
     gc_input wide[] = {{.dtype = KG_DTYPE_F32, .ndim = 1, .shape = {64}, .lo = -12, .hi = 12}};
     check("cast f16 overflow", f_cast_scaled16, &big, 1, wide, 148);
     check("cast f16 subnormal", f_cast_scaled16, &tiny, 1, wide, 149);
+    static const bool adamw = true, sgd = false;
+    gc_input o[] = {CONST(2, 3, 5), CONST(2, 3, 5), CONST(2, 3, 5)};
+    check("adamw", f_optim, (void *)&adamw, 3, o, 150);
+    check("sgd", f_optim, (void *)&sgd, 3, o, 151);
 }
 
 #endif
