@@ -7,5 +7,8 @@
 #define KRONGRAD_VERSION "0.1.0"
 
 #include "tensor/kg_tensor.h"
+#include "nn/kg_nn.h"
+#include "models/kg_models.h"
+#include "train/kg_tasks.h"
 
 #endif

@@ -61,5 +61,8 @@ int kg_cli_fail(const char *cmd, kg_ctx *ctx);
 
 /* The command table (main.c) and the commands, one file each under cli/. */
 extern const kg_command kg_cmd_info;
+extern const kg_command kg_cmd_tokenize;
+extern const kg_command kg_cmd_generate;
+extern const kg_command kg_cmd_embed;
 
 #endif

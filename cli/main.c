@@ -9,6 +9,9 @@
 
 static const kg_command *const commands[] = {
     &kg_cmd_info,
+    &kg_cmd_tokenize,
+    &kg_cmd_generate,
+    &kg_cmd_embed,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

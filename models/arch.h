@@ -1,0 +1,45 @@
+/* arch.h — what model.c shares with the architecture files bert.c and mistral.c (not a public
+ * header): the loader that reads a checkpoint's tensors into a model's parameters, checking
+ * each shape against the config, and each family's load and forward functions.
+ */
+#ifndef KG_MODELS_ARCH_H
+#define KG_MODELS_ARCH_H
+
+#include "models/kg_models.h"
+
+/* A model being loaded from an opened checkpoint. */
+typedef struct kg_loader {
+    kg_model *m;
+    kg_weights *w;
+    const char *config_path; /* where the expected shapes came from, for errors */
+    const char *prefix;      /* "distilbert.", "bert.", "model." or "" (a base-model file) */
+    int cap;                 /* room in m->params */
+} kg_loader;
+
+/* The prefix of the base model's tensors in this checkpoint: base when probe (a tensor name
+ * without the prefix) exists under it, else "". */
+const char *kg__base_prefix(const kg_weights *w, const char *base, const char *probe);
+
+/* Load the tensor named by fmt as an f32 parameter of shape (d0) when d1 is 0, else (d0, d1);
+ * keep it and add it to the model's parameter list. A missing tensor or a shape other than the
+ * config's is an error naming the file and the tensor; NULL then. */
+kg_tensor *kg__param(kg_loader *ld, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The same, but an absent tensor gives NULL without an error (optional parts: BERT's pooler). */
+kg_tensor *kg__param_optional(kg_loader *ld, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A dense linear layer "<name>.weight" (out, in) and, when bias, "<name>.bias" (out). */
+kg_linear kg__linear(kg_loader *ld, const char *name, int64_t out, int64_t in, bool bias);
+
+/* Per family: load the parameters into ld->m; the last hidden states of ids (N, T) with keep
+ * (N, S) or NULL; the head's scores (N, labels) from hidden states. */
+bool kg__bert_load(kg_loader *ld);
+kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
+                           kg_tensor *types);
+kg_tensor *kg__bert_head(const kg_model *m, kg_tensor *hidden);
+
+bool kg__decoder_load(kg_loader *ld);
+kg_tensor *kg__decoder_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
+                              kg_kv_cache *cache);
+
+#endif

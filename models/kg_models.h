@@ -1,0 +1,161 @@
+/* kg_models.h — the architectures krongrad runs, loaded from what users already have (a Hugging
+ * Face directory or a llama.cpp GGUF file): DistilBERT and BERT (post-LN encoders with
+ * multiple-choice and sequence-classification heads) and Mistral and Llama (pre-RMSNorm
+ * decoders with GQA, RoPE, a sliding window, SwiGLU and a KV cache); their forward pass, the
+ * embeddings `krongrad embed` prints and the generation loop of `krongrad generate`.
+ *
+ * Errors go to the context (kg_ctx_status / kg_error) naming the file, the key or tensor and
+ * what was expected; functions return NULL / false / -1 then.
+ */
+#ifndef KG_MODELS_H
+#define KG_MODELS_H
+
+#include "models/kg_formats.h"
+#include "nn/kg_nn.h"
+#include "tensor/kg_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Configuration ------------------------------------------------------------------------ */
+
+typedef enum kg_arch {
+    KG_ARCH_DISTILBERT, /* model_type "distilbert" */
+    KG_ARCH_BERT,       /* "bert" */
+    KG_ARCH_MISTRAL,    /* "mistral" */
+    KG_ARCH_LLAMA,      /* "llama" (GGUF: general.architecture "llama") */
+} kg_arch;
+
+/* What sits on top of the base model, from config.json's "architectures"[0]. */
+typedef enum kg_model_head {
+    KG_HEAD_NONE,               /* the base model (BertModel, DistilBertForMaskedLM, ...) */
+    KG_HEAD_CAUSAL_LM,          /* *ForCausalLM: next-token logits */
+    KG_HEAD_MULTIPLE_CHOICE,    /* *ForMultipleChoice: one score per choice */
+    KG_HEAD_SEQ_CLASSIFICATION, /* *ForSequenceClassification: num_labels scores */
+} kg_model_head;
+
+/* One model's shape and constants, whichever file they came from (config.json or GGUF). */
+typedef struct kg_model_config {
+    kg_arch arch;
+    kg_model_head head;
+    int64_t vocab_size;        /* V */
+    int64_t hidden_size;       /* C */
+    int64_t n_layers;
+    int64_t n_heads;           /* H */
+    int64_t n_kv_heads;        /* Hkv: H for the BERT family */
+    int64_t head_dim;          /* D: "head_dim" when given (Llama may set it), else C / H */
+    int64_t intermediate_size; /* F */
+    int64_t max_positions;     /* learned position rows (BERT family), context length (decoders) */
+    int64_t type_vocab_size;   /* BERT token types; 0 for the others */
+    int64_t num_labels;        /* sequence-classification outputs */
+    double norm_eps;           /* layer_norm_eps (1e-12 for DistilBERT) or rms_norm_eps */
+    double rope_theta;         /* "rope_theta" or transformers 5's rope_parameters.rope_theta */
+    int64_t sliding_window;    /* W (query i sees keys i-W+1..i); 0 for none */
+    bool tie_word_embeddings;  /* the LM head reuses the token embedding */
+    bool attention_bias;       /* Llama's q/k/v/o biases */
+    bool mlp_bias;             /* Llama's gate/up/down biases */
+    int64_t pad_token_id, bos_token_id, eos_token_id; /* -1 where the config has none */
+} kg_model_config;
+
+/* Read an HF config.json (path: the file, or a directory holding it). Bad JSON, a missing or
+ * mistyped key, an unknown model_type, or an unsupported setting (an activation other than the
+ * architecture's, RoPE scaling) is an error naming the file and the key. */
+bool kg_model_config_read(kg_ctx *ctx, const char *path, kg_model_config *cfg);
+/* The config of a GGUF file's "llama.*" metadata (general.architecture must be "llama"). */
+bool kg_model_config_from_gguf(kg_ctx *ctx, const kg_weights *w, kg_model_config *cfg);
+
+/* ---- Model -------------------------------------------------------------------------------- */
+
+/* One transformer block. The BERT family is post-LN: x = attn_norm(x + attn(x)), then
+ * x = mlp_norm(x + mlp(x)). Decoders are pre-norm: x = x + attn(attn_norm(x)), then
+ * x = x + mlp(mlp_norm(x)). */
+typedef struct kg_layer {
+    kg_attention attn;
+    kg_norm attn_norm; /* DistilBERT sa_layer_norm, BERT attention.output.LayerNorm, decoders
+                        * input_layernorm */
+    kg_mlp mlp;
+    kg_norm mlp_norm;  /* output_layer_norm, output.LayerNorm, post_attention_layernorm */
+} kg_layer;
+
+typedef struct kg_model {
+    kg_ctx *ctx;
+    kg_model_config cfg;
+    kg_embed tokens;          /* (V, C) */
+    kg_embed positions;       /* (P, C), BERT family; NULL weight for decoders (RoPE) */
+    kg_embed token_types;     /* (types, C), BERT; NULL weight otherwise */
+    kg_norm embed_norm;       /* BERT family: LayerNorm after the embeddings */
+    kg_layer *layers;         /* cfg.n_layers */
+    kg_norm final_norm;       /* decoders: model.norm */
+    kg_linear lm_head;        /* (V, C), causal LM; its weight is tokens.weight when tied */
+    kg_linear pooler;         /* (C, C), BERT: tanh(pooler(h[:, 0])); NULL weight when absent */
+    kg_linear pre_classifier; /* (C, C), DistilBERT heads: relu(pre_classifier(h[:, 0])) */
+    kg_linear classifier;     /* (1, C) multiple choice, (num_labels, C) classification */
+    /* Every parameter once, by its name in the checkpoint (a tied head is not listed twice). */
+    kg_param *params;
+    int n_params;
+} kg_model;
+
+/* Load path: an HF directory (config.json + model.safetensors or its sharded index), a
+ * .safetensors file or index with config.json beside it, or a llama.cpp .gguf file. Weights
+ * are loaded as f32 parameters (kept: they outlive every scope) whose shapes are checked
+ * against the config. Names may carry the head's prefix ("distilbert.", "bert.", "model.") or
+ * not, as the checkpoint was saved from a head model or the base model. A missing tensor, a
+ * shape that disagrees with the config or an unknown model_type is an error naming the file and
+ * the tensor or key. The caller frees the model with kg_model_free (ctx must outlive it). */
+kg_model *kg_model_load(kg_ctx *ctx, const char *path);
+void kg_model_free(kg_model *m);
+
+/* The tokens of one forward call. */
+typedef struct kg_model_input {
+    kg_tensor *ids;            /* (B, T) i32; (B, K, T) for a multiple-choice head */
+    kg_tensor *attention_mask; /* i32 like ids: 1 for a token, 0 for padding; NULL: no padding.
+                                * With a KV cache it covers every position: (B, cached + T) */
+    kg_tensor *token_types;    /* i32 like ids (BERT; NULL: all type 0) */
+} kg_model_input;
+
+/* The last hidden states (B, T, C), as HF's last_hidden_state: after the final norm for
+ * decoders; (B·K, T, C) for multiple-choice ids. cache: NULL, or one cache per layer
+ * (kg_model_cache_new; decoders only) whose length gives the first position. */
+kg_tensor *kg_model_hidden(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache);
+
+/* What the head gives: causal LM (B, T, V); multiple choice (B, K); sequence classification
+ * (B, num_labels). A model without a head is an error (use kg_model_hidden). */
+kg_tensor *kg_model_logits(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache);
+
+/* A KV cache for B sequences of up to max_len positions, one per layer (decoders); free it with
+ * kg_kv_cache_free(cache, m->cfg.n_layers). */
+kg_kv_cache *kg_model_cache_new(const kg_model *m, int64_t B, int64_t max_len);
+
+/* ---- Embeddings --------------------------------------------------------------------------- */
+
+typedef enum kg_pool {
+    KG_POOL_MEAN, /* the mean of the last hidden states over real tokens (sentence-transformers) */
+    KG_POOL_CLS,  /* the first token's last hidden state */
+} kg_pool;
+
+/* One vector per sequence: (B, C). ids (B, T). */
+kg_tensor *kg_model_embed(const kg_model *m, const kg_model_input *in, kg_pool pool);
+
+/* ---- Generation ----------------------------------------------------------------------------- */
+
+typedef struct kg_generate_config {
+    int64_t max_new;   /* at most this many new tokens */
+    float temperature; /* 0: greedy (argmax, as transformers' do_sample=False); > 0: sample */
+    float top_p;       /* sampling from the smallest set of tokens whose probability reaches
+                        * top_p (nucleus); 0 or 1: all tokens */
+    uint64_t seed;     /* sampling: the same seed gives the same tokens */
+    bool no_cache;     /* recompute the whole sequence at every step instead of a KV cache */
+    bool ignore_eos;   /* keep going after the config's eos_token_id */
+} kg_generate_config;
+
+/* Continue prompt (n_prompt ids, batch 1) on a causal LM: writes up to g->max_new new ids to out
+ * (which holds max_new) and returns how many, stopping after EOS (which is written) unless
+ * ignore_eos; -1 on error. Runs without grad, in a scope per step. */
+int64_t kg_model_generate(const kg_model *m, const int32_t *prompt, int64_t n_prompt,
+                          const kg_generate_config *g, int32_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,121 @@
+/* test_nn.c — the modules of nn/kg_nn.h on their own: the attention masks' values (padding,
+ * causal, sliding window, an offset for cached keys), grouped key/value heads against the same
+ * attention with the heads written out, and the KV cache's bounds. The models they make up are
+ * checked against transformers in test_models.c.
+ */
+#include "kg_test.h"
+
+static void test_attention_mask(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    /* Two queries at positions 3 and 4 over keys 0..4, window 2; the second row's key 0 is
+     * padding. */
+    int32_t keep[2 * 5] = {1, 1, 1, 1, 1, 0, 1, 1, 1, 1};
+    kg_tensor *k = kg_from_host(ctx, KG_DTYPE_I32, 2, SHAPE(2, 5), keep);
+    kg_tensor *mask = kg_attention_mask(ctx, k, 2, 3, true, 2);
+    assert_ok(ctx);
+    assert_int_equal(kg_tensor_ndim(mask), 4);
+    assert_int_equal(kg_tensor_dim(mask, 0), 2);
+    assert_int_equal(kg_tensor_dim(mask, 2), 2);
+    assert_int_equal(kg_tensor_dim(mask, 3), 5);
+    float *m = kg_tensor_to_f32(mask);
+    const float I = -INFINITY;
+    const float want[2 * 2 * 5] = {I, I, 0, 0, I, I, I, I, 0, 0,  /* row 0: keys 2-3, 3-4 */
+                                   I, I, 0, 0, I, I, I, I, 0, 0}; /* row 1: the same */
+    for (int i = 0; i < 20; i++)
+        if (m[i] != want[i])
+            fail_msg("mask element %d is %g; expected %g", i, (double)m[i], (double)want[i]);
+    free(m);
+    /* Padding alone (an encoder): (B, 1, 1, S), only the padded key masked. */
+    mask = kg_attention_mask(ctx, k, 5, 0, false, 0);
+    assert_int_equal(kg_tensor_dim(mask, 2), 1);
+    m = kg_tensor_to_f32(mask);
+    assert_true(m[0] == 0 && m[5] == I && m[6] == 0);
+    free(m);
+    /* Nothing to mask: NULL without an error. */
+    assert_null(kg_attention_mask(ctx, NULL, 4, 0, false, 0));
+    assert_ok(ctx);
+    /* keep must cover every key. */
+    assert_null(kg_attention_mask(ctx, k, 2, 0, true, 0));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_SHAPE);
+    kg_ctx_free(ctx);
+}
+
+/* Attention with Hkv = 2 key/value heads for H = 4 query heads equals the same attention with 4
+ * key/value heads where query head h's are kv head h / 2's, written out: repeat_kv's order. */
+static void test_grouped_heads(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    const int64_t B = 2, T = 5, C = 8, H = 4, Hkv = 2, D = 4;
+    kg_tensor *x = kg_normal(ctx, 3, SHAPE(B, T, C), 0, 1, 1);
+    kg_tensor *k = kg_normal(ctx, 2, SHAPE(Hkv * D, C), 0, 0.5f, 3);
+    kg_tensor *v = kg_normal(ctx, 2, SHAPE(Hkv * D, C), 0, 0.5f, 4);
+    kg_attention grouped = {
+        .q = {.weight = kg_normal(ctx, 2, SHAPE(H * D, C), 0, 0.5f, 2)},
+        .k = {.weight = k},
+        .v = {.weight = v},
+        .o = {.weight = kg_normal(ctx, 2, SHAPE(C, H * D), 0, 0.5f, 5),
+              .bias = kg_normal(ctx, 1, SHAPE(C), 0, 0.5f, 6)},
+        .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .rope_theta = 10000.0f,
+    };
+    kg_attention full = grouped;
+    full.n_kv_heads = H;
+    kg_tensor *ks[4], *vs[4];
+    for (int h = 0; h < H; h++) {
+        ks[h] = kg_slice(k, 0, (h / 2) * D, D);
+        vs[h] = kg_slice(v, 0, (h / 2) * D, D);
+    }
+    full.k.weight = kg_concat(ks, 4, 0);
+    full.v.weight = kg_concat(vs, 4, 0);
+    kg_tensor *mask = kg_attention_mask(ctx, NULL, T, 0, true, 3);
+    float *a = kg_tensor_to_f32(kg_attention_forward(&grouped, x, mask, NULL));
+    float *b = kg_tensor_to_f32(kg_attention_forward(&full, x, mask, NULL));
+    assert_ok(ctx);
+    assert_close(a, b, B * T * C, 1e-5f, 1e-5f, "grouped vs written-out heads");
+    free(a);
+    free(b);
+    kg_ctx_free(ctx);
+}
+
+static void test_kv_cache_bounds(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_attention att = {
+        .q = {.weight = kg_normal(ctx, 2, SHAPE(4, 4), 0, 1, 1)},
+        .k = {.weight = kg_normal(ctx, 2, SHAPE(4, 4), 0, 1, 2)},
+        .v = {.weight = kg_normal(ctx, 2, SHAPE(4, 4), 0, 1, 3)},
+        .o = {.weight = kg_normal(ctx, 2, SHAPE(4, 4), 0, 1, 4)},
+        .n_heads = 2, .n_kv_heads = 2, .head_dim = 2,
+    };
+    kg_kv_cache *cache = kg_kv_cache_new(ctx, 1, 1, 2, 3, 2);
+    kg_scope scope = kg_scope_begin(ctx); /* the cache outlives it */
+    assert_non_null(kg_attention_forward(&att, kg_normal(ctx, 3, SHAPE(1, 2, 4), 0, 1, 5), NULL,
+                                         cache));
+    kg_scope_end(ctx, scope);
+    assert_int_equal(cache->len, 2);
+    assert_ok(ctx);
+    kg_tensor *two = kg_normal(ctx, 3, SHAPE(1, 2, 4), 0, 1, 6);
+    assert_null(kg_attention_forward(&att, two, NULL, cache)); /* 2 + 2 > 3 */
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_RANGE);
+    assert_int_equal(cache->len, 2);
+    kg_clear_error(ctx);
+    kg_kv_cache *wrong = kg_kv_cache_new(ctx, 1, 1, 3, 8, 2); /* 3 heads, not 2 */
+    assert_null(kg_attention_forward(&att, two, NULL, wrong));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_SHAPE);
+    kg_kv_cache_free(wrong, 1);
+    kg_kv_cache_free(cache, 1);
+    kg_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention_mask),
+        cmocka_unit_test(test_grouped_heads),
+        cmocka_unit_test(test_kv_cache_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
