@@ -8,7 +8,11 @@
 
 #include "tensor/kg_tensor.h"
 #include "nn/kg_nn.h"
+#include "nn/kg_adapter.h"
+#include "models/kg_formats.h"
+#include "models/kg_tokenizer.h"
 #include "models/kg_models.h"
+#include "models/kg_peft.h"
 #include "train/kg_tasks.h"
 
 #endif

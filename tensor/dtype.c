@@ -21,9 +21,9 @@ static float from_bits(uint32_t u)
     return f;
 }
 
-float kg__bf16_to_f32(uint16_t h) { return from_bits((uint32_t)h << 16); }
+float kg_bf16_to_f32(uint16_t h) { return from_bits((uint32_t)h << 16); }
 
-uint16_t kg__f32_to_bf16(float f)
+uint16_t kg_f32_to_bf16(float f)
 {
     uint32_t u = bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet and a NaN */
@@ -32,7 +32,7 @@ uint16_t kg__f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-float kg__f16_to_f32(uint16_t h)
+float kg_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
@@ -45,7 +45,7 @@ float kg__f16_to_f32(uint16_t h)
     return from_bits(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t kg__f32_to_f16(float f)
+uint16_t kg_f32_to_f16(float f)
 {
     uint32_t u = bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
@@ -69,8 +69,8 @@ uint16_t kg__f32_to_f16(float f)
 double kg__load(const void *base, kg_dtype dtype, int64_t i)
 {
     switch (dtype) {
-    case KG_DTYPE_F16: return kg__f16_to_f32(((const uint16_t *)base)[i]);
-    case KG_DTYPE_BF16: return kg__bf16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_F16: return kg_f16_to_f32(((const uint16_t *)base)[i]);
+    case KG_DTYPE_BF16: return kg_bf16_to_f32(((const uint16_t *)base)[i]);
     case KG_DTYPE_I32: return ((const int32_t *)base)[i];
     case KG_DTYPE_F32: return ((const float *)base)[i];
     case KG_DTYPE_COUNT: break;
@@ -82,8 +82,8 @@ double kg__load(const void *base, kg_dtype dtype, int64_t i)
 void kg__store(void *base, kg_dtype dtype, int64_t i, double v)
 {
     switch (dtype) {
-    case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg__f32_to_f16((float)v); break;
-    case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg__f32_to_bf16((float)v); break;
+    case KG_DTYPE_F16: ((uint16_t *)base)[i] = kg_f32_to_f16((float)v); break;
+    case KG_DTYPE_BF16: ((uint16_t *)base)[i] = kg_f32_to_bf16((float)v); break;
     case KG_DTYPE_I32: /* truncates toward zero as C does, but saturates where C is undefined */
         ((int32_t *)base)[i] = v != v ? 0 : v >= 2147483648.0 ? INT32_MAX
                              : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;

@@ -236,10 +236,6 @@ bool kg__want_dtype(const kg_opcall *c, int i, kg_dtype want);
 bool kg__same_shape(const kg_tensor *a, const kg_tensor *b);
 void kg__shape_of(const kg_tensor *t, kg_shape *s);
 
-float kg__f16_to_f32(uint16_t h);
-uint16_t kg__f32_to_f16(float f);
-float kg__bf16_to_f32(uint16_t h);
-uint16_t kg__f32_to_bf16(float f);
 /* Element i of a packed array of dtype, as a number; and the reverse (i32 saturates). */
 double kg__load(const void *base, kg_dtype dtype, int64_t i);
 void kg__store(void *base, kg_dtype dtype, int64_t i, double v);

@@ -156,6 +156,12 @@ int64_t kg_tensor_numel(const kg_tensor *t);
 bool kg_tensor_is_contiguous(const kg_tensor *t);
 const char *kg_dtype_name(kg_dtype dtype);
 size_t kg_dtype_size(kg_dtype dtype);
+/* One 16-bit value to f32 and back (round to nearest even; f16 keeps subnormals, overflow gives
+ * ±inf), bit-exact with PyTorch's conversions. For file readers and tests. */
+float kg_f16_to_f32(uint16_t h);
+uint16_t kg_f32_to_f16(float f);
+float kg_bf16_to_f32(uint16_t h);
+uint16_t kg_f32_to_bf16(float f);
 
 /* Copy the tensor's elements, in its own dtype and row-major order, into dst (capacity bytes).
  * Flushes the backend. Returns false, with the context's error set, on a too-small buffer. */
