@@ -140,6 +140,24 @@ static char *get_replacement(kg_tokenizer *tok, const json_t *o, const char *whe
 
 /* ---- normalizer, pre-tokenizer, decoder ---------------------------------------------------- */
 
+/* A step of type "Sequence": each element of o[key] read by `read`, nested at most 4 deep. */
+typedef bool (*step_reader)(kg_tokenizer *tok, const json_t *o, const char *where, int depth);
+static bool read_sequence(kg_tokenizer *tok, const json_t *o, const char *key, const char *where,
+                          int depth, step_reader read)
+{
+    const json_t *list = json_object_get(o, key);
+    if (!json_is_array(list) || depth > 4)
+        return kg__tok_fail(tok, KG_ERR_ARG, "%s.%s: expected an array (nested at most 4 deep)",
+                            where, key);
+    size_t i;
+    const json_t *v;
+    json_array_foreach(list, i, v) {
+        if (!read(tok, v, where, depth + 1))
+            return false;
+    }
+    return true;
+}
+
 static kg__norm *new_norm(kg_tokenizer *tok, const char *where)
 {
     if (tok->n_norm == KG__TOK_MAX_STEPS)
@@ -157,18 +175,8 @@ static bool read_normalizer(kg_tokenizer *tok, const json_t *o, const char *wher
     const char *t = type_of(tok, o, where);
     if (!t)
         return false;
-    if (strcmp(t, "Sequence") == 0) {
-        const json_t *list = json_object_get(o, "normalizers");
-        if (!json_is_array(list) || depth > 4)
-            return kg__tok_fail(tok, KG_ERR_ARG, "%s.normalizers: expected an array", where);
-        size_t i;
-        const json_t *v;
-        json_array_foreach(list, i, v) {
-            if (!read_normalizer(tok, v, where, depth + 1))
-                return false;
-        }
-        return true;
-    }
+    if (strcmp(t, "Sequence") == 0)
+        return read_sequence(tok, o, "normalizers", where, depth, read_normalizer);
     static const struct { const char *name; kg__nf form; } nf[] = {
         {"NFC", KG__NFC}, {"NFD", KG__NFD}, {"NFKC", KG__NFKC}, {"NFKD", KG__NFKD}};
     for (int i = 0; i < 4; i++)
@@ -240,18 +248,8 @@ static bool read_pre(kg_tokenizer *tok, const json_t *o, const char *where, int 
     const char *t = type_of(tok, o, where);
     if (!t)
         return false;
-    if (strcmp(t, "Sequence") == 0) {
-        const json_t *list = json_object_get(o, "pretokenizers");
-        if (!json_is_array(list) || depth > 4)
-            return kg__tok_fail(tok, KG_ERR_ARG, "%s.pretokenizers: expected an array", where);
-        size_t i;
-        const json_t *v;
-        json_array_foreach(list, i, v) {
-            if (!read_pre(tok, v, where, depth + 1))
-                return false;
-        }
-        return true;
-    }
+    if (strcmp(t, "Sequence") == 0)
+        return read_sequence(tok, o, "pretokenizers", where, depth, read_pre);
     if (tok->n_pre == KG__TOK_MAX_STEPS)
         return kg__tok_fail(tok, KG_ERR_ARG, "%s: more than %d pre-tokenizer steps", where,
                             KG__TOK_MAX_STEPS);
@@ -309,18 +307,8 @@ static bool read_decoder(kg_tokenizer *tok, const json_t *o, const char *where, 
     const char *t = type_of(tok, o, where);
     if (!t)
         return false;
-    if (strcmp(t, "Sequence") == 0) {
-        const json_t *list = json_object_get(o, "decoders");
-        if (!json_is_array(list) || depth > 4)
-            return kg__tok_fail(tok, KG_ERR_ARG, "%s.decoders: expected an array", where);
-        size_t i;
-        const json_t *v;
-        json_array_foreach(list, i, v) {
-            if (!read_decoder(tok, v, where, depth + 1))
-                return false;
-        }
-        return true;
-    }
+    if (strcmp(t, "Sequence") == 0)
+        return read_sequence(tok, o, "decoders", where, depth, read_decoder);
     if (tok->n_dec == KG__TOK_MAX_STEPS)
         return kg__tok_fail(tok, KG_ERR_ARG, "%s: more than %d decoder steps", where,
                             KG__TOK_MAX_STEPS);
@@ -475,18 +463,8 @@ static bool read_post(kg_tokenizer *tok, const json_t *o, const char *where, int
     const char *t = type_of(tok, o, where);
     if (!t)
         return false;
-    if (strcmp(t, "Sequence") == 0) {
-        const json_t *list = json_object_get(o, "processors");
-        if (!json_is_array(list) || depth > 4)
-            return kg__tok_fail(tok, KG_ERR_ARG, "%s.processors: expected an array", where);
-        size_t i;
-        const json_t *v;
-        json_array_foreach(list, i, v) {
-            if (!read_post(tok, v, where, depth + 1))
-                return false;
-        }
-        return true;
-    }
+    if (strcmp(t, "Sequence") == 0)
+        return read_sequence(tok, o, "processors", where, depth, read_post);
     if (strcmp(t, "ByteLevel") == 0) /* offsets only */
         return true;
     if (strcmp(t, "TemplateProcessing") == 0) {
