@@ -31,6 +31,16 @@ kg_tensor *kg__param_optional(kg_loader *ld, int64_t d0, int64_t d1, const char 
 /* A dense linear layer "<name>.weight" (out, in) and, when bias, "<name>.bias" (out). */
 kg_linear kg__linear(kg_loader *ld, const char *name, int64_t out, int64_t in, bool bias);
 
+/* Free the model's adapters and trainable list (attach.c; kg_model_free calls it). */
+void kg__adapters_free(kg_model *m);
+
+/* The model's training mode. Forward functions take a const model; its mode is the one part
+ * they change (each dropout call advances its count of drawn masks). */
+static inline kg_mode *kg__mode(const kg_model *m)
+{
+    return (kg_mode *)&m->mode;
+}
+
 /* Per family: load the parameters into ld->m; the last hidden states of ids (N, T) with keep
  * (N, S) or NULL; the head's scores (N, labels) from hidden states. */
 bool kg__bert_load(kg_loader *ld);

@@ -1,8 +1,8 @@
 /* bert.c — the BERT family, as transformers' modeling_distilbert.py and modeling_bert.py compute
- * it in eval mode: token + learned position (+ BERT token-type) embeddings, LayerNorm, then
- * post-LN blocks (x = norm(x + attn(x)); x = norm(x + mlp(x))) with exact erf GELU; heads on the
- * first ([CLS]) token: DistilBERT relu(pre_classifier) → classifier, BERT tanh(pooler) →
- * classifier.
+ * it: token + learned position (+ BERT token-type) embeddings, LayerNorm, then post-LN blocks
+ * (x = norm(x + attn(x)); x = norm(x + mlp(x))) with exact erf GELU; heads on the first ([CLS])
+ * token: DistilBERT relu(pre_classifier) → classifier, BERT tanh(pooler) → classifier. In
+ * training mode the dropouts sit where transformers puts them (marked "drop" below).
  */
 #include "models/arch.h"
 
@@ -38,6 +38,8 @@ static void load_layer(kg_loader *ld, int i, kg_layer *L)
         .n_kv_heads = c->n_heads,
         .head_dim = c->head_dim,
         .scale_query = distil, /* DistilBERT scales q, BERT the scores: as HF */
+        .dropout = c->attention_dropout,
+        .mode = &ld->m->mode,
     };
     L->attn_norm = layer_norm(ld, NAME(distil ? "sa_layer_norm" : "attention.output.LayerNorm"));
     L->mlp = (kg_mlp){
@@ -113,13 +115,18 @@ kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
     if (m->token_types.weight) /* no types given: all type 0, as HF */
         x = kg_add(x, types ? kg_embed_forward(&m->token_types, types)
                             : kg_slice(m->token_types.weight, 0, 0, 1));
-    x = kg_norm_forward(&m->embed_norm, x);
+    kg_mode *mode = kg__mode(m);
+    float p = m->cfg.hidden_dropout;
+    x = kg_mode_dropout(mode, kg_norm_forward(&m->embed_norm, x), p); /* drop */
     kg_tensor *mask = kg_attention_mask(ctx, keep, T, 0, false, 0); /* (N, 1, 1, T) or NULL */
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];
-        x = kg_norm_forward(&L->attn_norm, kg_add(x, kg_attention_forward(&L->attn, x, mask,
-                                                                           NULL)));
-        x = kg_norm_forward(&L->mlp_norm, kg_add(x, kg_mlp_forward(&L->mlp, x)));
+        kg_tensor *a = kg_attention_forward(&L->attn, x, mask, NULL);
+        if (m->cfg.arch == KG_ARCH_BERT) /* DistilBERT has no dropout after out_lin */
+            a = kg_mode_dropout(mode, a, p); /* drop */
+        x = kg_norm_forward(&L->attn_norm, kg_add(x, a));
+        x = kg_norm_forward(&L->mlp_norm,
+                            kg_add(x, kg_mode_dropout(mode, kg_mlp_forward(&L->mlp, x), p)));
     }
     return x;
 }
@@ -131,5 +138,6 @@ kg_tensor *kg__bert_head(const kg_model *m, kg_tensor *hidden)
     kg_tensor *pooled = m->cfg.arch == KG_ARCH_BERT
                             ? kg_tanh(kg_linear_forward(&m->pooler, cls))
                             : kg_relu(kg_linear_forward(&m->pre_classifier, cls));
+    pooled = kg_mode_dropout(kg__mode(m), pooled, m->cfg.classifier_dropout); /* drop */
     return kg_linear_forward(&m->classifier, pooled); /* (N, labels) */
 }

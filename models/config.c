@@ -188,6 +188,38 @@ static bool read_bert(const reader *r, kg_model_config *c)
            want_string(r, "position_embedding_type", "absolute", NULL);
 }
 
+/* A dropout probability (absent or null: dflt), 0 <= p < 1. */
+static bool get_prob(const reader *r, const char *key, double dflt, float *out)
+{
+    double p;
+    if (!get_number(r, r->root, key, dflt, &p))
+        return false;
+    if (!(p >= 0.0 && p < 1.0))
+        return kg_set_error(r->ctx, KG_ERR_RANGE, "kg_model_config_read: %s: key '%s' is %g; "
+                            "expected a dropout probability, 0 <= p < 1", r->path, key, p);
+    *out = (float)p;
+    return true;
+}
+
+/* What model.train() drops, under each family's keys and transformers' defaults. */
+static bool read_dropout(const reader *r, kg_model_config *c)
+{
+    switch (c->arch) {
+    case KG_ARCH_DISTILBERT:
+        return get_prob(r, "dropout", 0.1, &c->hidden_dropout) &&
+               get_prob(r, "attention_dropout", 0.1, &c->attention_dropout) &&
+               get_prob(r, "seq_classif_dropout", 0.2, &c->classifier_dropout);
+    case KG_ARCH_BERT:
+        return get_prob(r, "hidden_dropout_prob", 0.1, &c->hidden_dropout) &&
+               get_prob(r, "attention_probs_dropout_prob", 0.1, &c->attention_dropout) &&
+               get_prob(r, "classifier_dropout", c->hidden_dropout, &c->classifier_dropout);
+    case KG_ARCH_MISTRAL:
+    case KG_ARCH_LLAMA:
+        return get_prob(r, "attention_dropout", 0.0, &c->attention_dropout);
+    }
+    return true;
+}
+
 /* RoPE's base: the top-level "rope_theta" (transformers 4) or "rope_parameters" (5); only the
  * plain rotation is implemented. */
 static bool read_rope(const reader *r, kg_model_config *c)
@@ -319,7 +351,7 @@ bool kg_model_config_read(kg_ctx *ctx, const char *path, kg_model_config *cfg)
                          "supported; expected distilbert, bert, mistral or llama", path, name);
         } else {
             cfg->arch = archs[i].arch;
-            ok = archs[i].read(&r, cfg) && read_head(&r, cfg) &&
+            ok = archs[i].read(&r, cfg) && read_head(&r, cfg) && read_dropout(&r, cfg) &&
                  get_token(&r, "pad_token_id", &cfg->pad_token_id) &&
                  get_token(&r, "bos_token_id", &cfg->bos_token_id) &&
                  get_token(&r, "eos_token_id", &cfg->eos_token_id) &&

@@ -11,6 +11,7 @@
 #define KG_MODELS_H
 
 #include "models/kg_formats.h"
+#include "nn/kg_adapter.h"
 #include "nn/kg_nn.h"
 #include "tensor/kg_tensor.h"
 
@@ -56,6 +57,12 @@ typedef struct kg_model_config {
     bool attention_bias;       /* Llama's q/k/v/o biases */
     bool mlp_bias;             /* Llama's gate/up/down biases */
     int64_t pad_token_id, bos_token_id, eos_token_id; /* -1 where the config has none */
+    /* Dropout while training (kg_model_train), as transformers applies it in model.train(). */
+    float hidden_dropout;     /* DistilBERT "dropout", BERT "hidden_dropout_prob" */
+    float attention_dropout;  /* on the attention probabilities: "attention_dropout",
+                               * BERT "attention_probs_dropout_prob" */
+    float classifier_dropout; /* before the classifier: DistilBERT "seq_classif_dropout", BERT
+                               * "classifier_dropout" (else hidden_dropout_prob) */
 } kg_model_config;
 
 /* Read an HF config.json (path: the file, or a directory holding it). Bad JSON, a missing or
@@ -94,6 +101,16 @@ typedef struct kg_model {
     /* Every parameter once, by its name in the checkpoint (a tied head is not listed twice). */
     kg_param *params;
     int n_params;
+    kg_mode mode;               /* training or evaluation (kg_model_train); modules point here */
+    kg_adapter_config adapter;  /* what kg_model_attach was given (kind NONE before; its strings
+                                 * NULL: they were the caller's) */
+    /* What the optimizer updates, by the names PEFT saves them under
+     * ("base_model.model.distilbert.transformer.layer.0.attention.q_lin.lora_A.weight",
+     * "base_model.model.classifier.weight"; a full fine-tune: the checkpoint's names). Empty
+     * until kg_model_attach. Names owned by the model; tensors are adapter factors (owned by
+     * their layer) or model parameters. */
+    kg_param *trainable;
+    int n_trainable;
 } kg_model;
 
 /* Load path: an HF directory (config.json + model.safetensors or its sharded index), a
@@ -105,6 +122,12 @@ typedef struct kg_model {
  * the tensor or key. The caller frees the model with kg_model_free (ctx must outlive it). */
 kg_model *kg_model_load(kg_ctx *ctx, const char *path);
 void kg_model_free(kg_model *m);
+
+/* Training mode on (dropout as HF's model.train(): DistilBERT/BERT hidden, attention and
+ * classifier dropout, adapters' input dropout) or off (evaluation, the default). Each call
+ * restarts the dropout masks from seed: call it with a new seed per step (e.g. derived from
+ * the run's seed and the step) and a resumed run repeats the masks bit for bit. */
+void kg_model_train(kg_model *m, bool training, uint64_t seed);
 
 /* The tokens of one forward call. */
 typedef struct kg_model_input {

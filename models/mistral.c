@@ -34,6 +34,8 @@ static void load_layer(kg_loader *ld, int i, kg_layer *L)
         .n_kv_heads = c->n_kv_heads,
         .head_dim = D,
         .rope_theta = (float)c->rope_theta,
+        .dropout = c->attention_dropout,
+        .mode = &ld->m->mode,
     };
     L->mlp_norm = rms_norm(ld, NAME("post_attention_layernorm"));
     L->mlp = (kg_mlp){

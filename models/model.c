@@ -178,6 +178,7 @@ void kg_model_free(kg_model *m)
 {
     if (!m)
         return;
+    kg__adapters_free(m);
     for (int i = 0; i < m->n_params; i++) {
         kg_tensor_free(m->params[i].tensor);
         free(m->params[i].name);

@@ -1,7 +1,8 @@
 /* attention.c — multi-head attention as HF's eager implementation computes it: projections,
  * optional rotate-half RoPE, grouped key/value heads repeated to the query heads (repeat_kv),
- * softmax of the scaled scores plus an additive mask, output projection. Also the masks
- * (padding, causal, sliding window) and the KV cache generation reuses keys and values from.
+ * softmax of the scaled scores plus an additive mask (dropout on it while training), output
+ * projection. Also the masks (padding, causal, sliding window) and the KV cache generation
+ * reuses keys and values from.
  */
 #include "kg_nn.h"
 
@@ -188,7 +189,8 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
     kg_tensor *scores = kg_matmul_t(q, k, false, true); /* (B, H, T, S) */
     if (!a->scale_query)
         scores = kg_scale(scores, scale);
-    kg_tensor *out = kg_matmul(kg_softmax(scores, mask), v); /* (B, H, T, D) */
+    kg_tensor *probs = kg_mode_dropout(a->mode, kg_softmax(scores, mask), a->dropout);
+    kg_tensor *out = kg_matmul(probs, v); /* (B, H, T, D) */
     out = kg_reshape(kg_transpose(out, 1, 2), 3, (int64_t[]){B, T, H * D});
     return kg_linear_forward(&a->o, out);
 }

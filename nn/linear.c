@@ -1,0 +1,29 @@
+/* linear.c — the two modules that are a weight matrix looked up or multiplied: the linear layer
+ * (whose kind is where adapters plug in: nn/adapter.c) and the token embedding.
+ */
+#include "kg_adapter.h"
+
+kg_tensor *kg_linear_forward(const kg_linear *l, kg_tensor *x)
+{
+    if (!l || !x)
+        return NULL;
+    kg_tensor *y = kg_matmul_t(x, l->weight, false, true); /* (..., in)·(out, in)ᵀ */
+    if (l->bias)
+        y = kg_add(y, l->bias);
+    switch (l->kind) {
+    case KG_LINEAR_DENSE:
+        return y;
+    case KG_LINEAR_LORA:
+    case KG_LINEAR_KRONLORA:
+    case KG_LINEAR_LOKR: /* a merged adapter is inside the weight already */
+        return l->ad.merged ? y : kg_add(y, kg_adapter_forward(l, x));
+    }
+    kg_set_error(kg_tensor_ctx(x), KG_ERR_ARG, "kg_linear_forward: unknown kind %d; expected a "
+                 "kg_linear_kind", (int)l->kind);
+    return NULL;
+}
+
+kg_tensor *kg_embed_forward(const kg_embed *e, kg_tensor *ids)
+{
+    return e ? kg_embedding(e->weight, ids) : NULL;
+}
