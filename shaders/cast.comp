@@ -3,12 +3,12 @@
 // the CPU (tensor/dtype.c): round to nearest even, i32 truncates toward zero and saturates. The
 // half conversions are written out rather than left to packHalf2x16, whose rounding and
 // subnormal handling the GLSL spec leaves to the vendor.
-// addr: 0 dst, 1 src   u: 0 from dtype, 1 to dtype, 2 element count
+// Push constants: cast_push (push.h).
 #extension GL_GOOGLE_include_directive : require
 #define KG_16BIT
 #include "common.glsl"
-#include "codes.h"
 
+layout(push_constant) uniform Push { cast_push pc; };
 layout(local_size_x = 256) in;
 
 float f16_to_f32(uint h) {
@@ -40,13 +40,6 @@ uint16_t to_f16(float f) {
     return uint16_t(sign | ((r - 0x38000000u) >> 13));
 }
 
-float load(uint dt, uint i) {
-    if (dt == DT_F16) return f16_to_f32(uint(U16(pc.addr[1]).v[i]));
-    if (dt == DT_BF16) return uintBitsToFloat(uint(U16(pc.addr[1]).v[i]) << 16);
-    if (dt == DT_I32) return float(I32(pc.addr[1]).v[i]);
-    return F32(pc.addr[1]).v[i];
-}
-
 uint16_t to_bf16(float f) {
     uint u = floatBitsToUint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u)
@@ -55,19 +48,37 @@ uint16_t to_bf16(float f) {
     return uint16_t(u >> 16);
 }
 
+float load(uint i) {
+    switch (pc.from) {
+    case DT_F32: return F32(pc.src).v[i];
+    case DT_F16: return f16_to_f32(uint(U16(pc.src).v[i]));
+    case DT_BF16: return uintBitsToFloat(uint(U16(pc.src).v[i]) << 16);
+    case DT_I32: return float(I32(pc.src).v[i]);
+    default: return bad_mode(pc.status, pc.op, pc.from);
+    }
+}
+
 void main() {
     uint i = flat_id(256);
-    if (i >= pc.u[2])
+    if (i >= pc.n)
         return;
-    float v = load(pc.u[0], i);
-    uint to = pc.u[1];
-    if (to == DT_F16)
-        U16(pc.addr[0]).v[i] = to_f16(v);
-    else if (to == DT_BF16)
-        U16(pc.addr[0]).v[i] = to_bf16(v);
-    else if (to == DT_I32)
-        I32(pc.addr[0]).v[i] = isnan(v) ? 0 : v >= 2147483648.0 ? 2147483647
-                             : v <= -2147483648.0 ? int(0x80000000u) : int(v);
-    else
-        F32(pc.addr[0]).v[i] = v;
+    float v = load(i);
+    switch (pc.to) {
+    case DT_F32:
+        F32(pc.dst).v[i] = v;
+        break;
+    case DT_F16:
+        U16(pc.dst).v[i] = to_f16(v);
+        break;
+    case DT_BF16:
+        U16(pc.dst).v[i] = to_bf16(v);
+        break;
+    case DT_I32:
+        I32(pc.dst).v[i] = isnan(v) ? 0 : v >= 2147483648.0 ? 2147483647
+                         : v <= -2147483648.0 ? int(0x80000000u) : int(v);
+        break;
+    default: // the element size is unknown too: nothing can be written
+        bad_mode(pc.status, pc.op, pc.to);
+        break;
+    }
 }

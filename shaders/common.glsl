@@ -1,11 +1,18 @@
 // common.glsl — what every krongrad compute shader shares: tensors reached by buffer device
-// address (no descriptor sets, so no binding-size limit), and one 128-byte push-constant block:
-// up to four tensor addresses and 24 words whose meaning each shader states.
+// address (no descriptor sets, so no binding-size limit), the push-constant structs and codes
+// shared with the C side, and the status buffer kernels report problems into.
+// A shader then declares its own struct from push.h as its push constants:
+//   layout(push_constant) uniform Push { rows_push pc; };
 #extension GL_EXT_buffer_reference : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int32 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #ifdef KG_16BIT // only where needed: it makes the module require 16-bit storage
 #extension GL_EXT_shader_16bit_storage : require
 #endif
+
+#define KG_GLSL
+#include "codes.h"
+#include "push.h"
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer F32 { float v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer I32 { int v[]; };
@@ -14,18 +21,28 @@ layout(buffer_reference, std430, buffer_reference_align = 4) buffer U32 { uint v
 layout(buffer_reference, std430, buffer_reference_align = 2) buffer U16 { uint16_t v[]; };
 #endif
 
-layout(push_constant) uniform Push {
-    uint64_t addr[4];
-    uint u[24];
-} pc;
+// The status buffer (vk_status in push.h): the first problem any kernel meets is kept, and the
+// flush turns it into the context's error (vulkan/stream.c).
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Status { vk_status s; };
 
-// The status buffer: the first out-of-range index any kernel meets (see vulkan/backend.c).
-layout(buffer_reference, std430, buffer_reference_align = 4) buffer Status {
-    uint hit; uint op; int position; int value; int limit;
-};
+void report(uint64_t status, uint kind, uint op, int position, int value, int limit) {
+    Status st = Status(status);
+    if (atomicCompSwap(st.s.kind, 0u, kind) == 0u) {
+        st.s.op = op; st.s.position = position; st.s.value = value; st.s.limit = limit;
+    }
+}
 
-int   si(uint k) { return int(pc.u[k]); }
-float sf(uint k) { return uintBitsToFloat(pc.u[k]); }
+// An index outside [0, limit): the caller's error.
+void report_range(uint64_t status, uint op, int position, int value, int limit) {
+    report(status, STATUS_BAD_INDEX, op, position, value, limit);
+}
+
+// Every shader's `default:` in a switch on its mode: a mode it has no case for is krongrad's
+// bug. It is reported, and the caller writes NaN, so no other op's result can pass for it.
+float bad_mode(uint64_t status, uint op, uint mode) {
+    report(status, STATUS_BAD_MODE, op, 0, int(mode), 0);
+    return uintBitsToFloat(0x7fc00000u); // NaN
+}
 
 // The flat invocation index over a 2-D grid of workgroups (one dimension alone tops out at
 // 65535 groups on many devices).
@@ -44,11 +61,4 @@ uint kg_hash(uint64_t seed, uint64_t index) {
 }
 float kg_uniform01(uint64_t seed, uint64_t index) {
     return float(kg_hash(seed, index) >> 8) * (1.0 / 16777216.0);
-}
-
-void report_range(uint64_t status, uint op, int position, int value, int limit) {
-    Status s = Status(status);
-    if (atomicCompSwap(s.hit, 0u, 1u) == 0u) {
-        s.op = op; s.position = position; s.value = value; s.limit = limit;
-    }
 }

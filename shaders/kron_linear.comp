@@ -1,26 +1,27 @@
 #version 450
 // kron_linear.comp — y = x·(A ⊗ B1·B2)ᵀ in one kernel, for one token per workgroup, without
-// ever forming the d_out × d_in matrix (REFERENCE.md §1.4). With X the token as (dA1, dB1):
+// ever forming the d_out × d_in matrix (docs/kron-lora.md derives it). With X the token as
+// (dA1, dB1):
 //   T1 = X·B2ᵀ (dA1, R)   T2 = A·T1 (dA2, R)   Y = T2·B1ᵀ (dA2, dB2) = y
-// T1 and T2 live in shared memory. lowrank_linear is the case A = [1] (dA1 = dA2 = 1).
-// addr: 0 y (N, dA2·dB2), 1 x (N, dA1·dB1), 2 A (dA2, dA1) or 0 for [1], 3 B1 (dB2, R); B2 in u
-// u: 0 N, 1 dA1, 2 dA2, 3 dB1, 4 dB2, 5 R, 6-7 B2 address (lo, hi)
+// T1 and T2 live in shared memory; ops.c sends shapes where they do not fit
+// ((dA1 + dA2)·R > KL_SHARED_FLOATS) down an unfused path of matmuls instead.
+// lowrank_linear is the case A = [1] (dA1 = dA2 = 1, pc.a = 0).
+// Push constants: kron_linear_push (push.h).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
+layout(push_constant) uniform Push { kron_linear_push pc; };
 layout(local_size_x = 128) in;
 
-const uint MAX_T = 2048; // dA1·R + dA2·R must fit (checked on the C side)
-shared float T[MAX_T];
+shared float T[KL_SHARED_FLOATS];
 
 void main() {
     uint token = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    uint N = pc.u[0], dA1 = pc.u[1], dA2 = pc.u[2], dB1 = pc.u[3], dB2 = pc.u[4], R = pc.u[5];
-    if (token >= N)
+    uint dA1 = pc.dA1, dA2 = pc.dA2, dB1 = pc.dB1, dB2 = pc.dB2, R = pc.R;
+    if (token >= pc.N)
         return; // uniform across the workgroup: no barrier is skipped by some invocations only
     uint tid = gl_LocalInvocationID.x;
-    F32 x = F32(pc.addr[1]), B1 = F32(pc.addr[3]);
-    F32 B2 = F32(uint64_t(pc.u[6]) | (uint64_t(pc.u[7]) << 32));
+    F32 x = F32(pc.x), B1 = F32(pc.b1), B2 = F32(pc.b2);
     uint xo = token * dA1 * dB1;
     for (uint e = tid; e < dA1 * R; e += 128) { // T1[j, r] = Σ_l X[j, l] · B2[r, l]
         uint j = e / R, r = e % R;
@@ -34,17 +35,17 @@ void main() {
     for (uint e = tid; e < dA2 * R; e += 128) { // T2[i, r] = Σ_j A[i, j] · T1[j, r]
         uint i = e / R, r = e % R;
         float acc = 0.0;
-        if (pc.addr[2] == 0ul) {
+        if (pc.a == 0ul) {
             acc = T[i * R + r];
         } else {
-            F32 A = F32(pc.addr[2]);
+            F32 A = F32(pc.a);
             for (uint j = 0; j < dA1; j++)
                 acc += A.v[i * dA1 + j] * T[j * R + r];
         }
         T[t2 + e] = acc;
     }
     barrier();
-    F32 y = F32(pc.addr[0]);
+    F32 y = F32(pc.y);
     uint yo = token * dA2 * dB2;
     for (uint e = tid; e < dA2 * dB2; e += 128) { // Y[i, k] = Σ_r T2[i, r] · B1[k, r]
         uint i = e / dB2, k = e % dB2;

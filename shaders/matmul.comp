@@ -2,13 +2,12 @@
 // matmul.comp — batched C = op(A)·op(B) with shared-memory tiles. Transposed operands are read
 // by index math (no copies); accumulation is f32. Each invocation computes a TM × TN block of C;
 // a workgroup covers a BM × BN tile, stepping through K in BK slices.
-// addr: 0 C, 1 A, 2 B
-// u: 0 M, 1 N, 2 K, 3 lda, 4 ldb, 5 trans A, 6 trans B,
-//    7-8 batch dims (outer, inner), 9-10 A batch strides, 11-12 B batch strides (0: broadcast),
-//    13 first batch of this dispatch
+// Push constants: matmul_push (push.h).
 // The grid: x over N tiles, y over M tiles, z over batches (in chunks the device's grid allows).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+
+layout(push_constant) uniform Push { matmul_push pc; };
 
 layout(constant_id = 0) const uint BM = 32;
 layout(constant_id = 1) const uint BN = 32;
@@ -22,11 +21,12 @@ shared float As[BK][BM];
 shared float Bs[BK][BN];
 
 void main() {
-    uint M = pc.u[0], N = pc.u[1], K = pc.u[2], lda = pc.u[3], ldb = pc.u[4];
-    bool ta = pc.u[5] != 0u, tb = pc.u[6] != 0u;
-    uint bz = gl_WorkGroupID.z + pc.u[13], b0 = bz / pc.u[8], b1 = bz % pc.u[8];
-    uint aoff = b0 * pc.u[9] + b1 * pc.u[10], boff = b0 * pc.u[11] + b1 * pc.u[12];
-    F32 A = F32(pc.addr[1]), B = F32(pc.addr[2]), C = F32(pc.addr[0]);
+    uint M = pc.M, N = pc.N, K = pc.K, lda = pc.lda, ldb = pc.ldb;
+    bool ta = pc.trans_a != 0u, tb = pc.trans_b != 0u;
+    uint bz = gl_WorkGroupID.z + pc.batch0, b0 = bz / pc.batch_inner, b1 = bz % pc.batch_inner;
+    uint aoff = b0 * pc.a_batch_stride[0] + b1 * pc.a_batch_stride[1];
+    uint boff = b0 * pc.b_batch_stride[0] + b1 * pc.b_batch_stride[1];
+    F32 A = F32(pc.a), B = F32(pc.b), C = F32(pc.c);
     uint coff = bz * M * N;
 
     uint tid = gl_LocalInvocationID.x, threads = (BM / TM) * (BN / TN);

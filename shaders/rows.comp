@@ -1,15 +1,13 @@
 #version 450
 // rows.comp — ops over the last axis, one workgroup per row, with shared-memory reductions:
-// softmax, log_softmax, layer_norm, rms_norm, and cross entropy (per-row losses, then a final
-// one-workgroup mean).
-// addr: 0 out, 1 x, 2 weight / targets, 3 bias / status
-// u: 0 mode, 1 rows, 2 C, 3 eps, 4 has weight, 5 has bias, 6 ignore index, 7 kg_op (for errors)
+// softmax, log_softmax, layer_norm, rms_norm, norm_stats (the statistics the norms' backward
+// uses), and cross entropy (per-row losses, then a final one-workgroup mean).
+// Push constants: rows_push (push.h).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
-#include "codes.h"
 
 #define WG 256
-#define ROW_CE_MEAN 100
+layout(push_constant) uniform Push { rows_push pc; };
 layout(local_size_x = WG) in;
 
 shared float red[WG];
@@ -44,91 +42,146 @@ float reduce_max(float v) {
 
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
-void main() {
-    uint mode = pc.u[0], rows = pc.u[1], C = pc.u[2], t = gl_LocalInvocationID.x;
-    uint row = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    F32 dst = F32(pc.addr[0]), x = F32(pc.addr[1]);
-    if (mode == ROW_CE_MEAN) { // x holds rows losses then rows valid flags
-        float s = 0.0, n = 0.0;
-        for (uint i = t; i < rows; i += WG) {
-            s += x.v[i];
-            n += x.v[rows + i];
-        }
-        s = reduce_sum(s);
-        n = reduce_sum(n);
-        if (t == 0)
-            dst.v[0] = n > 0.0 ? s / n : 0.0;
-        return;
+// dst[0] = the mean of x's `rows` losses over the valid ones; x holds the losses, then the
+// valid flags (what ROW_CROSS_ENTROPY wrote).
+void cross_entropy_mean() {
+    uint t = gl_LocalInvocationID.x;
+    F32 x = F32(pc.x);
+    float s = 0.0, n = 0.0;
+    for (uint i = t; i < pc.rows; i += WG) {
+        s += x.v[i];
+        n += x.v[pc.rows + i];
     }
-    if (row >= rows)
-        return;
-    uint base = row * C;
-    if (mode == ROW_SOFTMAX || mode == ROW_LOG_SOFTMAX || mode == ROW_CROSS_ENTROPY) {
-        int target = 0;
-        if (mode == ROW_CROSS_ENTROPY) {
-            target = I32(pc.addr[2]).v[row];
-            if (target == si(6)) {
-                if (t == 0) {
-                    dst.v[row] = 0.0;
-                    dst.v[rows + row] = 0.0;
-                }
-                return;
-            }
-            if (target < 0 || target >= int(C)) {
-                if (t == 0)
-                    report_range(pc.addr[3], pc.u[7], int(row), target, int(C));
-                return;
-            }
-        }
-        float mx = NEG_INF;
-        for (uint k = t; k < C; k += WG)
-            mx = max(mx, x.v[base + k]);
-        mx = reduce_max(mx);
-        if (mx == NEG_INF) { // every entry masked: zeros (log: -inf), as the CPU kernel
-            for (uint k = t; k < C; k += WG)
-                dst.v[base + k] = mode == ROW_LOG_SOFTMAX ? NEG_INF : 0.0;
-            return;
-        }
-        float s = 0.0;
-        for (uint k = t; k < C; k += WG)
+    s = reduce_sum(s);
+    n = reduce_sum(n);
+    if (t == 0)
+        F32(pc.dst).v[0] = n > 0.0 ? s / n : 0.0;
+}
+
+// The row's max and Σ exp(x - max): softmax, log_softmax and cross entropy start here.
+vec2 max_and_sum(uint base) {
+    uint t = gl_LocalInvocationID.x;
+    F32 x = F32(pc.x);
+    float mx = NEG_INF;
+    for (uint k = t; k < pc.C; k += WG)
+        mx = max(mx, x.v[base + k]);
+    mx = reduce_max(mx);
+    float s = 0.0;
+    if (mx != NEG_INF) // every entry masked: no sum (the callers handle it)
+        for (uint k = t; k < pc.C; k += WG)
             s += exp(x.v[base + k] - mx);
-        s = reduce_sum(s);
-        if (mode == ROW_CROSS_ENTROPY) {
-            if (t == 0) {
-                dst.v[row] = mx + log(s) - x.v[base + uint(target)];
-                dst.v[rows + row] = 1.0;
-            }
-            return;
-        }
-        float lse = log(s), inv = 1.0 / s;
-        for (uint k = t; k < C; k += WG) {
-            float v = x.v[base + k] - mx;
-            dst.v[base + k] = mode == ROW_LOG_SOFTMAX ? v - lse : exp(v) * inv;
+    return vec2(mx, reduce_sum(s));
+}
+
+void softmax_row(uint row, bool log_form) {
+    uint t = gl_LocalInvocationID.x, base = row * pc.C;
+    F32 x = F32(pc.x), dst = F32(pc.dst);
+    vec2 ms = max_and_sum(base);
+    if (ms.x == NEG_INF) { // every entry masked: zeros (log: -inf), as the CPU kernel
+        for (uint k = t; k < pc.C; k += WG)
+            dst.v[base + k] = log_form ? NEG_INF : 0.0;
+        return;
+    }
+    float lse = log(ms.y), inv = 1.0 / ms.y;
+    for (uint k = t; k < pc.C; k += WG) {
+        float v = x.v[base + k] - ms.x;
+        dst.v[base + k] = log_form ? v - lse : exp(v) * inv;
+    }
+}
+
+// dst[row] = the row's loss and dst[rows + row] = 1, or both 0 for the ignore index.
+void cross_entropy_row(uint row) {
+    uint t = gl_LocalInvocationID.x, base = row * pc.C;
+    F32 dst = F32(pc.dst);
+    int target = I32(pc.targets).v[row]; // the same for the whole workgroup: uniform returns
+    if (target == pc.ignore_index) {
+        if (t == 0) {
+            dst.v[row] = 0.0;
+            dst.v[pc.rows + row] = 0.0;
         }
         return;
     }
-    // layer_norm / rms_norm
-    bool rms = mode == ROW_RMS_NORM;
+    if (target < 0 || target >= int(pc.C)) {
+        if (t == 0)
+            report_range(pc.status, pc.op, int(row), target, int(pc.C));
+        return;
+    }
+    vec2 ms = max_and_sum(base);
+    if (t == 0) {
+        dst.v[row] = ms.x + log(ms.y) - F32(pc.x).v[base + uint(target)];
+        dst.v[pc.rows + row] = 1.0;
+    }
+}
+
+// A row's mean (0 for RMS norm) and 1/√(var + eps): the norms and norm_stats take them from
+// here, so the backward sees the statistics the forward used. The second pass also sums the
+// deviations, whose mean corrects the first pass's rounding of the mean (the corrected two-pass
+// algorithm of Chan, Golub and LeVeque), which matters on rows whose mean is large against
+// their spread.
+vec2 row_stats(uint base) {
+    uint t = gl_LocalInvocationID.x;
+    F32 x = F32(pc.x);
     float mean = 0.0;
-    if (!rms) {
+    if (pc.rms == 0u) {
         float s = 0.0;
-        for (uint k = t; k < C; k += WG)
+        for (uint k = t; k < pc.C; k += WG)
             s += x.v[base + k];
-        mean = reduce_sum(s) / float(C);
+        mean = reduce_sum(s) / float(pc.C);
     }
-    float v = 0.0;
-    for (uint k = t; k < C; k += WG) {
+    float sd = 0.0, sd2 = 0.0;
+    for (uint k = t; k < pc.C; k += WG) {
         float d = x.v[base + k] - mean;
-        v += d * d;
+        sd += d;
+        sd2 += d * d;
     }
-    float rstd = inversesqrt(reduce_sum(v) / float(C) + sf(3));
-    F32 w = F32(pc.addr[2]), b = F32(pc.addr[3]);
-    for (uint k = t; k < C; k += WG) {
-        float y = (x.v[base + k] - mean) * rstd;
-        if (pc.u[4] != 0u)
+    sd2 = reduce_sum(sd2);
+    if (pc.rms == 0u) {
+        sd = reduce_sum(sd) / float(pc.C);
+        mean += sd;
+        sd2 -= sd * sd * float(pc.C);
+    }
+    return vec2(mean, inversesqrt(max(sd2, 0.0) / float(pc.C) + pc.eps));
+}
+
+void norm_row(uint row) {
+    uint t = gl_LocalInvocationID.x, base = row * pc.C;
+    F32 x = F32(pc.x), dst = F32(pc.dst), w = F32(pc.weight), b = F32(pc.bias);
+    vec2 st = row_stats(base);
+    for (uint k = t; k < pc.C; k += WG) {
+        float y = (x.v[base + k] - st.x) * st.y;
+        if (pc.weight != 0ul)
             y *= w.v[k];
-        if (pc.u[5] != 0u)
+        if (pc.bias != 0ul)
             y += b.v[k];
         dst.v[base + k] = y;
+    }
+}
+
+void norm_stats_row(uint row) {
+    vec2 st = row_stats(row * pc.C);
+    if (gl_LocalInvocationID.x == 0) {
+        F32(pc.dst).v[2 * row] = st.x;
+        F32(pc.dst).v[2 * row + 1] = st.y;
+    }
+}
+
+void main() {
+    if (pc.mode == ROW_CE_MEAN) { // one workgroup over all rows
+        cross_entropy_mean();
+        return;
+    }
+    uint row = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    if (row >= pc.rows)
+        return;
+    switch (pc.mode) {
+    case ROW_SOFTMAX: softmax_row(row, false); break;
+    case ROW_LOG_SOFTMAX: softmax_row(row, true); break;
+    case ROW_NORM: norm_row(row); break;
+    case ROW_NORM_STATS: norm_stats_row(row); break;
+    case ROW_CROSS_ENTROPY: cross_entropy_row(row); break;
+    default: // the output's layout is the mode's too: report only
+        if (gl_LocalInvocationID.x == 0)
+            bad_mode(pc.status, pc.op, pc.mode);
+        break;
     }
 }

@@ -262,6 +262,245 @@ static void test_device_listing(void **state)
     assert_int_equal(strlen(small), 7);
 }
 
+/* ---- issue 6: the Vulkan half ------------------------------------------------------------ */
+
+static void test_empty_tensors(void **state)
+{
+    (void)state;
+    /* Zero-byte uploads and downloads are no-ops on both paths (mapped and staging: meson runs
+     * this file both ways), and ops on empty tensors record nothing. */
+    kg_scope s = kg_scope_begin(vk);
+    kg_tensor *z = kg_zeros(vk, KG_DTYPE_F32, 2, SHAPE(3, 0));
+    kg_tensor *h = kg_from_host(vk, KG_DTYPE_F32, 2, SHAPE(0, 2), (float[]){0});
+    float host[1] = {42};
+    assert_true(kg_tensor_to_host(z, host, 0));
+    assert_true(kg_tensor_to_host(kg_exp(z), host, 0));
+    assert_true(kg_tensor_to_host(kg_cast(z, KG_DTYPE_F16), host, 0));
+    assert_true(host[0] == 42);
+    /* An empty inner dimension gives a non-empty result of zeros, as on the CPU. */
+    assert_tensor(kg_matmul(z, h), (float[]){0, 0, 0, 0, 0, 0}, 6, 0, 0, "(3,0)·(0,2)");
+    assert_tensor(kg_sum(z, 1, false), (float[]){0, 0, 0}, 3, 0, 0, "sum over an empty axis");
+    kg_tensor *b1 = kg_ones(vk, KG_DTYPE_F32, 2, SHAPE(2, 4)), *b2 = kg_zeros(vk, KG_DTYPE_F32, 2, SHAPE(4, 0));
+    assert_tensor(kg_lowrank_linear(z, b1, b2), (float[]){0, 0, 0, 0, 0, 0}, 6, 0, 0,
+                  "lowrank_linear with d_in 0");
+    kg_scope_end(vk, s);
+    assert_ok(vk);
+    assert_no_validation_messages();
+}
+
+static void test_validation_counts_only_the_layer(void **state)
+{
+    (void)state;
+    /* The loader's "env var 'VK_INSTANCE_LAYERS' defined" comes through the same messenger as a
+     * warning: information, not a validation message. */
+    VkDebugUtilsMessengerCallbackDataEXT loader = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CALLBACK_DATA_EXT,
+        .pMessageIdName = "Loader Message",
+        .pMessage = "env var 'VK_INSTANCE_LAYERS' defined and adding layers"};
+    VkDebugUtilsMessengerCallbackDataEXT layer = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CALLBACK_DATA_EXT,
+        .pMessageIdName = "VUID-vkCmdDispatch-None-02699", .pMessage = "a real problem"};
+    assert_false(kg__vk_counts_as_validation(VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+                                             &loader));
+    assert_true(kg__vk_counts_as_validation(VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+                                            &layer));
+    assert_true(kg__vk_counts_as_validation(VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+                                            &layer));
+    assert_false(kg__vk_counts_as_validation(VK_DEBUG_UTILS_MESSAGE_SEVERITY_INFO_BIT_EXT,
+                                             &layer));
+    assert_false(kg__vk_counts_as_validation(VK_DEBUG_UTILS_MESSAGE_SEVERITY_VERBOSE_BIT_EXT,
+                                             &layer));
+
+    /* The layer enabled the loader's way: it is listened to, and a clean run counts nothing. */
+    const char *was = getenv("VK_INSTANCE_LAYERS");
+    char *keep = was ? strdup(was) : NULL;
+    setenv("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation", 1);
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_VULKAN);
+    if (keep)
+        setenv("VK_INSTANCE_LAYERS", keep, 1);
+    else
+        unsetenv("VK_INSTANCE_LAYERS");
+    free(keep);
+    assert_ok(ctx);
+    assert_true(kg_item(kg_sum_all(kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(4)))) == 4.0);
+    const char *first = NULL;
+    size_t n = kg__vk_validation_count(ctx, &first);
+    bool listening = kg__vk_validating(ctx);
+    kg_ctx_free(ctx);
+    if (n)
+        fail_msg("%zu validation messages; the first: %s", n, first);
+    if (kg__vk_validating(vk)) /* the layer is installed: it must be listened to that way too */
+        assert_true(listening);
+}
+
+/* kron_linear / lowrank_linear whose T1 and T2 exceed the fused kernel's shared memory
+ * ((dA1 + dA2)·R > 2048) run unfused; forward and gradients as on the CPU. Tiny dB. */
+static void test_structured_ops_large_rank(void **state)
+{
+    (void)state;
+    gc_input a16[] = {F32(2, 2, 16), F32(2, 16, 16), F32(2, 1, 96), F32(2, 96, 1)};
+    parity("kron_linear A 16x16, R 96", f_kron_linear, NULL, 4, a16, 134);
+    gc_input a32[] = {F32(2, 1, 64), F32(2, 32, 32), F32(2, 2, 64), F32(2, 64, 2)};
+    parity("kron_linear A 32x32, R 64", f_kron_linear, NULL, 4, a32, 135);
+    /* dA1 + dA2 alone over the limit */
+    gc_input wide[] = {F32(2, 2, 2100), F32(2, 1, 2100), F32(2, 2, 1), F32(2, 1, 1)};
+    parity("kron_linear A 1x2100, R 1", f_kron_linear, NULL, 4, wide, 136);
+    gc_input lr[] = {F32(2, 2, 3), F32(2, 2, 1025), F32(2, 1025, 3)};
+    parity("lowrank_linear R 1025", f_lowrank, NULL, 3, lr, 137);
+}
+
+/* rope far into a sequence against float64: the angle pos·θ^(-2i/D) is in the thousands of
+ * radians. Vulkan's error is at most the CPU kernel's (PyTorch f32 computes the same way). */
+static void test_rope_precision_at_large_positions(void **state)
+{
+    (void)state;
+    enum { T = 8, D = 64 };
+    const float theta = 10000.0f;
+    const int64_t starts[] = {4090, 8185}; /* positions up to 8192 */
+    float x[T * D];
+    for (int k = 0; k < T * D; k++)
+        x[k] = -1.0f + 2.0f * kg__uniform01(7, (uint64_t)k);
+    for (size_t si = 0; si < sizeof starts / sizeof starts[0]; si++) {
+        double err[2] = {0, 0};
+        kg_ctx *ctxs[2] = {cpu, vk};
+        for (int b = 0; b < 2; b++) {
+            kg_scope s = kg_scope_begin(ctxs[b]);
+            kg_tensor *t = kg_from_host(ctxs[b], KG_DTYPE_F32, 2, SHAPE(T, D), x);
+            float *y = kg_tensor_to_f32(kg_rope(t, starts[si], theta));
+            assert_ok(ctxs[b]);
+            for (int r = 0; r < T; r++)
+                for (int i = 0; i < D / 2; i++) {
+                    double ang = (double)(starts[si] + r) * pow(theta, -2.0 * i / D);
+                    double x1 = x[r * D + i], x2 = x[r * D + i + D / 2];
+                    double y1 = x1 * cos(ang) - x2 * sin(ang), y2 = x2 * cos(ang) + x1 * sin(ang);
+                    err[b] = fmax(err[b], fmax(fabs(y[r * D + i] - y1),
+                                               fabs(y[r * D + i + D / 2] - y2)));
+                }
+            free(y);
+            kg_scope_end(ctxs[b], s);
+        }
+        if (!(err[1] <= err[0] * 1.001 + 1e-7))
+            fail_msg("rope at positions %lld..%lld: max error %.3g on Vulkan, %.3g on the CPU",
+                     (long long)starts[si], (long long)starts[si] + T - 1, err[1], err[0]);
+    }
+    assert_no_validation_messages();
+}
+
+static void test_norm_stats(void **state)
+{
+    (void)state;
+    /* Rows (C = 300) of mean 50 and spread 0.1, where f32 statistics lose digits unless the
+     * mean is corrected; and the same rows' RMS statistics (mean 0). Against float64. */
+    enum { R = 3, C = 300 };
+    float x[R * C];
+    for (int k = 0; k < R * C; k++)
+        x[k] = 50.0f + 0.1f * (float)k / C + 0.2f * (kg__uniform01(3, (uint64_t)k) - 0.5f);
+    for (int rms = 0; rms < 2; rms++) {
+        kg_scope s = kg_scope_begin(vk);
+        kg_tensor *t = kg_from_host(vk, KG_DTYPE_F32, 2, SHAPE(R, C), x);
+        kg_opparams p = {.norm = {.rms = rms, .eps = 1e-5f}};
+        float *got = kg_tensor_to_f32(kg__op(KG_OP_NORM_STATS, 1, &t, &p));
+        assert_ok(vk);
+        for (int r = 0; r < R; r++) {
+            double mean = 0, var = 0;
+            for (int k = 0; k < C; k++)
+                mean += x[r * C + k];
+            mean = rms ? 0 : mean / C;
+            for (int k = 0; k < C; k++)
+                var += (x[r * C + k] - mean) * (x[r * C + k] - mean);
+            double rstd = 1.0 / sqrt(var / C + 1e-5);
+            if (fabs(got[2 * r] - mean) > 1e-6 * 50 || fabs(got[2 * r + 1] - rstd) > 1e-5 * rstd)
+                fail_msg("norm_stats (rms %d) row %d: [%.9g, %.9g]; expected [%.9g, %.9g]", rms, r,
+                         got[2 * r], got[2 * r + 1], mean, rstd);
+        }
+        free(got);
+        kg_scope_end(vk, s);
+    }
+    assert_no_validation_messages();
+}
+
+static void test_shaders_needing_16bit_storage(void **state)
+{
+    (void)state;
+    /* Read from each module's capabilities: only the 16-bit copy and the cast ask for it. */
+    for (int sh = 0; sh < KG_VK_SHADER_COUNT; sh++)
+        assert_int_equal(kg__vk_shader_needs_16bit(sh), sh == KG_VK_COPY16 || sh == KG_VK_CAST);
+}
+
+static void test_kernels_refuse_ops_without_a_case(void **state)
+{
+    (void)state;
+    /* Each Vulkan kernel given an op it has no case for: an internal error, never another op's
+     * result (rows once ran cross entropy for anything it did not know). */
+    kg_kernel_fn kernels[] = {kg__vk_elementwise, kg__vk_reduce, kg__vk_structured_linear,
+                            kg__vk_rows, kg__vk_gather, kg__vk_optim};
+    kg_scope s = kg_scope_begin(vk);
+    kg_tensor *x = kg_ones(vk, KG_DTYPE_F32, 2, SHAPE(2, 3)), *y = kg_zeros(vk, KG_DTYPE_F32, 2, SHAPE(2, 3));
+    assert_ok(vk);
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        kg_opcall c = {.ctx = vk, .op = KG_OP_MATMUL, .n_in = 1, .in = {x}, .out = y};
+        assert_false(kernels[k](&c));
+        assert_int_equal(kg_ctx_status(vk), KG_ERR_STATE);
+        assert_non_null(strstr(kg_error(vk), "internal: op matmul has no Vulkan case"));
+        kg_clear_error(vk);
+    }
+    kg_scope_end(vk, s);
+}
+
+/* One dispatch of a shader whose mode is 0 (no mode): the shader reports it and writes NaN. */
+static void expect_bad_mode(kg_vk_shader sh, const void *push, size_t size, kg_tensor *x,
+                            kg_tensor *y, const char *what)
+{
+    kg_opcall c = {.ctx = vk, .op = KG_OP_EXP, .n_in = 1, .in = {x}, .out = y};
+    assert_true(kg_vk_dispatch(&c, sh, push, size, 1, 1, 1, &x, 1, y));
+    kg_flush(vk);
+    if (kg_ctx_status(vk) != KG_ERR_STATE || !strstr(kg_error(vk), "internal: kg_exp reached a "
+                                                     "Vulkan shader with mode 0"))
+        fail_msg("%s: %s", what, kg_ctx_status(vk) ? kg_error(vk) : "no error");
+    kg_clear_error(vk);
+}
+
+static void test_shaders_report_a_mode_without_a_case(void **state)
+{
+    (void)state;
+    kg_scope s = kg_scope_begin(vk);
+    kg_tensor *x = kg_ones(vk, KG_DTYPE_F32, 2, SHAPE(2, 3)), *y = kg_zeros(vk, KG_DTYPE_F32, 2, SHAPE(2, 3));
+    kg_tensor *ids = kg_zeros(vk, KG_DTYPE_I32, 1, SHAPE(2));
+    kg_flush(vk);
+    assert_ok(vk);
+    uint64_t st = kg_vk_status_addr(vk), xa = kg_vk_addr(x), ya = kg_vk_addr(y);
+    ew_push ew = {.dst = ya, .a = xa, .b = xa, .status = st, .dim = {1, 1, 2, 3},
+                  .a_stride = {0, 0, 3, 1}, .b_stride = {0, 0, 3, 1}, .n = 6, .op = KG_OP_EXP};
+    expect_bad_mode(KG_VK_ELEMENTWISE, &ew, sizeof ew, x, y, "elementwise");
+    float *got = kg_tensor_to_f32(y);
+    for (int i = 0; i < 6; i++)
+        assert_true(isnan(got[i])); /* never a value another op would give */
+    free(got);
+    reduce_push red = {.dst = ya, .x = xa, .status = st, .outer = 1, .n = 2, .inner = 3,
+                       .op = KG_OP_EXP};
+    expect_bad_mode(KG_VK_REDUCE, &red, sizeof red, x, y, "reduce");
+    rows_push rows = {.dst = ya, .x = xa, .status = st, .rows = 2, .C = 3, .op = KG_OP_EXP};
+    expect_bad_mode(KG_VK_ROWS, &rows, sizeof rows, x, y, "rows");
+    gather_push ga = {.dst = ya, .src = xa, .ids = kg_vk_addr(ids), .status = st, .n = 2, .C = 3,
+                      .limit = 2, .op = KG_OP_EXP};
+    expect_bad_mode(KG_VK_GATHER, &ga, sizeof ga, x, y, "gather");
+    optim_push op = {.param = ya, .grad = xa, .status = st, .n = 6, .op = KG_OP_EXP};
+    expect_bad_mode(KG_VK_OPTIM, &op, sizeof op, x, y, "optim");
+    if (((const vk_state *)vk->be_state)->has_16bit) {
+        cast_push ca = {.dst = ya, .src = xa, .status = st, .from = DT_COUNT, .to = DT_F32, .n = 6,
+                        .op = KG_OP_EXP};
+        /* DT_COUNT is no dtype: the cast reports it as its mode */
+        kg_opcall c = {.ctx = vk, .op = KG_OP_EXP, .n_in = 1, .in = {x}, .out = y};
+        assert_true(kg_vk_dispatch(&c, KG_VK_CAST, &ca, sizeof ca, 1, 1, 1, &x, 1, y));
+        kg_flush(vk);
+        assert_int_equal(kg_ctx_status(vk), KG_ERR_STATE);
+        assert_non_null(strstr(kg_error(vk), "with mode 4"));
+        kg_clear_error(vk);
+    }
+    kg_scope_end(vk, s);
+    assert_no_validation_messages();
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -312,6 +551,14 @@ int main(void)
         cmocka_unit_test(test_device_listing),
         cmocka_unit_test(test_batches_beyond_the_grid),
         cmocka_unit_test(test_kron_linear_never_forms_delta_w),
+        cmocka_unit_test(test_empty_tensors),
+        cmocka_unit_test(test_validation_counts_only_the_layer),
+        cmocka_unit_test(test_structured_ops_large_rank),
+        cmocka_unit_test(test_rope_precision_at_large_positions),
+        cmocka_unit_test(test_norm_stats),
+        cmocka_unit_test(test_shaders_needing_16bit_storage),
+        cmocka_unit_test(test_kernels_refuse_ops_without_a_case),
+        cmocka_unit_test(test_shaders_report_a_mode_without_a_case),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

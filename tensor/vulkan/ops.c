@@ -253,6 +253,12 @@ static bool structured_unfused(const kg_opcall *c, const kron_linear_push *k, kg
 {
     int64_t N = k->N, dA1 = k->dA1, dA2 = k->dA2, dB1 = k->dB1, dB2 = k->dB2, R = k->R;
     const char *fn = c->op == KG_OP_KRON_LINEAR ? "kg_kron_linear" : "kg_lowrank_linear";
+    int64_t most;
+    if (!kg__mul(N, dA1 > dA2 ? dA1 : dA2, &most) || !kg__mul(most, R, &most) ||
+        most >= INT32_MAX) /* as vk_run's limit on every tensor */
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "%s: its intermediate N·dA·R = %lld·%lld·%lld "
+                            "has 2^31 elements or more, which the Vulkan kernels cannot index",
+                            fn, (long long)N, (long long)(dA1 > dA2 ? dA1 : dA2), (long long)R);
     kg_tensor *t1 = kg__tensor_alloc(c->ctx, fn, KG_DTYPE_F32, 2, (int64_t[]){N * dA1, R}, false);
     kg_tensor *t2 = a ? kg__tensor_alloc(c->ctx, fn, KG_DTYPE_F32, 2, (int64_t[]){N * dA2, R},
                                          false) : t1; /* lowrank: A = [1], T2 = T1 */
@@ -280,10 +286,11 @@ bool kg__vk_structured_linear(const kg_opcall *c)
     case KG_OP_LOWRANK_LINEAR: a = NULL, b1 = c->in[1], b2 = c->in[2]; break;
     default: return no_case(c);
     }
-    int64_t din = x->shape[x->ndim - 1];
+    int64_t N = 1; /* tokens: x's leading dims (x may be empty when d_in is 0; y is zeros) */
+    for (int i = 0; i < x->ndim - 1; i++)
+        N *= x->shape[i];
     kron_linear_push p = {.y = kg_vk_addr(c->out), .x = kg_vk_addr(x), .a = a ? kg_vk_addr(a) : 0,
-                          .b1 = kg_vk_addr(b1), .b2 = kg_vk_addr(b2),
-                          .N = u32(din ? kg_tensor_numel(x) / din : 0),
+                          .b1 = kg_vk_addr(b1), .b2 = kg_vk_addr(b2), .N = u32(N),
                           .dA1 = a ? u32(a->shape[1]) : 1, .dA2 = a ? u32(a->shape[0]) : 1,
                           .dB1 = u32(b2->shape[1]), .dB2 = u32(b1->shape[0]),
                           .R = u32(b1->shape[1])};
@@ -448,4 +455,46 @@ bool kg__vk_gather(const kg_opcall *c)
         return no_case(c);
     }
     return kg_vk_dispatch_1d(c, KG_VK_GATHER, &p, sizeof p, groups, c->in, c->n_in, c->out);
+}
+
+/* ---- optimizer steps (in place) ------------------------------------------------------------ */
+
+/* param, grad, then the state (AdamW: m, v; SGD: the momentum buffer, or none); param and the
+ * state are written. */
+bool kg__vk_optim(const kg_opcall *c)
+{
+    optim_push p = {.op = c->op};
+    switch (c->op) {
+    case KG_OP_ADAMW: {
+        const kg_adamw *a = &c->p.adamw;
+        p.mode = OPT_ADAMW;
+        p.lr = a->lr;
+        p.weight_decay = a->weight_decay;
+        p.beta1 = a->beta1;
+        p.beta2 = a->beta2;
+        p.eps = a->eps;
+        p.c1 = 1.0f - powf(a->beta1, (float)a->step); /* as kg__cpu_adamw */
+        p.c2 = 1.0f - powf(a->beta2, (float)a->step);
+        break;
+    }
+    case KG_OP_SGD:
+        p.mode = OPT_SGD;
+        p.lr = c->p.sgd.lr;
+        p.weight_decay = c->p.sgd.weight_decay;
+        p.momentum = c->p.sgd.momentum;
+        p.first = c->p.sgd.first;
+        break;
+    default:
+        return no_case(c);
+    }
+    kg_tensor *writes[3] = {c->in[0], c->n_in > 2 ? c->in[2] : NULL,
+                            c->n_in > 3 ? c->in[3] : NULL};
+    p.param = kg_vk_addr(c->in[0]);
+    p.grad = kg_vk_addr(c->in[1]);
+    p.status = kg_vk_status_addr(c->ctx);
+    p.m = writes[1] ? kg_vk_addr(writes[1]) : 0;
+    p.v = writes[2] ? kg_vk_addr(writes[2]) : 0;
+    p.n = u32(kg_tensor_numel(c->in[0]));
+    return kg_vk_dispatch_1d_writes(c, KG_VK_OPTIM, &p, sizeof p, GROUPS(p.n, 256), c->in,
+                                    c->n_in, writes, c->n_in - 1);
 }

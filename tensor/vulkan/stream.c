@@ -18,13 +18,14 @@ static const struct { const uint32_t *code; size_t size; } shader_code[KG_VK_SHA
 #undef KG_VK_CODE
 };
 
-/* Whether a SPIR-V module declares 16-bit storage (OpCapability StorageBuffer16BitAccess):
+/* Whether the shader's SPIR-V declares 16-bit storage (OpCapability StorageBuffer16BitAccess):
  * such a module runs only where the device has it. After the 5-word header, each instruction's
  * first word holds its length (high half) and opcode (low half). */
-static bool needs_16bit(const uint32_t *code, size_t size)
+bool kg__vk_shader_needs_16bit(kg_vk_shader sh)
 {
     enum { OP_CAPABILITY = 17, CAP_STORAGE_BUFFER_16BIT = 4433 };
-    size_t n = size / 4;
+    const uint32_t *code = shader_code[sh].code;
+    size_t n = shader_code[sh].size / 4;
     for (size_t i = 5; i + 1 < n && code[i] >> 16; i += code[i] >> 16)
         if ((code[i] & 0xffff) == OP_CAPABILITY && code[i + 1] == CAP_STORAGE_BUFFER_16BIT)
             return true;
@@ -36,7 +37,7 @@ bool kg__vk_make_stream(vk_state *s)
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                   .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                   .queueFamilyIndex = s->family};
-    VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, PUSH_BYTES};
+    VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, KG_PUSH_BYTES};
     VkPipelineLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
                                      .pushConstantRangeCount = 1, .pPushConstantRanges = &pcr};
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
@@ -188,25 +189,28 @@ static bool overlaps(const vk_range *list, int n, vk_range r)
 
 /* Order this dispatch after every earlier one it conflicts with, then note what it touches. */
 static void order_accesses(vk_state *s, kg_tensor *const *reads, int n_reads,
-                           const kg_tensor *write)
+                           const kg_tensor *const *writes, int n_writes)
 {
-    vk_range w = touched(write);
-    bool need = overlaps(s->writes, s->n_writes, w) || overlaps(s->reads, s->n_reads, w) ||
-                s->n_writes == MAX_RANGES || s->n_reads + n_reads > MAX_RANGES;
+    bool need = s->n_writes + n_writes > MAX_RANGES || s->n_reads + n_reads > MAX_RANGES;
+    for (int i = 0; i < n_writes && !need; i++) {
+        vk_range w = touched(writes[i]);
+        need = overlaps(s->writes, s->n_writes, w) || overlaps(s->reads, s->n_reads, w);
+    }
     for (int i = 0; i < n_reads && !need; i++)
         need = overlaps(s->writes, s->n_writes, touched(reads[i]));
     if (need)
         kg__vk_compute_barrier(s);
     for (int i = 0; i < n_reads; i++)
         s->reads[s->n_reads++] = touched(reads[i]);
-    s->writes[s->n_writes++] = w;
+    for (int i = 0; i < n_writes; i++)
+        s->writes[s->n_writes++] = touched(writes[i]);
 }
 
 static VkPipeline pipeline(vk_state *s, kg_vk_shader which)
 {
     if (s->pipes[which])
         return s->pipes[which];
-    if (needs_16bit(shader_code[which].code, shader_code[which].size) && !s->has_16bit) {
+    if (kg__vk_shader_needs_16bit(which) && !s->has_16bit) {
         kg_set_error(s->ctx, KG_ERR_DEVICE, "vulkan: %s lacks 16-bit storage, which f16 and bf16 "
                  "tensors need on it", s->props.deviceName);
         return VK_NULL_HANDLE;
@@ -236,32 +240,33 @@ static VkPipeline pipeline(vk_state *s, kg_vk_shader which)
     return s->pipes[which];
 }
 
-bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
-                    uint32_t gx, uint32_t gy, uint32_t gz, kg_tensor *const *reads, int n_reads,
-                    const kg_tensor *write)
+/* One dispatch that writes n_writes tensors (the first one's size says whether there is work). */
+static bool record(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                   const uint32_t grid[3], kg_tensor *const *reads, int n_reads,
+                   const kg_tensor *const *writes, int n_writes)
 {
     vk_state *s = c->ctx->be_state;
-    if (gx == 0 || gy == 0 || gz == 0 || kg_tensor_numel(write) == 0)
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || kg_tensor_numel(writes[0]) == 0)
         return true; /* nothing to do (an empty tensor) */
     const uint32_t *lim = s->props.limits.maxComputeWorkGroupCount;
-    if (gx > lim[0] || gy > lim[1] || gz > lim[2])
+    if (grid[0] > lim[0] || grid[1] > lim[1] || grid[2] > lim[2])
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: a grid of %u×%u×%u workgroups exceeds "
-                        "%s's %u×%u×%u", kg_op_table[c->op].name, gx, gy, gz,
+                        "%s's %u×%u×%u", kg_op_table[c->op].name, grid[0], grid[1], grid[2],
                         s->props.deviceName, lim[0], lim[1], lim[2]);
-    KG_ASSERT(size <= PUSH_BYTES);
-    uint8_t bytes[PUSH_BYTES] = {0}; /* the whole range is pushed: the rest reads as zeros */
+    KG_ASSERT(size <= KG_PUSH_BYTES);
+    uint8_t bytes[KG_PUSH_BYTES] = {0}; /* the whole range is pushed: the rest reads as zeros */
     memcpy(bytes, push, size);
     VkPipeline pipe = pipeline(s, sh);
     if (!pipe || !kg__vk_begin_batch(s))
         return false;
-    order_accesses(s, reads, n_reads, write);
+    order_accesses(s, reads, n_reads, writes, n_writes);
     bool timed = s->profiling && s->queries;
     if (timed)
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, s->queries,
                             2 * (uint32_t)s->n_dispatch);
     vkCmdBindPipeline(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
-    vkCmdPushConstants(s->cmd, s->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, PUSH_BYTES, bytes);
-    vkCmdDispatch(s->cmd, gx, gy, gz);
+    vkCmdPushConstants(s->cmd, s->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, KG_PUSH_BYTES, bytes);
+    vkCmdDispatch(s->cmd, grid[0], grid[1], grid[2]);
     if (timed)
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, s->queries,
                             2 * (uint32_t)s->n_dispatch + 1);
@@ -271,16 +276,42 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const void *push, size_
     return true;
 }
 
+/* `groups` workgroups laid out 1-D, folded into y beyond the x limit. groups < 2^31 (vk_run
+ * refuses bigger tensors), so y fits; record checks it against the device's grid like every
+ * other axis. */
+static void grid_1d(const kg_opcall *c, uint64_t groups, uint32_t grid[3])
+{
+    uint64_t maxx = kg_vk_max_groups(c->ctx, 0);
+    uint64_t gx = groups < maxx ? groups : maxx, gy = gx ? (groups + gx - 1) / gx : 0;
+    grid[0] = (uint32_t)gx;
+    grid[1] = (uint32_t)gy;
+    grid[2] = 1;
+}
+
+bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                    uint32_t gx, uint32_t gy, uint32_t gz, kg_tensor *const *reads, int n_reads,
+                    const kg_tensor *write)
+{
+    return record(c, sh, push, size, (uint32_t[]){gx, gy, gz}, reads, n_reads, &write, 1);
+}
+
 bool kg_vk_dispatch_1d(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
                        uint64_t groups, kg_tensor *const *reads, int n_reads,
                        const kg_tensor *write)
 {
-    /* groups < 2^31 (vk_run refuses bigger tensors), so gy fits; kg_vk_dispatch checks it
-     * against the device's grid like every other axis. */
-    uint64_t maxx = kg_vk_max_groups(c->ctx, 0);
-    uint64_t gx = groups < maxx ? groups : maxx, gy = gx ? (groups + gx - 1) / gx : 0;
-    return kg_vk_dispatch(c, sh, push, size, (uint32_t)gx, (uint32_t)gy, 1, reads, n_reads,
-                          write);
+    uint32_t grid[3];
+    grid_1d(c, groups, grid);
+    return record(c, sh, push, size, grid, reads, n_reads, &write, 1);
+}
+
+bool kg_vk_dispatch_1d_writes(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                              uint64_t groups, kg_tensor *const *reads, int n_reads,
+                              kg_tensor *const *writes, int n_writes)
+{
+    uint32_t grid[3];
+    grid_1d(c, groups, grid);
+    return record(c, sh, push, size, grid, reads, n_reads, (const kg_tensor *const *)writes,
+                  n_writes);
 }
 
 uint64_t kg_vk_addr(const kg_tensor *t)

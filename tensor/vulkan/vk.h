@@ -24,16 +24,6 @@ typedef enum kg_vk_shader {
     KG_VK_SHADER_COUNT
 } kg_vk_shader;
 
-/* The push-constant range every pipeline has: 128 bytes, the minimum every Vulkan device
- * guarantees. Each shader's struct (shaders/push.h) must fit. */
-enum { PUSH_BYTES = 128 };
-_Static_assert(sizeof(copy_push) <= PUSH_BYTES && sizeof(cast_push) <= PUSH_BYTES &&
-                   sizeof(ew_push) <= PUSH_BYTES && sizeof(reduce_push) <= PUSH_BYTES &&
-                   sizeof(matmul_push) <= PUSH_BYTES && sizeof(kron_push) <= PUSH_BYTES &&
-                   sizeof(kron_linear_push) <= PUSH_BYTES && sizeof(rows_push) <= PUSH_BYTES &&
-                   sizeof(rope_push) <= PUSH_BYTES && sizeof(gather_push) <= PUSH_BYTES,
-               "a shader's push constants exceed the 128 bytes every device guarantees");
-
 /* The C enum and the shaders' dtype codes are one list. */
 _Static_assert(DT_F32 == KG_DTYPE_F32 && DT_F16 == KG_DTYPE_F16 && DT_BF16 == KG_DTYPE_BF16 &&
                    DT_I32 == KG_DTYPE_I32 && DT_COUNT == KG_DTYPE_COUNT,
@@ -165,6 +155,13 @@ bool kg_vk_dispatch(const kg_opcall *c, kg_vk_shader sh, const void *push, size_
 bool kg_vk_dispatch_1d(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
                        uint64_t groups, kg_tensor *const *reads, int n_reads,
                        const kg_tensor *write);
+/* The same for a kernel that writes several tensors (the optimizers update a parameter and its
+ * state in place). */
+bool kg_vk_dispatch_1d_writes(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t size,
+                              uint64_t groups, kg_tensor *const *reads, int n_reads,
+                              kg_tensor *const *writes, int n_writes);
+/* Whether shader sh needs a device with 16-bit storage (read from its SPIR-V). */
+bool kg__vk_shader_needs_16bit(kg_vk_shader sh);
 /* Device address of the tensor's first element. */
 uint64_t kg_vk_addr(const kg_tensor *t);
 /* The device address of the status buffer that kernels report bad indices into. */
@@ -186,6 +183,7 @@ bool kg__vk_rows(const kg_opcall *c);
 bool kg__vk_rope(const kg_opcall *c);
 bool kg__vk_gather(const kg_opcall *c);
 bool kg__vk_concat(const kg_opcall *c);
+bool kg__vk_optim(const kg_opcall *c);
 
 /* Compute barriers recorded so far (tests check that independent dispatches get none). */
 size_t kg__vk_barrier_count(const kg_ctx *ctx);
