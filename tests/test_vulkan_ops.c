@@ -88,6 +88,13 @@ static void test_every_op_has_a_vulkan_kernel(void **state)
             fail_msg("op %s has no Vulkan kernel", kg_op_table[op].name);
 }
 
+/* After the op cases above (they run first): every op of the table ran on the device. */
+static void test_every_op_has_a_case(void **state)
+{
+    (void)state;
+    assert_every_op_ran(vk->op_made, "Vulkan parity cases");
+}
+
 static void test_bad_index_is_reported_at_flush(void **state)
 {
     (void)state;
@@ -541,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_views_and_concat),
         cmocka_unit_test(test_structured_ops),
         cmocka_unit_test(test_forward_only),
+        cmocka_unit_test(test_every_op_has_a_case), /* after the op cases */
         cmocka_unit_test(test_bad_index_is_reported_at_flush),
         cmocka_unit_test(test_tensor_over_the_binding_limit),
         cmocka_unit_test(test_device_out_of_memory_is_an_error),
