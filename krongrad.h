@@ -14,5 +14,6 @@
 #include "models/kg_models.h"
 #include "models/kg_peft.h"
 #include "train/kg_tasks.h"
+#include "train/kg_train.h"
 
 #endif

@@ -64,5 +64,9 @@ extern const kg_command kg_cmd_info;
 extern const kg_command kg_cmd_tokenize;
 extern const kg_command kg_cmd_generate;
 extern const kg_command kg_cmd_embed;
+extern const kg_command kg_cmd_eval;
+extern const kg_command kg_cmd_train;
+extern const kg_command kg_cmd_compare;
+extern const kg_command kg_cmd_demo;
 
 #endif

@@ -12,6 +12,10 @@ static const kg_command *const commands[] = {
     &kg_cmd_tokenize,
     &kg_cmd_generate,
     &kg_cmd_embed,
+    &kg_cmd_eval,
+    &kg_cmd_train,
+    &kg_cmd_compare,
+    &kg_cmd_demo,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

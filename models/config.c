@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* The config.json being read: errors name its path and the key. */
 typedef struct reader {
@@ -319,6 +320,13 @@ bool kg_model_config_read(kg_ctx *ctx, const char *path, kg_model_config *cfg)
     if (!path || !cfg)
         return kg_set_error(ctx, KG_ERR_ARG, "kg_model_config_read: path or cfg is NULL");
     *cfg = (kg_model_config){0};
+    char file[4096]; /* a directory means the config.json inside it */
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        if (snprintf(file, sizeof file, "%s/config.json", path) >= (int)sizeof file)
+            return kg_set_error(ctx, KG_ERR_ARG, "kg_model_config_read: path too long: %s", path);
+        path = file;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)

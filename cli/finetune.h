@@ -1,0 +1,103 @@
+/* finetune.h — what `krongrad train`, `compare` and `demo` share: the fine-tuning flags (one
+ * struct and one table of rows, so their --help agrees), turning them into a kg_train_config,
+ * reading or generating tasks, loading a model ready to fine-tune, the progress line and the
+ * number formats of the summary tables.
+ */
+#ifndef KG_CLI_FINETUNE_H
+#define KG_CLI_FINETUNE_H
+
+#include "cli.h"
+#include "train/kg_train.h"
+
+#include <stddef.h>
+
+typedef struct finetune_opts {
+    const char *model, *task, *tasks, *adapter, *kron_a, *targets, *modules_to_save;
+    const char *optimizer, *schedule, *loss, *out, *backend;
+    kg_cli_list data, eval_data;
+    int64_t rank, lokr_factor, steps, batch, accumulate, warmup, seed, max_length;
+    int64_t checkpoint_every, stop_at, eval_limit;
+    double alpha, dropout, lr, weight_decay, momentum, clip;
+    bool resume;
+} finetune_opts;
+
+/* The rows of finetune_opts for a command whose options struct T holds it as field `ft`. */
+#define FINETUNE_FLAGS(T)                                                                        \
+    {"model", KG_FLAG_STRING, offsetof(T, ft.model), "PATH",                                    \
+     "an HF model directory or a .gguf file (required)"},                                        \
+    {"task", KG_FLAG_STRING, offsetof(T, ft.task), "NAME",                                      \
+     "arc-easy, arc-challenge, openbookqa, piqa, hellaswag, winogrande, plain, synthetic-lang"},\
+    {"data", KG_FLAG_LIST, offsetof(T, ft.data), "FILE",                                        \
+     "training items (JSONL; one per --tasks entry); synthetic-* tasks generate theirs"},       \
+    {"eval-data", KG_FLAG_LIST, offsetof(T, ft.eval_data), "FILE",                              \
+     "held-out items scored after training (synthetic-*: 200 generated test items)"},           \
+    {"adapter", KG_FLAG_STRING, offsetof(T, ft.adapter), "KIND",                                \
+     "lora, kronlora, lokr or full (default kronlora)"},                                         \
+    {"rank", KG_FLAG_INT, offsetof(T, ft.rank), "R", "adapter rank (default 8)"},               \
+    {"alpha", KG_FLAG_FLOAT, offsetof(T, ft.alpha), "A",                                        \
+     "scale numerator: the adapter adds (A/R)·ΔW (default 2·R)"},                              \
+    {"dropout", KG_FLAG_FLOAT, offsetof(T, ft.dropout), "P",                                    \
+     "dropout on the adapter's input while training (default 0)"},                              \
+    {"kron-a", KG_FLAG_STRING, offsetof(T, ft.kron_a), "dA2xdA1",                               \
+     "Kron-LoRA's A shape (default 2x4)"},                                                       \
+    {"lokr-factor", KG_FLAG_INT, offsetof(T, ft.lokr_factor), "F",                              \
+     "LoKr decompose_factor (default -1: PEFT's)"},                                              \
+    {"targets", KG_FLAG_STRING, offsetof(T, ft.targets), "LIST",                                \
+     "HF module names, comma-separated, or all-linear (default)"},                               \
+    {"modules-to-save", KG_FLAG_STRING, offsetof(T, ft.modules_to_save), "LIST",                \
+     "heads trained whole (default: the model's own head)"},                                     \
+    {"steps", KG_FLAG_INT, offsetof(T, ft.steps), "N", "optimizer steps (default 100)"},        \
+    {"batch", KG_FLAG_INT, offsetof(T, ft.batch), "B", "items per micro-batch (default 8)"},    \
+    {"accumulate", KG_FLAG_INT, offsetof(T, ft.accumulate), "K",                                \
+     "micro-batches per optimizer step (default 1)"},                                            \
+    {"lr", KG_FLAG_FLOAT, offsetof(T, ft.lr), "LR", "peak learning rate (default 2e-4)"},       \
+    {"weight-decay", KG_FLAG_FLOAT, offsetof(T, ft.weight_decay), "WD",                         \
+     "weight decay (AdamW: decoupled; default 0)"},                                              \
+    {"optimizer", KG_FLAG_STRING, offsetof(T, ft.optimizer), "adamw|sgd",                       \
+     "the optimizer (default adamw)"},                                                           \
+    {"momentum", KG_FLAG_FLOAT, offsetof(T, ft.momentum), "M", "SGD momentum (default 0.9)"},   \
+    {"warmup", KG_FLAG_INT, offsetof(T, ft.warmup), "N",                                        \
+     "steps of linear warmup from 0 (default 0)"},                                               \
+    {"schedule", KG_FLAG_STRING, offsetof(T, ft.schedule), "linear|cosine|constant",            \
+     "decay after the warmup (default linear)"},                                                 \
+    {"clip", KG_FLAG_FLOAT, offsetof(T, ft.clip), "NORM",                                       \
+     "clip the gradients' global norm (default 1; 0: off)"},                                     \
+    {"seed", KG_FLAG_INT, offsetof(T, ft.seed), "S",                                            \
+     "seed of the data order, dropout and the adapter's init (default 0)"},                     \
+    {"loss", KG_FLAG_STRING, offsetof(T, ft.loss), "gold|choices",                              \
+     "decoders: LM loss of the gold answer, or cross entropy over the choices (default gold)"},\
+    {"max-length", KG_FLAG_INT, offsetof(T, ft.max_length), "N",                                \
+     "tokens per row (default: the model's positions)"},                                         \
+    {"eval-limit", KG_FLAG_INT, offsetof(T, ft.eval_limit), "N",                                \
+     "score only the first N held-out items (default all)"},                                     \
+    {"backend", KG_FLAG_STRING, offsetof(T, ft.backend), "cpu|vulkan",                          \
+     "where to compute (default: a real GPU if Vulkan finds one, else cpu)"}
+
+/* The defaults above (kronlora, rank 8, alpha 2·R unless given, ...). */
+void finetune_defaults(finetune_opts *o);
+
+/* The run's settings from the flags: false after printing what was wrong (a usage error). */
+bool finetune_config(const char *cmd, const finetune_opts *o, kg_train_config *cfg);
+
+/* The task named name from path, or, for a synthetic-* name without a path, generated: the
+ * training split (1000 items) or the test split (200 items). NULL with the context's error. */
+kg_task *finetune_task(kg_ctx *ctx, const char *name, const char *path, kg_split split);
+
+/* Check the adapter configuration against the model's config before any weight is loaded
+ * (an encoder without a head is checked as the multiple-choice model training will make). */
+bool finetune_validate(kg_ctx *ctx, const char *model_path, const kg_adapter_config *a);
+
+/* The model ready to fine-tune: loaded, an encoder without a head given a fresh
+ * multiple-choice head (seed), then cfg's adapter attached (when cfg is not NULL). */
+kg_model *finetune_model(kg_ctx *ctx, const char *path, const kg_adapter_config *cfg,
+                         uint64_t seed);
+
+/* The progress line on stderr, redrawn in place, only when stderr is a terminal: step, loss,
+ * tokens/s, ETA. finetune_progress_end ends the line. user: the label (NULL for none). */
+void finetune_progress(void *user, const kg_step_stats *s, int64_t total_steps);
+void finetune_progress_end(void);
+
+/* n with thousands separators ("840,481") into buf. */
+const char *finetune_count(int64_t n, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,367 @@
+/* compare.c — the honest trade-off report: adapter configurations × seeds on one model and task,
+ * each run from a freshly loaded model; per configuration the trainable parameters, peak
+ * memory, step time and accuracy as mean ± std, plus a LoRA whose rank matches the Kron-LoRA's
+ * parameter count; written as JSON and as an SVG of accuracy against parameters beside the
+ * loss curves (the SVG is plain text, written by hand).
+ */
+#include "train/train_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Running ------------------------------------------------------------------------------- */
+
+void kg_compare_result_free(kg_compare_result *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_rows; i++) {
+        kg_compare_row *row = &r->rows[i];
+        for (int s = 0; row->losses && s < row->n_seeds; s++)
+            free(row->losses[s]);
+        free(row->losses);
+        free(row->acc);
+    }
+    free(r->rows);
+    *r = (kg_compare_result){0};
+}
+
+static void label_of(const kg_adapter_config *a, bool matched, char *out, size_t cap)
+{
+    switch (a->kind) {
+    case KG_ADAPTER_KRONLORA:
+        snprintf(out, cap, "kronlora r%lld A%lldx%lld", (long long)a->rank,
+                 (long long)a->kron_a2, (long long)a->kron_a1);
+        break;
+    case KG_ADAPTER_LORA:
+    case KG_ADAPTER_LOKR:
+        snprintf(out, cap, "%s r%lld%s", kg_adapter_kind_name(a->kind), (long long)a->rank,
+                 matched ? " (matched)" : "");
+        break;
+    default:
+        snprintf(out, cap, "%s", kg_adapter_kind_name(a->kind));
+    }
+}
+
+/* A fresh model for one run: loaded, given a multiple-choice head when an encoder lacks one. */
+static kg_model *fresh_model(kg_ctx *ctx, const char *path, uint64_t seed)
+{
+    kg_model *m = kg_model_load(ctx, path);
+    bool decoder = m && (m->cfg.arch == KG_ARCH_MISTRAL || m->cfg.arch == KG_ARCH_LLAMA);
+    if (m && !decoder && m->cfg.head == KG_HEAD_NONE &&
+        !kg_model_add_head(m, KG_HEAD_MULTIPLE_CHOICE, 1, seed)) {
+        kg_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* The LoRA rank whose count is closest to target (counts are linear in the rank). */
+static int64_t matched_rank(kg_ctx *ctx, const kg_model_config *mc, kg_adapter_config lora,
+                            int64_t target)
+{
+    lora.rank = 1;
+    int64_t c1 = kg_adapter_count(ctx, mc, &lora);
+    lora.rank = 2;
+    int64_t c2 = kg_adapter_count(ctx, mc, &lora);
+    if (c1 < 0 || c2 <= c1)
+        return -1;
+    int64_t per_rank = c2 - c1, fixed = c1 - per_rank;
+    int64_t r = (int64_t)llround((double)(target - fixed) / (double)per_rank);
+    return r < 1 ? 1 : r;
+}
+
+typedef struct progress_relay {
+    kg_compare_progress_fn fn;
+    void *user;
+    const char *label;
+    uint64_t seed;
+} progress_relay;
+
+static void relay(void *user, const kg_step_stats *s, int64_t total)
+{
+    progress_relay *p = user;
+    p->fn(p->user, p->label, p->seed, s, total);
+}
+
+static void mean_std(const double *v, int n, double *mean, double *std)
+{
+    double m = 0, q = 0;
+    for (int i = 0; i < n; i++)
+        m += v[i];
+    m /= n;
+    for (int i = 0; i < n; i++)
+        q += (v[i] - m) * (v[i] - m);
+    *mean = m;
+    *std = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_task *train,
+                    const kg_task *eval, const kg_train_config *base, int n_seeds,
+                    int64_t eval_limit, progress_relay *pr, kg_compare_row *row)
+{
+    double *step_s = calloc((size_t)n_seeds, sizeof *step_s);
+    double *peak = calloc((size_t)n_seeds, sizeof *peak);
+    row->acc = calloc((size_t)n_seeds, sizeof *row->acc);
+    row->losses = calloc((size_t)n_seeds, sizeof *row->losses);
+    bool ok = step_s && peak && row->acc && row->losses;
+    if (!ok)
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
+    for (int s = 0; ok && s < n_seeds; s++) {
+        kg_train_config cfg = *base;
+        cfg.adapter = row->adapter;
+        cfg.seed = base->seed + (uint64_t)s;
+        cfg.adapter.seed = cfg.seed;
+        kg_model *m = fresh_model(ctx, path, cfg.seed);
+        ok = m && kg_model_attach(m, &cfg.adapter);
+        kg_run_result r = {0};
+        kg_run_options o = {.eval_limit = eval_limit};
+        if (pr->fn) {
+            pr->label = row->label;
+            pr->seed = cfg.seed;
+            o.progress = relay;
+            o.user = pr;
+        }
+        ok = ok && kg_train_run(m, tok, train, eval, &cfg, &o, &r);
+        if (ok) {
+            row->trainable = r.trainable;
+            row->acc[s] = r.eval.acc;
+            row->losses[s] = r.losses;
+            r.losses = NULL;
+            step_s[s] = r.mean_step_seconds;
+            peak[s] = (double)r.peak_bytes / (1024.0 * 1024.0);
+            row->n_seeds = s + 1;
+        }
+        free(r.losses);
+        kg_model_free(m);
+    }
+    if (ok) {
+        double unused;
+        mean_std(row->acc, n_seeds, &row->acc_mean, &row->acc_std);
+        mean_std(step_s, n_seeds, &row->step_seconds_mean, &row->step_seconds_std);
+        mean_std(peak, n_seeds, &row->peak_mb_mean, &unused);
+    }
+    free(step_s);
+    free(peak);
+    return ok;
+}
+
+bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
+                    const kg_task *eval, const kg_train_config *cfg,
+                    const kg_adapter_config *configs, int n_configs, int n_seeds,
+                    bool add_matched, int64_t eval_limit, kg_compare_progress_fn progress,
+                    void *user, kg_compare_result *out)
+{
+    if (!ctx || kg_ctx_status(ctx) || !out)
+        return false;
+    *out = (kg_compare_result){0};
+    if (!model_path || !train || !eval || !cfg || !configs || n_configs < 1 || n_seeds < 1)
+        return kg_set_error(ctx, KG_ERR_ARG, "kg_compare_run: expected a model, a task, at least "
+                            "one configuration and one seed");
+    out->rows = calloc((size_t)n_configs + 1, sizeof *out->rows);
+    if (!out->rows)
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
+    out->steps = cfg->steps;
+    kg_tokenizer *tok = kg_tokenizer_load(ctx, model_path);
+    /* The model before training, and what the parameter counts need. */
+    kg_model *m = tok ? fresh_model(ctx, model_path, cfg->seed) : NULL;
+    bool ok = m != NULL;
+    if (ok) {
+        kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
+                          .max_length = cfg->max_length};
+        kg_eval_options eo = {.limit = eval_limit};
+        kg_eval_result r;
+        ok = kg_mc_evaluate(&s, eval, &eo, &r);
+        out->base_acc = r.acc;
+    }
+    int first_kron = -1;
+    for (int i = 0; ok && i < n_configs; i++) {
+        kg_compare_row *row = &out->rows[out->n_rows++];
+        row->adapter = configs[i];
+        row->adapter.targets = cfg->adapter.targets;
+        row->adapter.modules_to_save = cfg->adapter.modules_to_save;
+        label_of(&row->adapter, false, row->label, sizeof row->label);
+        if (configs[i].kind == KG_ADAPTER_KRONLORA && first_kron < 0)
+            first_kron = i;
+        ok = kg_adapter_validate(ctx, &m->cfg, &row->adapter);
+    }
+    if (ok && add_matched && first_kron >= 0) {
+        kg_compare_row *row = &out->rows[out->n_rows];
+        row->adapter = out->rows[first_kron].adapter;
+        row->adapter.kind = KG_ADAPTER_LORA;
+        int64_t target = kg_adapter_count(ctx, &m->cfg, &out->rows[first_kron].adapter);
+        row->adapter.rank = matched_rank(ctx, &m->cfg, row->adapter, target);
+        /* LoRA keeps the scale alpha / R of the Kron-LoRA it is matched to. */
+        row->adapter.alpha = out->rows[first_kron].adapter.alpha /
+                             (double)out->rows[first_kron].adapter.rank * (double)row->adapter.rank;
+        row->matched = true;
+        label_of(&row->adapter, true, row->label, sizeof row->label);
+        ok = row->adapter.rank > 0 || kg_set_error(ctx, KG_ERR_ARG, "kg_compare_run: no LoRA "
+                                                   "rank matches the Kron-LoRA's count");
+        out->n_rows += ok;
+    }
+    kg_model_free(m);
+    progress_relay pr = {.fn = progress, .user = user};
+    for (int i = 0; ok && i < out->n_rows; i++)
+        ok = run_row(ctx, model_path, tok, train, eval, cfg, n_seeds, eval_limit, &pr,
+                     &out->rows[i]);
+    kg_tokenizer_free(tok);
+    if (!ok)
+        kg_compare_result_free(out);
+    return ok;
+}
+
+/* ---- JSON ---------------------------------------------------------------------------------- */
+
+bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *path)
+{
+    char *tmp;
+    FILE *f = kg__atomic_open(ctx, path, &tmp);
+    if (!f)
+        return false;
+    fprintf(f, "{\n  \"steps\": %lld,\n  \"base_acc\": ", (long long)r->steps);
+    kg__json_number(f, r->base_acc);
+    fputs(",\n  \"rows\": [", f);
+    for (int i = 0; i < r->n_rows; i++) {
+        const kg_compare_row *w = &r->rows[i];
+        fprintf(f, "%s\n    {\"label\": ", i ? "," : "");
+        kg__json_string(f, w->label);
+        fputs(", \"adapter\": ", f);
+        kg__json_string(f, kg_adapter_kind_name(w->adapter.kind));
+        fprintf(f, ", \"rank\": %lld, \"alpha\": ", (long long)w->adapter.rank);
+        kg__json_number(f, w->adapter.alpha);
+        fprintf(f, ", \"kron_a\": \"%lldx%lld\", \"matched\": %s, \"trainable\": %lld, "
+                   "\"seeds\": %d, \"acc_mean\": ", (long long)w->adapter.kron_a2,
+                (long long)w->adapter.kron_a1, w->matched ? "true" : "false",
+                (long long)w->trainable, w->n_seeds);
+        kg__json_number(f, w->acc_mean);
+        fputs(", \"acc_std\": ", f);
+        kg__json_number(f, w->acc_std);
+        fputs(", \"acc\": [", f);
+        for (int s = 0; s < w->n_seeds; s++) {
+            fputs(s ? ", " : "", f);
+            kg__json_number(f, w->acc[s]);
+        }
+        fputs("], \"step_seconds_mean\": ", f);
+        kg__json_number(f, w->step_seconds_mean);
+        fputs(", \"step_seconds_std\": ", f);
+        kg__json_number(f, w->step_seconds_std);
+        fputs(", \"peak_mb\": ", f);
+        kg__json_number(f, w->peak_mb_mean);
+        fputs("}", f);
+    }
+    fputs("\n  ]\n}\n", f);
+    return kg__atomic_close(ctx, f, tmp, path, true);
+}
+
+/* ---- SVG ----------------------------------------------------------------------------------- */
+
+static const char *const palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
+                                      "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+#define N_COLORS (int)(sizeof palette / sizeof palette[0])
+
+/* A plot area: data (x0..x1, y0..y1) onto the pixel box (px, py, pw, ph), y upwards. */
+typedef struct plot {
+    double px, py, pw, ph, x0, x1, y0, y1;
+} plot;
+
+static double X(const plot *p, double x) { return p->px + (x - p->x0) / (p->x1 - p->x0) * p->pw; }
+static double Y(const plot *p, double y)
+{
+    return p->py + p->ph - (y - p->y0) / (p->y1 - p->y0) * p->ph;
+}
+
+static void axes(FILE *f, const plot *p, const char *title, const char *xlabel,
+                 const char *ylabel)
+{
+    fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='none' stroke='#444'/>\n",
+            p->px, p->py, p->pw, p->ph);
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle' font-weight='bold'>%s</text>\n",
+            p->px + p->pw / 2, p->py - 10, title);
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle'>%s</text>\n", p->px + p->pw / 2,
+            p->py + p->ph + 38, xlabel);
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle' transform='rotate(-90 %.1f "
+               "%.1f)'>%s</text>\n", p->px - 45, p->py + p->ph / 2, p->px - 45,
+            p->py + p->ph / 2, ylabel);
+    for (int i = 0; i <= 4; i++) { /* y ticks */
+        double v = p->y0 + (p->y1 - p->y0) * i / 4;
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='end' font-size='11'>%.3g</text>\n",
+                p->px - 5, Y(p, v) + 4, v);
+    }
+}
+
+bool kg_compare_write_svg(kg_ctx *ctx, const kg_compare_result *r, const char *path)
+{
+    char *tmp;
+    FILE *f = kg__atomic_open(ctx, path, &tmp);
+    if (!f)
+        return false;
+    const double W = 1040, H = 460;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%g' height='%g' "
+               "font-family='sans-serif' font-size='13'>\n<rect width='100%%' height='100%%' "
+               "fill='white'/>\n", W, H);
+    /* Left: accuracy (mean ± std) against trainable parameters, log scale. */
+    double lo = INFINITY, hi = -INFINITY, amin = 1, amax = 0;
+    for (int i = 0; i < r->n_rows; i++) {
+        double p = log10(fmax(1.0, (double)r->rows[i].trainable));
+        lo = fmin(lo, p), hi = fmax(hi, p);
+        amin = fmin(amin, r->rows[i].acc_mean - r->rows[i].acc_std);
+        amax = fmax(amax, r->rows[i].acc_mean + r->rows[i].acc_std);
+    }
+    if (isfinite(r->base_acc))
+        amin = fmin(amin, r->base_acc), amax = fmax(amax, r->base_acc);
+    plot a = {.px = 80, .py = 40, .pw = 360, .ph = 330, .x0 = floor(lo - 0.25),
+              .x1 = ceil(hi + 0.25), .y0 = fmax(0, amin - 0.05), .y1 = fmin(1, amax + 0.05)};
+    if (a.y1 <= a.y0)
+        a.y0 = 0, a.y1 = 1;
+    axes(f, &a, "accuracy vs trainable parameters", "trainable parameters (log scale)",
+         "accuracy (mean ± std over seeds)");
+    for (double e = a.x0; e <= a.x1 + 1e-9; e += 1)
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle' font-size='11'>1e%g</text>\n",
+                X(&a, e), a.py + a.ph + 16, e);
+    if (isfinite(r->base_acc))
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#999' "
+                   "stroke-dasharray='4 3'/><text x='%.1f' y='%.1f' font-size='11' "
+                   "fill='#666'>before training</text>\n", a.px, a.px + a.pw, Y(&a, r->base_acc),
+                Y(&a, r->base_acc), a.px + 4, Y(&a, r->base_acc) - 4);
+    for (int i = 0; i < r->n_rows; i++) {
+        const kg_compare_row *w = &r->rows[i];
+        double x = X(&a, log10(fmax(1.0, (double)w->trainable))), y = Y(&a, w->acc_mean);
+        const char *c = palette[i % N_COLORS];
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='%s' "
+                   "stroke-width='2'/>\n", x, x, Y(&a, w->acc_mean - w->acc_std),
+                Y(&a, w->acc_mean + w->acc_std), c);
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='5' fill='%s'/>\n", x, y, c);
+    }
+    /* Right: loss curves, the mean over seeds per configuration. */
+    double lmax = 0;
+    for (int i = 0; i < r->n_rows; i++)
+        for (int s = 0; s < r->rows[i].n_seeds; s++)
+            for (int64_t k = 0; k < r->steps; k++)
+                if (isfinite(r->rows[i].losses[s][k]))
+                    lmax = fmax(lmax, r->rows[i].losses[s][k]);
+    plot l = {.px = 560, .py = 40, .pw = 300, .ph = 330, .x0 = 1,
+              .x1 = r->steps > 1 ? (double)r->steps : 2, .y0 = 0, .y1 = lmax > 0 ? lmax : 1};
+    axes(f, &l, "training loss", "step", "loss (mean over seeds)");
+    for (int i = 0; i < r->n_rows; i++) {
+        const kg_compare_row *w = &r->rows[i];
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='1.5' points='",
+                palette[i % N_COLORS]);
+        for (int64_t k = 0; k < r->steps; k++) {
+            double v = 0;
+            for (int s = 0; s < w->n_seeds; s++)
+                v += w->losses[s][k];
+            fprintf(f, "%.1f,%.1f ", X(&l, (double)(k + 1)), Y(&l, v / w->n_seeds));
+        }
+        fputs("'/>\n", f);
+        /* The legend, beside the curves. */
+        fprintf(f, "<rect x='875' y='%d' width='12' height='12' fill='%s'/><text x='892' "
+                   "y='%d' font-size='12'>", 50 + 22 * i, palette[i % N_COLORS], 61 + 22 * i);
+        for (const char *c = w->label; *c; c++) /* labels hold no markup but be safe */
+            fputs(*c == '<' ? "&lt;" : *c == '&' ? "&amp;" : (char[2]){*c, 0}, f);
+        fprintf(f, "</text>\n");
+    }
+    fputs("</svg>\n", f);
+    return kg__atomic_close(ctx, f, tmp, path, true);
+}

@@ -1,0 +1,262 @@
+/* kg_train.h — fine-tuning and evaluating a model on a multiple-choice task: scoring items as
+ * lm-evaluation-harness scores them (decoders: the summed log-likelihood of each choice's
+ * continuation; encoders: their multiple-choice head), the training loss, the trainer (AdamW or
+ * SGD through the fused updates, warmup and decay, clipping, accumulation, checkpoints that
+ * resume bit for bit), a whole run with its metrics and summary, continual (sequential)
+ * fine-tuning and the trade-off comparison of adapter configurations over seeds.
+ *
+ * Nothing here prints: progress reaches the caller through a callback, and files are written
+ * only where the caller names them (a run's --out directory). Errors go to the model's context
+ * (kg_ctx_status / kg_error), naming the file, the item or the setting and what was expected;
+ * functions return false / NULL then.
+ */
+#ifndef KG_TRAIN_H
+#define KG_TRAIN_H
+
+#include "models/kg_models.h"
+#include "models/kg_peft.h"
+#include "models/kg_tokenizer.h"
+#include "train/kg_tasks.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Scoring (train/eval.c) ------------------------------------------------------------------ */
+
+/* A model with its tokenizer, ready to score one task's items. Decoders (a causal-LM head) are
+ * scored on lm-eval's requests (kg_mc_decoder_requests), tokenized as lm-eval's _encode_pair
+ * does (kg_mc_encode_request, with BOS when the tokenizer adds one); encoders (a
+ * multiple-choice head) on kg_mc_encoder_pairs as [CLS] first [SEP] second [SEP]. */
+typedef struct kg_mc_scorer {
+    kg_model *model;
+    kg_tokenizer *tok;
+    kg_task_kind kind;  /* how requests are built */
+    int64_t max_length; /* tokens in one row; 0: the model's positions (an encoder's are a
+                         * limit; a decoder may be given more, as lm-eval's max_length). Decoders
+                         * drop a longer row's first tokens (lm-eval's left truncation); encoders
+                         * truncate the pair's longer side (HF's longest_first) */
+} kg_mc_scorer;
+
+/* Whether the scorer's model is scored as a decoder (causal LM) rather than by its head. */
+bool kg_mc_is_decoder(const kg_mc_scorer *s);
+
+/* The scores of n items as a tensor (N, K), K the most choices among them: summed
+ * log-likelihoods of each continuation (decoders) or head logits (encoders); a choice an item
+ * lacks scores -1e9. Recorded on the tape when grad is on. *tokens (may be NULL) receives the
+ * tokens of the batch's rows, padding included. NULL with the context's error set (a model
+ * with neither head, an item whose continuation does not fit max_length, ...). */
+kg_tensor *kg_mc_scores(const kg_mc_scorer *s, const kg_mc_item *const *items, int n,
+                        int64_t *tokens);
+
+/* How a decoder learns a multiple-choice task (encoders always use CHOICES). */
+typedef enum kg_mc_loss {
+    KG_MC_LOSS_GOLD,    /* the LM loss of the gold continuation: mean NLL of its tokens */
+    KG_MC_LOSS_CHOICES, /* cross entropy over the choices' summed log-likelihoods */
+} kg_mc_loss;
+const char *kg_mc_loss_name(kg_mc_loss loss); /* "gold", "choices" */
+
+/* The loss of n labeled items (a one-element tensor on the tape). Encoders: cross entropy of
+ * the head's logits against the gold choice. *tokens as kg_mc_scores. */
+kg_tensor *kg_mc_loss_of(const kg_mc_scorer *s, kg_mc_loss loss, const kg_mc_item *const *items,
+                         int n, int64_t *tokens);
+
+typedef struct kg_eval_options {
+    int64_t limit;           /* the first `limit` items only; 0: all */
+    const char *predictions; /* NULL, or a file to write atomically, one JSON line per item:
+                              * {"id": …, "scores": [one per choice], "pred": k, "gold": k}
+                              * (gold -1 for an item without an answer) */
+} kg_eval_options;
+
+typedef struct kg_eval_result {
+    int64_t n;        /* items scored */
+    int64_t labeled;  /* of them with a gold answer: acc counts these */
+    double acc;       /* lm-eval's acc: argmax of the scores is gold */
+    double acc_norm;  /* decoders: argmax of ll / choice length in code points; NaN for encoders */
+    int64_t tokens;   /* tokens run through the model, padding included */
+    double seconds;
+} kg_eval_result;
+
+/* Score a task's items without grad, in batches that bound memory; the model is put in
+ * evaluation mode (kg_model_train(m, false, 0)) and left so. False with the context's error
+ * set. */
+bool kg_mc_evaluate(const kg_mc_scorer *s, const kg_task *task, const kg_eval_options *opts,
+                    kg_eval_result *out);
+
+/* ---- Schedules and the trainer (train/trainer.c) ------------------------------------------- */
+
+typedef enum kg_optimizer { KG_OPTIM_ADAMW, KG_OPTIM_SGD } kg_optimizer;
+typedef enum kg_schedule {
+    KG_SCHEDULE_CONSTANT, /* lr after the warmup */
+    KG_SCHEDULE_LINEAR,   /* lr → 0 linearly at the last step (transformers' linear) */
+    KG_SCHEDULE_COSINE,   /* lr → 0 along half a cosine (transformers' cosine) */
+} kg_schedule;
+const char *kg_optimizer_name(kg_optimizer o);
+const char *kg_schedule_name(kg_schedule s);
+
+/* One fine-tuning run's settings. The adapter configuration travels whole to kg_model_attach. */
+typedef struct kg_train_config {
+    kg_adapter_config adapter;
+    kg_optimizer optimizer;
+    double lr, weight_decay;
+    double beta1, beta2, eps; /* AdamW */
+    double momentum;          /* SGD */
+    kg_schedule schedule;
+    int64_t warmup;           /* steps of linear warmup from 0 */
+    double clip;              /* clip the gradients' global L2 norm to this; 0: no clipping */
+    int64_t steps;            /* optimizer steps */
+    int64_t batch;            /* items per micro-batch */
+    int64_t accumulate;       /* micro-batches per optimizer step */
+    uint64_t seed;            /* data order, dropout masks (the adapter's init: adapter.seed) */
+    kg_mc_loss loss;          /* decoders */
+    int64_t max_length;       /* as kg_mc_scorer's */
+} kg_train_config;
+
+/* transformers' defaults for fine-tuning an adapter: AdamW lr 2e-4 (β 0.9, 0.999, eps 1e-8,
+ * weight decay 0), linear decay, no warmup, clip 1.0, 100 steps of batch 8, no accumulation,
+ * seed 0, the GOLD loss, and kg_adapter_config_default(kind). */
+kg_train_config kg_train_config_default(kg_adapter_kind kind);
+
+/* The learning rate of step (1-based): warmup from 0 over cfg->warmup steps, then the schedule
+ * down to 0 at cfg->steps (transformers' get_*_schedule_with_warmup). */
+double kg_schedule_lr(const kg_train_config *cfg, int64_t step);
+
+/* What one optimizer step did. */
+typedef struct kg_step_stats {
+    int64_t step;      /* 1-based, after the update */
+    double loss;       /* mean over the step's micro-batches */
+    double lr;
+    double grad_norm;  /* global L2 norm before clipping */
+    int64_t tokens;    /* tokens run, padding included */
+    double seconds;    /* wall time of the step */
+} kg_step_stats;
+
+/* Trains m->trainable (kg_model_attach first) on the labeled items of task. Micro-batch i of
+ * step s takes the items at positions (s·accumulate + i)·batch .. of an order shuffled per epoch
+ * from the seed, and step s's dropout masks come from the seed and s, so a run is a function of
+ * its config, and a resumed run continues it exactly. The optimizer's state is made here and
+ * lives until kg_trainer_free. The model, tokenizer and task must outlive the trainer. */
+typedef struct kg_trainer kg_trainer;
+kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
+                           const kg_train_config *cfg);
+void kg_trainer_free(kg_trainer *t);
+/* One optimizer step (each micro-batch in its own scope, gradients accumulated, clipped, then
+ * the fused update). False with the context's error set. */
+bool kg_trainer_step(kg_trainer *t, kg_step_stats *out);
+/* Steps done so far (0 for a fresh trainer; a checkpoint's step after kg_trainer_load). */
+int64_t kg_trainer_steps_done(const kg_trainer *t);
+
+/* ---- Checkpoints (train/checkpoint.c) ------------------------------------------------------- */
+
+/* One safetensors file holding the trainable tensors (PEFT's names), the optimizer's state
+ * ("optimizer.m.NAME", "optimizer.v.NAME" / "optimizer.momentum.NAME") and, as metadata, the
+ * step, the seed, the data position and the settings a resume must share with the run
+ * (adapter, optimizer, schedule, batch, ...). Written atomically through kg_safetensors_write:
+ * a crash or a failed write leaves the previous checkpoint at path whole. */
+bool kg_checkpoint_save(const kg_trainer *t, const char *path);
+/* Restore a checkpoint into a trainer made with the same settings: the tensors' values in
+ * place and the step. A file of another run (settings, names or shapes that differ) is an
+ * error naming the file and the first difference; the trainer is unchanged then. */
+bool kg_checkpoint_load(kg_trainer *t, const char *path);
+
+/* ---- A whole run (train/trainer.c) ---------------------------------------------------------- */
+
+typedef void (*kg_progress_fn)(void *user, const kg_step_stats *s, int64_t total_steps);
+
+typedef struct kg_run_options {
+    const char *out_dir;        /* NULL: nothing written; else metrics.jsonl, checkpoint.safetensors
+                                 * and the PEFT adapter (or, for full, model.safetensors) */
+    bool resume;                /* continue from out_dir/checkpoint.safetensors when it exists */
+    int64_t checkpoint_every;   /* steps between checkpoints (0: only at the end) */
+    int64_t stop_at;            /* > 0: stop after this step, as if killed there (a checkpoint is
+                                 * written; --resume continues); the schedule still spans
+                                 * cfg->steps */
+    int64_t eval_limit;         /* items of the eval task scored (0: all) */
+    kg_progress_fn progress;    /* NULL, or after every step */
+    void *user;
+    const char *base_model;     /* recorded in adapter_config.json */
+} kg_run_options;
+
+typedef struct kg_run_result {
+    int64_t trainable;        /* trainable parameters */
+    int64_t steps;            /* steps done in this call (fewer than configured after a resume) */
+    double first_loss, last_loss; /* mean loss of the first and the last 10% of steps */
+    double mean_step_seconds; /* mean wall time of a step */
+    double tokens_per_second;
+    size_t peak_bytes;        /* the backend's peak memory during training */
+    bool evaluated;
+    kg_eval_result eval;      /* on the eval task, when one was given */
+    double *losses;           /* the loss of every step of this call (malloc'd; the caller frees) */
+} kg_run_result;
+
+/* Train m (an adapter already attached) on train up to cfg->steps steps (from the checkpoint's
+ * step when resuming), writing metrics and checkpoints as opts says; once the last step is done,
+ * save the adapter to opts->out_dir and score eval (may be NULL). The model is left in
+ * evaluation mode with the trained adapter. */
+bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
+                  const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out);
+
+/* ---- Continual fine-tuning (train/continual.c) --------------------------------------------- */
+
+/* One adapter trained on n tasks in turn (a fresh optimizer per stage); after each stage every
+ * task's eval set is scored. acc[i·n + j] is task j's accuracy after stage i (stage −1, the
+ * model before training, in before[j]). Forgetting of task j (j < n−1): the best accuracy it
+ * had after any stage up to n−2 minus its accuracy at the end (Chaudhry et al.); the average
+ * over those tasks in *forgetting. Stages write to opts->out_dir/stage-<i>-<task name>. */
+typedef struct kg_continual_result {
+    int n;
+    double *before;     /* n */
+    double *acc;        /* n × n */
+    double forgetting;  /* mean over the first n−1 tasks; 0 for n = 1 */
+    double *task_forgetting; /* n (0 for the last) */
+} kg_continual_result;
+bool kg_continual_run(kg_model *m, kg_tokenizer *tok, const kg_task *const *train,
+                      const kg_task *const *eval, int n, const kg_train_config *cfg,
+                      const kg_run_options *opts, kg_continual_result *out);
+void kg_continual_result_free(kg_continual_result *r);
+
+/* ---- The trade-off report (train/compare.c) ------------------------------------------------- */
+
+/* One configuration's runs over seeds. */
+typedef struct kg_compare_row {
+    char label[96];            /* "kronlora r8 A2x4", "lora r8", "lora r3 (matched)" */
+    kg_adapter_config adapter; /* targets / modules_to_save: those of the compare's config */
+    bool matched;              /* the LoRA whose rank matches the first Kron-LoRA's count */
+    int64_t trainable;
+    int n_seeds;
+    double acc_mean, acc_std;  /* over seeds (sample std, n−1) */
+    double step_seconds_mean, step_seconds_std;
+    double peak_mb_mean;
+    double *acc;               /* n_seeds */
+    double **losses;           /* n_seeds curves of steps values */
+} kg_compare_row;
+
+typedef struct kg_compare_result {
+    int n_rows;
+    kg_compare_row *rows;
+    int64_t steps;
+    double base_acc;           /* the model before training */
+} kg_compare_result;
+
+/* Load the model fresh for every configuration × seed (seeds cfg->seed .. + n_seeds − 1), attach
+ * configs[i] (with the targets and modules_to_save of cfg->adapter), train on train and score
+ * eval. When add_matched and a Kron-LoRA configuration is given, a LoRA row is added whose rank
+ * gives the parameter count closest to the first Kron-LoRA's. progress (may be NULL) is told
+ * each run's steps. */
+typedef void (*kg_compare_progress_fn)(void *user, const char *label, uint64_t seed,
+                                       const kg_step_stats *s, int64_t total_steps);
+bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
+                    const kg_task *eval, const kg_train_config *cfg,
+                    const kg_adapter_config *configs, int n_configs, int n_seeds,
+                    bool add_matched, int64_t eval_limit, kg_compare_progress_fn progress,
+                    void *user, kg_compare_result *out);
+void kg_compare_result_free(kg_compare_result *r);
+/* The table as JSON, and an SVG of accuracy (mean ± std) against trainable parameters beside
+ * the loss curves (mean over seeds), each written atomically. */
+bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *path);
+bool kg_compare_write_svg(kg_ctx *ctx, const kg_compare_result *r, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

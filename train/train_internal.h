@@ -1,0 +1,32 @@
+/* train_internal.h — what the trainer's files share inside train/ (not a public header): the
+ * JSON text helpers the metrics, predictions and reports write with, and a monotonic clock.
+ */
+#ifndef KG_TRAIN_INTERNAL_H
+#define KG_TRAIN_INTERNAL_H
+
+#include "train/kg_train.h"
+
+#include <stdio.h>
+
+/* s as a JSON string (quotes, backslashes and control characters escaped) on f. */
+void kg__json_string(FILE *f, const char *s);
+/* A finite double as a JSON number ("%.9g"); NaN and infinities, which JSON lacks, as null. */
+void kg__json_number(FILE *f, double v);
+/* A text file written atomically: kg__atomic_open makes path.tmp.XXXXXX beside path (its name
+ * in *tmp); kg__atomic_close flushes, fsyncs and renames it over path when ok and every write
+ * succeeded, else removes it. A path that exists and is not a regular file (/dev/stdout, a
+ * FIFO) is written directly (*tmp NULL). Both set the context's error on failure. */
+FILE *kg__atomic_open(kg_ctx *ctx, const char *path, char **tmp);
+bool kg__atomic_close(kg_ctx *ctx, FILE *f, char *tmp, const char *path, bool ok);
+/* Seconds on a monotonic clock. */
+double kg__now(void);
+
+/* The trainer's parts the checkpoint reads and restores (trainer.c): its settings, its model,
+ * the optimizer state of trainable tensor i (slot 0: AdamW m or SGD momentum; slot 1: AdamW v;
+ * NULL where the optimizer keeps none) and the steps done. */
+const kg_train_config *kg__trainer_config(const kg_trainer *t);
+kg_model *kg__trainer_model(const kg_trainer *t);
+kg_tensor *kg__trainer_state(const kg_trainer *t, int slot, int i);
+void kg__trainer_set_step(kg_trainer *t, int64_t step);
+
+#endif

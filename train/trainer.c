@@ -1,0 +1,442 @@
+/* trainer.c — the fine-tuning loop: deterministic batches from (seed, step), one scope per
+ * micro-batch with the gradients accumulated in the trainable leaves, clipping by the global
+ * norm, warmup + linear / cosine decay, the fused AdamW / SGD updates; and a whole run around it
+ * (metrics as JSON lines, checkpoints, the adapter saved, the eval task scored).
+ */
+#include "train/train_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define TRAINER_STATE_SLOTS 2 /* AdamW: m and v; SGD: the momentum buffer (slot 0) */
+
+struct kg_trainer {
+    kg_model *m;
+    kg_train_config cfg;
+    kg_mc_scorer scorer;
+    const kg_mc_item **items; /* the labeled items of the task */
+    int64_t n_items;
+    kg_tensor **state[TRAINER_STATE_SLOTS]; /* per trainable tensor; NULL where unused */
+    int64_t step;                           /* optimizer steps done */
+    int64_t *order;                         /* the shuffled item order of epoch order_epoch */
+    int64_t order_epoch;
+};
+
+/* ---- Settings ------------------------------------------------------------------------------ */
+
+const char *kg_optimizer_name(kg_optimizer o) { return o == KG_OPTIM_SGD ? "sgd" : "adamw"; }
+
+const char *kg_schedule_name(kg_schedule s)
+{
+    return s == KG_SCHEDULE_COSINE ? "cosine" : s == KG_SCHEDULE_CONSTANT ? "constant" : "linear";
+}
+
+kg_train_config kg_train_config_default(kg_adapter_kind kind)
+{
+    return (kg_train_config){
+        .adapter = kg_adapter_config_default(kind),
+        .optimizer = KG_OPTIM_ADAMW,
+        .lr = 2e-4,
+        .beta1 = 0.9,
+        .beta2 = 0.999,
+        .eps = 1e-8,
+        .schedule = KG_SCHEDULE_LINEAR,
+        .clip = 1.0,
+        .steps = 100,
+        .batch = 8,
+        .accumulate = 1,
+        .loss = KG_MC_LOSS_GOLD,
+    };
+}
+
+double kg_schedule_lr(const kg_train_config *cfg, int64_t step)
+{
+    /* transformers' LambdaLR schedules: the k-th optimizer step uses lambda(k - 1). */
+    double s = (double)(step - 1), W = (double)cfg->warmup, N = (double)cfg->steps;
+    if (s < W)
+        return cfg->lr * s / (W > 1 ? W : 1);
+    double rest = N - W > 1 ? N - W : 1, progress = (s - W) / rest;
+    switch (cfg->schedule) {
+    case KG_SCHEDULE_CONSTANT:
+        return cfg->lr;
+    case KG_SCHEDULE_COSINE:
+        return cfg->lr * fmax(0.0, 0.5 * (1.0 + cos(M_PI * progress)));
+    case KG_SCHEDULE_LINEAR:
+        break;
+    }
+    return cfg->lr * fmax(0.0, (N - s) / rest);
+}
+
+static bool check_config(kg_ctx *ctx, const kg_train_config *c)
+{
+    const char *bad = NULL;
+    if (!(c->lr > 0) || !isfinite(c->lr))
+        bad = "lr: expected a positive number";
+    else if (!(c->weight_decay >= 0))
+        bad = "weight_decay: expected >= 0";
+    else if (c->optimizer == KG_OPTIM_ADAMW &&
+             !(c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1 && c->eps > 0))
+        bad = "beta1, beta2, eps: expected betas in [0, 1) and eps > 0";
+    else if (c->optimizer == KG_OPTIM_SGD && !(c->momentum >= 0 && c->momentum < 1))
+        bad = "momentum: expected a value in [0, 1)";
+    else if (c->steps < 1 || c->batch < 1 || c->accumulate < 1)
+        bad = "steps, batch, accumulate: expected each >= 1";
+    else if (c->batch > 4096)
+        bad = "batch: expected at most 4096 items";
+    else if (c->warmup < 0 || c->warmup > c->steps)
+        bad = "warmup: expected 0 to steps";
+    else if (!(c->clip >= 0))
+        bad = "clip: expected >= 0 (0: no clipping)";
+    else if (c->max_length < 0)
+        bad = "max_length: expected >= 0";
+    if (bad)
+        return kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: %s", bad);
+    return true;
+}
+
+/* ---- The trainer --------------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void kg_trainer_free(kg_trainer *t)
+{
+    if (!t)
+        return;
+    for (int s = 0; s < TRAINER_STATE_SLOTS; s++) {
+        for (int i = 0; t->state[s] && i < t->m->n_trainable; i++)
+            kg_tensor_free(t->state[s][i]);
+        free(t->state[s]);
+    }
+    free(t->items);
+    free(t->order);
+    free(t);
+}
+
+kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
+                           const kg_train_config *cfg)
+{
+    if (!m || kg_ctx_status(m->ctx))
+        return NULL;
+    kg_ctx *ctx = m->ctx;
+    if (!tok || !task || !cfg) {
+        kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: NULL argument");
+        return NULL;
+    }
+    if (!check_config(ctx, cfg))
+        return NULL;
+    if (m->n_trainable < 1) {
+        kg_set_error(ctx, KG_ERR_STATE, "kg_trainer_new: the model has nothing trainable; "
+                     "attach an adapter first (kg_model_attach)");
+        return NULL;
+    }
+    kg_trainer *t = calloc(1, sizeof *t);
+    if (!t) {
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_new: out of host memory");
+        return NULL;
+    }
+    *t = (kg_trainer){.m = m, .cfg = *cfg, .order_epoch = -1,
+                      .scorer = {.model = m, .tok = tok, .kind = task->kind,
+                                 .max_length = cfg->max_length}};
+    /* The adapter's strings were the caller's: the copy keeps none. */
+    t->cfg.adapter.targets = t->cfg.adapter.modules_to_save = NULL;
+    t->items = malloc(sizeof *t->items * (size_t)task->n_items);
+    t->order = malloc(sizeof *t->order * (size_t)task->n_items);
+    bool ok = t->items && t->order;
+    for (int64_t i = 0; ok && i < task->n_items; i++)
+        if (task->items[i].gold >= 0)
+            t->items[t->n_items++] = &task->items[i];
+    if (ok && t->n_items == 0) {
+        kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: %s has no labeled items to train on",
+                     task->path ? task->path : task->name);
+        kg_trainer_free(t);
+        return NULL;
+    }
+    /* The optimizer's state: zeros beside each trainable tensor, kept past any scope. */
+    int slots = cfg->optimizer == KG_OPTIM_ADAMW ? 2 : cfg->momentum > 0 ? 1 : 0;
+    for (int s = 0; ok && s < slots; s++) {
+        ok = (t->state[s] = calloc((size_t)m->n_trainable, sizeof(kg_tensor *))) != NULL;
+        for (int i = 0; ok && i < m->n_trainable; i++) {
+            kg_tensor *p = m->trainable[i].tensor;
+            int64_t shape[KG_MAX_DIMS];
+            for (int d = 0; d < kg_tensor_ndim(p); d++)
+                shape[d] = kg_tensor_dim(p, d);
+            ok = (t->state[s][i] = kg_tensor_keep(
+                      kg_zeros(ctx, KG_DTYPE_F32, kg_tensor_ndim(p), shape))) != NULL;
+        }
+    }
+    if (!ok) {
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_new: out of memory for the optimizer state");
+        kg_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int64_t kg_trainer_steps_done(const kg_trainer *t) { return t ? t->step : 0; }
+
+/* The item at position pos of the endless stream of epochs, each a fresh shuffle. */
+static const kg_mc_item *item_at(kg_trainer *t, int64_t pos)
+{
+    int64_t n = t->n_items, epoch = pos / n;
+    if (epoch != t->order_epoch) { /* Fisher–Yates from (seed, epoch) */
+        uint64_t rng = mix64(t->cfg.seed * 0x100000001b3ULL + (uint64_t)epoch);
+        for (int64_t i = 0; i < n; i++)
+            t->order[i] = i;
+        for (int64_t i = n - 1; i > 0; i--) {
+            rng = mix64(rng);
+            int64_t j = (int64_t)(rng % (uint64_t)(i + 1)), x = t->order[i];
+            t->order[i] = t->order[j];
+            t->order[j] = x;
+        }
+        t->order_epoch = epoch;
+    }
+    return t->items[t->order[pos % n]];
+}
+
+/* The global L2 norm of the gradients, read once. */
+static double grad_norm(kg_trainer *t)
+{
+    kg_tensor *sum = NULL;
+    for (int i = 0; i < t->m->n_trainable; i++) {
+        kg_tensor *g = kg_grad(t->m->trainable[i].tensor);
+        if (g) {
+            kg_tensor *sq = kg_sum_all(kg_mul(g, g));
+            sum = sum ? kg_add(sum, sq) : sq;
+        }
+    }
+    return sum ? sqrt(kg_item(sum)) : 0.0;
+}
+
+bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
+{
+    if (!t || kg_ctx_status(t->m->ctx))
+        return false;
+    kg_ctx *ctx = t->m->ctx;
+    kg_model *m = t->m;
+    const kg_train_config *c = &t->cfg;
+    double t0 = kg__now(), loss_sum = 0;
+    int64_t tokens = 0, B = c->batch;
+    const kg_mc_item **batch = malloc(sizeof *batch * (size_t)B);
+    if (!batch)
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_step: out of host memory");
+    for (int i = 0; i < m->n_trainable; i++)
+        kg_zero_grad(m->trainable[i].tensor);
+    /* This step's dropout masks: a function of the seed and the step alone. */
+    kg_model_train(m, true, mix64(c->seed ^ mix64((uint64_t)t->step + 1)));
+    for (int64_t k = 0; k < c->accumulate && !kg_ctx_status(ctx); k++) {
+        for (int64_t j = 0; j < B; j++)
+            batch[j] = item_at(t, (t->step * c->accumulate + k) * B + j);
+        kg_scope scope = kg_scope_begin(ctx);
+        int64_t n_tok = 0;
+        kg_tensor *loss = kg_mc_loss_of(&t->scorer, c->loss, batch, (int)B, &n_tok);
+        /* Each micro-batch adds 1/K of its mean loss's gradient: the step sees the mean. */
+        kg_backward(kg_scale(loss, 1.0f / (float)c->accumulate));
+        loss_sum += kg_item(loss);
+        tokens += n_tok;
+        kg_scope_end(ctx, scope);
+    }
+    free(batch);
+    kg_scope scope = kg_scope_begin(ctx);
+    double norm = grad_norm(t), lr = kg_schedule_lr(c, t->step + 1);
+    /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1. */
+    float coef = c->clip > 0 && norm + 1e-6 > c->clip ? (float)(c->clip / (norm + 1e-6)) : 1.0f;
+    for (int i = 0; i < m->n_trainable && !kg_ctx_status(ctx); i++) {
+        kg_tensor *p = m->trainable[i].tensor, *g = kg_grad(p);
+        if (!g) /* nothing reached it (torch skips a parameter without .grad) */
+            continue;
+        if (coef < 1.0f)
+            g = kg_scale(g, coef);
+        if (c->optimizer == KG_OPTIM_ADAMW) {
+            kg_adamw a = {.lr = (float)lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
+                          .eps = (float)c->eps, .weight_decay = (float)c->weight_decay,
+                          .step = t->step + 1};
+            kg_adamw_update(p, g, t->state[0][i], t->state[1][i], &a);
+        } else {
+            kg_sgd s = {.lr = (float)lr, .momentum = (float)c->momentum,
+                        .weight_decay = (float)c->weight_decay, .first = t->step == 0};
+            kg_sgd_update(p, g, t->state[0] ? t->state[0][i] : NULL, &s);
+        }
+    }
+    kg_scope_end(ctx, scope);
+    for (int i = 0; i < m->n_trainable; i++)
+        kg_zero_grad(m->trainable[i].tensor);
+    if (kg_ctx_status(ctx))
+        return false;
+    t->step++;
+    if (out)
+        *out = (kg_step_stats){.step = t->step, .loss = loss_sum / (double)c->accumulate,
+                               .lr = lr, .grad_norm = norm, .tokens = tokens,
+                               .seconds = kg__now() - t0};
+    if (!isfinite(loss_sum))
+        return kg_set_error(ctx, KG_ERR_RANGE, "kg_trainer_step: the loss of step %lld is not "
+                            "finite; try a smaller lr (%g) or clipping",
+                            (long long)t->step, c->lr);
+    return true;
+}
+
+/* ---- What checkpoint.c needs of a trainer -------------------------------------------------- */
+
+const kg_train_config *kg__trainer_config(const kg_trainer *t) { return &t->cfg; }
+kg_model *kg__trainer_model(const kg_trainer *t) { return t->m; }
+kg_tensor *kg__trainer_state(const kg_trainer *t, int slot, int i)
+{
+    return slot < TRAINER_STATE_SLOTS && t->state[slot] ? t->state[slot][i] : NULL;
+}
+void kg__trainer_set_step(kg_trainer *t, int64_t step) { t->step = step; }
+
+/* ---- A whole run --------------------------------------------------------------------------- */
+
+static char *join_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool make_dir(kg_ctx *ctx, const char *dir)
+{
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+            return true;
+    }
+    return kg_set_error(ctx, KG_ERR_ARG, "kg_train_run: cannot make the output directory %s: %s",
+                        dir, errno ? strerror(errno) : "a file of that name is in the way");
+}
+
+static void metrics_line(FILE *f, const kg_step_stats *s)
+{
+    fprintf(f, "{\"step\": %lld, \"loss\": ", (long long)s->step);
+    kg__json_number(f, s->loss);
+    fputs(", \"lr\": ", f);
+    kg__json_number(f, s->lr);
+    fputs(", \"grad_norm\": ", f);
+    kg__json_number(f, s->grad_norm);
+    fprintf(f, ", \"tokens\": %lld, \"seconds\": ", (long long)s->tokens);
+    kg__json_number(f, s->seconds);
+    fputs(", \"tokens_per_s\": ", f);
+    kg__json_number(f, s->seconds > 0 ? (double)s->tokens / s->seconds : 0);
+    fputs("}\n", f);
+    fflush(f);
+}
+
+static bool save_adapter(kg_model *m, const char *dir, const char *base_model)
+{
+    if (m->adapter.kind != KG_ADAPTER_FULL)
+        return kg_peft_save(m, dir, base_model);
+    char *path = join_path(dir, "model.safetensors");
+    bool ok = path ? kg_model_save_weights(m, path)
+                   : kg_set_error(m->ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    free(path);
+    return ok;
+}
+
+bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
+                  const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out)
+{
+    if (!m || kg_ctx_status(m->ctx) || !out)
+        return false;
+    kg_ctx *ctx = m->ctx;
+    const kg_run_options none = {0};
+    if (!opts)
+        opts = &none;
+    *out = (kg_run_result){.first_loss = NAN, .last_loss = NAN};
+    kg_trainer *t = kg_trainer_new(m, tok, train, cfg);
+    if (!t)
+        return false;
+    char *ckpt = NULL, *metrics = NULL;
+    FILE *mf = NULL;
+    bool ok = true;
+    if (opts->out_dir) {
+        ok = make_dir(ctx, opts->out_dir);
+        ckpt = join_path(opts->out_dir, "checkpoint.safetensors");
+        metrics = join_path(opts->out_dir, "metrics.jsonl");
+        if (ok && (!ckpt || !metrics))
+            ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+        struct stat st;
+        bool resuming = ok && opts->resume && stat(ckpt, &st) == 0;
+        if (resuming)
+            ok = kg_checkpoint_load(t, ckpt);
+        /* A resumed run appends to the metrics of the steps it continues. */
+        if (ok && !(mf = fopen(metrics, resuming ? "a" : "w")))
+            ok = kg_set_error(ctx, KG_ERR_ARG, "kg_train_run: cannot write %s: %s", metrics,
+                              strerror(errno));
+    }
+    int64_t first = kg_trainer_steps_done(t), total = cfg->steps;
+    int64_t stop = opts->stop_at > 0 && opts->stop_at < total ? opts->stop_at : total;
+    int64_t todo = stop > first ? stop - first : 0;
+    out->trainable = kg_model_trainable_count(m);
+    out->losses = calloc((size_t)(todo > 0 ? todo : 1), sizeof *out->losses);
+    if (ok && !out->losses)
+        ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    kg_memory_reset_peak(ctx);
+    double seconds = 0;
+    int64_t tokens = 0;
+    while (ok && kg_trainer_steps_done(t) < stop) {
+        kg_step_stats s;
+        ok = kg_trainer_step(t, &s);
+        if (!ok)
+            break;
+        out->losses[out->steps++] = s.loss;
+        seconds += s.seconds;
+        tokens += s.tokens;
+        if (mf)
+            metrics_line(mf, &s);
+        if (opts->progress)
+            opts->progress(opts->user, &s, total);
+        if (ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
+            s.step < stop)
+            ok = kg_checkpoint_save(t, ckpt);
+    }
+    size_t current;
+    kg_memory(ctx, &current, &out->peak_bytes);
+    if (ok && ckpt)
+        ok = kg_checkpoint_save(t, ckpt);
+    if (ok && opts->out_dir && kg_trainer_steps_done(t) >= total)
+        ok = save_adapter(m, opts->out_dir, opts->base_model);
+    if (out->steps > 0) {
+        int64_t tail = out->steps / 10 > 0 ? out->steps / 10 : 1;
+        double a = 0, b = 0;
+        for (int64_t i = 0; i < tail; i++) {
+            a += out->losses[i];
+            b += out->losses[out->steps - 1 - i];
+        }
+        out->first_loss = a / (double)tail;
+        out->last_loss = b / (double)tail;
+        out->mean_step_seconds = seconds / (double)out->steps;
+        out->tokens_per_second = seconds > 0 ? (double)tokens / seconds : 0;
+    }
+    if (ok && eval && kg_trainer_steps_done(t) >= total) {
+        kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
+                          .max_length = cfg->max_length};
+        kg_eval_options eo = {.limit = opts->eval_limit};
+        ok = kg_mc_evaluate(&s, eval, &eo, &out->eval);
+        out->evaluated = ok;
+        if (ok && mf) {
+            fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ",
+                    (long long)total, (long long)out->eval.labeled);
+            kg__json_number(mf, out->eval.acc);
+            fputs(", \"eval_acc_norm\": ", mf);
+            kg__json_number(mf, out->eval.acc_norm);
+            fputs("}\n", mf);
+        }
+    }
+    kg_model_train(m, false, 0);
+    if (mf && fclose(mf) != 0 && ok)
+        ok = kg_set_error(ctx, KG_ERR_ARG, "kg_train_run: writing %s failed", metrics);
+    free(ckpt);
+    free(metrics);
+    kg_trainer_free(t);
+    return ok;
+}
