@@ -28,16 +28,21 @@ static bool oom(kg_tokenizer *tok)
     return kg__tok_fail(tok, KG_ERR_NOMEM, "out of memory");
 }
 
+/* Member key of o, or NULL when it is absent or null: the getters below then keep their default. */
+static const json_t *member(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_null(v) ? NULL : v;
+}
+
 /* A bool member: def when absent or null, an error when of another kind. */
 static bool get_bool(kg_tokenizer *tok, const json_t *o, const char *where, const char *key,
                      bool def, bool *out)
 {
     *out = def;
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
+    const json_t *v = member(o, key);
+    if (!v)
         return true;
-    }
     if (!json_is_boolean(v))
         return kg__tok_fail(tok, KG_ERR_ARG, "%s.%s: expected true or false", where, key);
     *out = json_is_true(v);
@@ -49,11 +54,9 @@ static bool get_str(kg_tokenizer *tok, const json_t *o, const char *where, const
                     const char *def, const char **out)
 {
     *out = def;
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
+    const json_t *v = member(o, key);
+    if (!v)
         return true;
-    }
     if (!json_is_string(v))
         return kg__tok_fail(tok, KG_ERR_ARG, "%s.%s: expected a string", where, key);
     *out = json_string_value(v);
@@ -64,11 +67,9 @@ static bool get_int(kg_tokenizer *tok, const json_t *o, const char *where, const
                     int64_t def, int64_t lo, int64_t hi, int64_t *out)
 {
     *out = def;
-    const json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
+    const json_t *v = member(o, key);
+    if (!v)
         return true;
-    }
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
         return kg__tok_fail(tok, KG_ERR_ARG, "%s.%s: expected an integer in %lld..%lld", where,
                             key, (long long)lo, (long long)hi);
