@@ -34,6 +34,21 @@ __attribute__((constructor)) static void kg_test_keep_drivers_mapped(void)
 #endif
 }
 
+/* The backend a test program runs on: "vulkan" as argv[1] asks for Vulkan, else the CPU backend.
+ * False (the program then exits 77, skipped) when that backend cannot start; it says why. */
+static inline bool kg_test_backend(int argc, char **argv, kg_backend_kind *backend)
+{
+    *backend = argc > 1 && strcmp(argv[1], "vulkan") == 0 ? KG_BACKEND_VULKAN : KG_BACKEND_CPU;
+    kg_ctx *probe = kg_ctx_new(*backend);
+    bool ok = probe && !kg_ctx_status(probe);
+    if (ok)
+        printf("device: %s\n", kg_device_name(probe));
+    else
+        printf("skipped: no usable Vulkan device: %s\n", kg_error(probe));
+    kg_ctx_free(probe);
+    return ok;
+}
+
 /* Fail unless the context is error-free, showing its message. */
 #define assert_ok(ctx)                                                                         \
     do {                                                                                       \

@@ -630,16 +630,8 @@ static int teardown(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "vulkan") == 0)
-        backend = KG_BACKEND_VULKAN;
-    ctx = kg_ctx_new(backend);
-    if (!ctx || kg_ctx_status(ctx)) {
-        printf("skipped: no usable Vulkan device: %s\n", kg_error(ctx));
-        kg_ctx_free(ctx);
+    if (!kg_test_backend(argc, argv, &backend))
         return 77;
-    }
-    printf("device: %s\n", kg_device_name(ctx));
-    kg_ctx_free(ctx);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_distilbert, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bert, setup, teardown),
