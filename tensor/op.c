@@ -68,6 +68,8 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         return NULL;
     char fn[48]; /* the public function's name, for the messages of what follows */
     snprintf(fn, sizeof fn, "kg_%s", info->name);
+    if (!kg__check_shape(c.ctx, fn, s.ndim, s.dim)) /* whatever a shape rule forgot */
+        return NULL;
 
     if (info->flags & KG_OPF_INPLACE) {
         c.out = c.in[0];

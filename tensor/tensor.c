@@ -78,12 +78,14 @@ bool kg__check_shape(kg_ctx *ctx, const char *fn, int ndim, const int64_t *shape
     return true;
 }
 
+/* Row-major strides, counting size-0 dimensions as 1 (as PyTorch does): then every stride is
+ * bounded by the product kg__check_shape limits, even for a shape with no elements. */
 void kg__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride)
 {
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         stride[i] = s;
-        s *= shape[i];
+        s *= shape[i] ? shape[i] : 1;
     }
 }
 
@@ -373,6 +375,8 @@ bool kg_tensor_is_contiguous(const kg_tensor *t)
 {
     if (!t)
         return false;
+    if (kg_tensor_numel(t) == 0) /* nothing to lay out: any strides will do */
+        return true;
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != s)

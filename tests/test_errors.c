@@ -135,6 +135,13 @@ static void test_shape_overflow(void **state)
     EXPECT(ctx, KG_ERR_RANGE, "kg_slice", "start 2", "[0, 4)");
     assert_null(kg_reshape(t, 2, SHAPE(4, ((int64_t)1 << 62) + 3))); /* 4·(2^62+3) wraps to 12 */
     EXPECT(ctx, KG_ERR_RANGE, "kg_reshape", "2^59");
+    /* A size-0 dimension in a reshape does not let the others grow unchecked (found by
+     * fuzz_ops: the strides of [0, 3·2^59, 2^45] wrapped). */
+    kg_tensor *empty = kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(0));
+    assert_null(kg_reshape(empty, 3, SHAPE(0, (int64_t)3 << 59, (int64_t)1 << 45)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_reshape", "2^59");
+    assert_null(kg_reshape(empty, 3, SHAPE(-1, (int64_t)1 << 40, (int64_t)1 << 40)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_reshape", "2^59");
     kg_tensor *one = kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(1));
     assert_null(kg_expand(one, 1, SHAPE(-5)));
     EXPECT(ctx, KG_ERR_SHAPE, "kg_expand", "-5");

@@ -37,6 +37,9 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
                         "elements' worth of the shape asked (%lld known)", KG_DESC(x),
                         (long long)n, (long long)known);
+    /* A size-0 dimension made `known` 0, so the other sizes are still unchecked. */
+    if (!kg__check_shape(c->ctx, "kg_reshape", nd, s->dim))
+        return false;
     KG_ASSERT(kg_tensor_is_contiguous(x));
     kg__contiguous_strides(nd, s->dim, s->stride);
     s->offset = x->offset;
