@@ -43,6 +43,8 @@ typedef struct kg_command {
     int n_flags;
     size_t opts_size;                      /* sizeof the options struct */
     void (*defaults)(void *opts);          /* fill defaults before parsing; may be NULL */
+    bool positional; /* one argument without "--" is allowed (`bench train`): it sets the
+                        const char * that opens the options struct */
     int (*run)(void *opts);                /* the work: 0, or 1 when it failed */
 } kg_command;
 
@@ -68,5 +70,6 @@ extern const kg_command kg_cmd_eval;
 extern const kg_command kg_cmd_train;
 extern const kg_command kg_cmd_compare;
 extern const kg_command kg_cmd_demo;
+extern const kg_command kg_cmd_bench;
 
 #endif

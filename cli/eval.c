@@ -9,8 +9,8 @@
 #include <string.h>
 
 typedef struct eval_opts {
-    const char *model, *adapter, *task, *data, *predictions, *backend;
-    int64_t limit, max_length;
+    const char *model, *adapter, *task, *data, *predictions, *backend, *frozen;
+    int64_t limit, max_length, adapter_bits;
 } eval_opts;
 
 static const kg_flag flags[] = {
@@ -30,7 +30,23 @@ static const kg_flag flags[] = {
      "tokens per row (default: the model's positions)"},
     {"backend", KG_FLAG_STRING, offsetof(eval_opts, backend), "cpu|vulkan",
      "where to compute (default: a real GPU if Vulkan finds one, else cpu)"},
+    {"frozen", KG_FLAG_STRING, offsetof(eval_opts, frozen), "DTYPE", FROZEN_HELP},
+    {"adapter-bits", KG_FLAG_INT, offsetof(eval_opts, adapter_bits), "8|4",
+     "also score the adapter with its factors quantized to int8 / int4 (per output row) and "
+     "report the change"},
 };
+
+/* Quantize every adapter factor of the model (by its PEFT name) to bits. */
+static bool quantize_adapter(kg_model *m, int bits)
+{
+    bool ok = true;
+    for (int i = 0; ok && i < m->n_trainable; i++) {
+        const char *name = m->trainable[i].name;
+        if (strstr(name, ".lora_A.") || strstr(name, ".lora_B.") || strstr(name, ".lokr_w"))
+            ok = kg_adapter_quantize_factor(m->trainable[i].tensor, bits);
+    }
+    return ok;
+}
 
 static int usage_error(const char *msg)
 {
@@ -47,12 +63,14 @@ static int run_eval(void *p)
         return usage_error("--data FILE is required (only synthetic-* tasks generate items)");
     if (o->limit < 0 || o->max_length < 0)
         return usage_error("--limit and --max-length take N >= 0");
+    if (o->adapter_bits && (!o->adapter || (o->adapter_bits != 8 && o->adapter_bits != 4)))
+        return usage_error("--adapter-bits takes 8 or 4, with --adapter DIR");
     kg_ctx *ctx = kg_cli_context(o->backend, NULL);
     if (!ctx)
         return 1;
     kg_task *task = finetune_task(ctx, o->task, o->data, KG_SPLIT_TEST);
     kg_tokenizer *tok = task ? kg_tokenizer_load(ctx, o->model) : NULL;
-    kg_model *m = tok ? finetune_model(ctx, o->model, NULL, 0) : NULL;
+    kg_model *m = tok ? finetune_model(ctx, o->model, o->frozen, NULL, 0) : NULL;
     if (m && o->adapter)
         kg_peft_load(m, o->adapter);
     int rc = 1;
@@ -71,6 +89,19 @@ static int run_eval(void *p)
             printf("time      %.2f s (%.0f tokens/s)\n", r.seconds,
                    r.seconds > 0 ? (double)r.tokens / r.seconds : 0.0);
             rc = 0;
+        }
+        kg_eval_result q;
+        eo.predictions = NULL; /* the file keeps the f32 adapter's predictions */
+        if (!rc && o->adapter_bits) {
+            rc = 1;
+            if (quantize_adapter(m, (int)o->adapter_bits) && kg_mc_evaluate(&s, task, &eo, &q)) {
+                printf("acc       %.4f with the adapter in int%lld (%+.4f against f32)\n", q.acc,
+                       (long long)o->adapter_bits, q.acc - r.acc);
+                if (!isnan(q.acc_norm))
+                    printf("acc_norm  %.4f with the adapter in int%lld (%+.4f against f32)\n",
+                           q.acc_norm, (long long)o->adapter_bits, q.acc_norm - r.acc_norm);
+                rc = 0;
+            }
         }
     }
     if (rc)

@@ -161,10 +161,16 @@ bool finetune_validate(kg_ctx *ctx, const char *model_path, const kg_adapter_con
     return kg_adapter_validate(ctx, &mc, a);
 }
 
-kg_model *finetune_model(kg_ctx *ctx, const char *path, const kg_adapter_config *cfg,
-                         uint64_t seed)
+kg_model *finetune_model(kg_ctx *ctx, const char *path, const char *frozen,
+                         const kg_adapter_config *cfg, uint64_t seed)
 {
-    kg_model *m = kg_model_load(ctx, path);
+    kg_dtype fd = frozen ? kg_dtype_from_name(frozen) : KG_DTYPE_F32;
+    if (fd == KG_DTYPE_COUNT || fd == KG_DTYPE_I32) {
+        kg_set_error(ctx, KG_ERR_ARG, "--frozen %s: expected f32, bf16, f16, q8_0, q4_0, q4_1 or "
+                     "nf4", frozen);
+        return NULL;
+    }
+    kg_model *m = kg_model_load_frozen(ctx, path, fd);
     bool decoder = m && (m->cfg.arch == KG_ARCH_MISTRAL || m->cfg.arch == KG_ARCH_LLAMA);
     bool ok = m != NULL;
     if (ok && !decoder && m->cfg.head == KG_HEAD_NONE)

@@ -14,6 +14,7 @@
 typedef struct finetune_opts {
     const char *model, *task, *tasks, *adapter, *kron_a, *targets, *modules_to_save;
     const char *optimizer, *schedule, *loss, *out, *backend;
+    const char *frozen; /* the base model's frozen linear weights: f32 (NULL), bf16, ..., nf4 */
     kg_cli_list data, eval_data;
     int64_t rank, lokr_factor, steps, batch, accumulate, warmup, seed, max_length;
     int64_t checkpoint_every, stop_at, eval_limit;
@@ -73,6 +74,11 @@ typedef struct finetune_opts {
     {"backend", KG_FLAG_STRING, offsetof(T, ft.backend), "cpu|vulkan",                          \
      "where to compute (default: a real GPU if Vulkan finds one, else cpu)"}
 
+/* --frozen's help, shared by train and eval (compare loads its models unquantized). */
+#define FROZEN_HELP                                                                              \
+    "store the frozen linear weights as f32, bf16, f16, q8_0, q4_0, q4_1 or nf4 (default f32; "  \
+    "GGUF-packed weights stay packed)"
+
 /* The defaults above (kronlora, rank 8, alpha 2·R unless given, ...). */
 void finetune_defaults(finetune_opts *o);
 
@@ -87,10 +93,11 @@ kg_task *finetune_task(kg_ctx *ctx, const char *name, const char *path, kg_split
  * (an encoder without a head is checked as the multiple-choice model training will make). */
 bool finetune_validate(kg_ctx *ctx, const char *model_path, const kg_adapter_config *a);
 
-/* The model ready to fine-tune: loaded, an encoder without a head given a fresh
- * multiple-choice head (seed), then cfg's adapter attached (when cfg is not NULL). */
-kg_model *finetune_model(kg_ctx *ctx, const char *path, const kg_adapter_config *cfg,
-                         uint64_t seed);
+/* The model ready to fine-tune: loaded with its frozen linear weights stored as `frozen` (a
+ * dtype name; NULL: f32), an encoder without a head given a fresh multiple-choice head (seed),
+ * then cfg's adapter attached (when cfg is not NULL). */
+kg_model *finetune_model(kg_ctx *ctx, const char *path, const char *frozen,
+                         const kg_adapter_config *cfg, uint64_t seed);
 
 /* The progress line on stderr, redrawn in place, only when stderr is a terminal: step, loss,
  * tokens/s, ETA. finetune_progress_end ends the line. user: the label (NULL for none). */

@@ -41,6 +41,10 @@ int kg_cli_parse(const kg_command *cmd, int argc, char **argv, void *opts)
             kg_cli_help(cmd, stdout);
             return -1;
         }
+        if (cmd->positional && a[0] != '-' && !*(const char **)opts) {
+            *(const char **)opts = a;
+            continue;
+        }
         const kg_flag *f = NULL;
         for (int k = 0; a[0] == '-' && a[1] == '-' && k < cmd->n_flags; k++)
             if (strcmp(a + 2, cmd->flags[k].name) == 0)

@@ -16,6 +16,8 @@ static int run_info(void *opts)
     printf("backend cpu\n");
     printf("  threads  %d\n", kg_cpu_thread_count());
     printf("  blas     %s\n", kg_cpu_blas());
+    printf("\ndata parallelism across processes (mpirun -np N krongrad train ...)\n");
+    printf("  mpi      %s\n", kg_dist_library());
     printf("\nbackend vulkan: devices\n");
     char devices[8192];
     kg_vulkan_devices(devices, sizeof devices);

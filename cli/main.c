@@ -16,6 +16,7 @@ static const kg_command *const commands[] = {
     &kg_cmd_train,
     &kg_cmd_compare,
     &kg_cmd_demo,
+    &kg_cmd_bench,
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -1,7 +1,8 @@
 /* train.c — `krongrad train`: fine-tune a model with an adapter on a multiple-choice task (or,
  * with --tasks, on several in turn: continual fine-tuning with its accuracy matrix and
  * forgetting), with a progress line on a terminal, metrics as JSON lines, atomic checkpoints,
- * --resume, the PEFT adapter in --out and a summary table.
+ * --resume, the PEFT adapter in --out and a summary table. Launched by `mpirun -np N`, the N
+ * processes train one adapter data-parallel (docs/distributed.md); rank 0 prints and writes.
  */
 #include "finetune.h"
 
@@ -15,6 +16,7 @@ typedef struct train_opts {
 
 static const kg_flag flags[] = {
     FINETUNE_FLAGS(train_opts),
+    {"frozen", KG_FLAG_STRING, offsetof(train_opts, ft.frozen), "DTYPE", FROZEN_HELP},
     {"tasks", KG_FLAG_STRING, offsetof(train_opts, ft.tasks), "LIST",
      "continual: these tasks in turn, comma-separated (one --data / --eval-data each, in order)"},
     {"out", KG_FLAG_STRING, offsetof(train_opts, ft.out), "DIR",
@@ -32,6 +34,17 @@ static void defaults(void *p)
     train_opts *o = p;
     finetune_defaults(&o->ft);
     o->ft.checkpoint_every = 50;
+}
+
+/* An error of this process; in a job of several ranks the message names the rank. */
+static int fail(kg_ctx *ctx)
+{
+    if (kg_dist_size() > 1)
+        fprintf(stderr, "krongrad train: rank %d of %d: %s\n", kg_dist_rank(), kg_dist_size(),
+                kg_error(ctx));
+    else
+        kg_cli_fail("train", ctx);
+    return 1;
 }
 
 static int usage_error(const char *msg)
@@ -151,7 +164,8 @@ static int run_continual(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
         ok = train[i] && eval[i];
     }
     kg_tokenizer *tok = ok ? kg_tokenizer_load(ctx, o->ft.model) : NULL;
-    kg_model *m = tok ? finetune_model(ctx, o->ft.model, &cfg->adapter, cfg->seed) : NULL;
+    kg_model *m = tok ? finetune_model(ctx, o->ft.model, o->ft.frozen, &cfg->adapter, cfg->seed)
+                      : NULL;
     if (m) {
         kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
                              .checkpoint_every = o->ft.checkpoint_every,
@@ -161,18 +175,18 @@ static int run_continual(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
         ok = kg_continual_run(m, tok, (const kg_task *const *)train,
                               (const kg_task *const *)eval, n, cfg, &ro, &r);
         finetune_progress_end();
-        if (ok) {
+        if (ok && kg_dist_rank() == 0) {
             char b[32];
             print_adapter(&cfg->adapter, o->ft.targets);
             printf("  %-18s %s\n", "trainable params",
                    finetune_count(kg_model_trainable_count(m), b, sizeof b));
             print_matrix(names, n, &r);
-            rc = 0;
         }
+        rc = ok ? 0 : 1;
         kg_continual_result_free(&r);
     }
     if (rc)
-        kg_cli_fail("train", ctx);
+        fail(ctx);
     kg_model_free(m);
     kg_tokenizer_free(tok);
     for (int i = 0; i < n; i++) {
@@ -195,14 +209,27 @@ static int run_train(void *p)
     kg_train_config cfg;
     if (!finetune_config("train", &o->ft, &cfg))
         return 2;
+    /* Join the MPI job (when mpirun launched this process), then each rank's device. */
+    if (!kg_dist_begin()) {
+        fprintf(stderr, "krongrad train: MPI_Init failed\n");
+        return 1;
+    }
+    if (!o->ft.backend || strcmp(o->ft.backend, "cpu") != 0)
+        kg_dist_pick_device();
     const char *why = NULL;
     kg_ctx *ctx = kg_cli_context(o->ft.backend, &why);
-    if (!ctx)
+    if (!ctx) {
+        kg_dist_end(false);
         return 1;
-    fprintf(stderr, "krongrad train: backend %s\n", why);
+    }
+    if (kg_dist_size() > 1)
+        fprintf(stderr, "krongrad train: rank %d of %d: backend %s (%s)\n", kg_dist_rank(),
+                kg_dist_size(), why, kg_device_name(ctx));
+    else
+        fprintf(stderr, "krongrad train: backend %s\n", why);
     int rc = 1;
     if (!finetune_validate(ctx, o->ft.model, &cfg.adapter)) {
-        rc = kg_cli_fail("train", ctx);
+        rc = fail(ctx);
     } else if (o->ft.tasks) {
         rc = run_continual(o, ctx, &cfg);
     } else {
@@ -215,7 +242,8 @@ static int run_train(void *p)
                                  KG_SPLIT_TEST);
         kg_tokenizer *tok = train && !kg_ctx_status(ctx) ? kg_tokenizer_load(ctx, o->ft.model)
                                                          : NULL;
-        kg_model *m = tok ? finetune_model(ctx, o->ft.model, &cfg.adapter, cfg.seed) : NULL;
+        kg_model *m = tok ? finetune_model(ctx, o->ft.model, o->ft.frozen, &cfg.adapter, cfg.seed)
+                          : NULL;
         kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
                              .checkpoint_every = o->ft.checkpoint_every,
                              .stop_at = o->ft.stop_at, .eval_limit = o->ft.eval_limit,
@@ -223,11 +251,12 @@ static int run_train(void *p)
         kg_run_result r = {0};
         if (m && kg_train_run(m, tok, train, eval, &cfg, &ro, &r)) {
             finetune_progress_end();
-            print_summary(o, &cfg, &r, eval);
+            if (kg_dist_rank() == 0)
+                print_summary(o, &cfg, &r, eval);
             rc = 0;
         } else {
             finetune_progress_end();
-            rc = kg_cli_fail("train", ctx);
+            rc = fail(ctx);
         }
         free(r.losses);
         kg_model_free(m);
@@ -236,6 +265,7 @@ static int run_train(void *p)
         kg_task_free(eval);
     }
     kg_ctx_free(ctx);
+    kg_dist_end(rc == 0);
     return rc;
 }
 

@@ -7,13 +7,14 @@
 
 #include "models/kg_models.h"
 
-/* A model being loaded from an opened checkpoint. */
+/* A model being loaded from an opened checkpoint (or, w NULL, made of random values). */
 typedef struct kg_loader {
     kg_model *m;
     kg_weights *w;
     const char *config_path; /* where the expected shapes came from, for errors */
     const char *prefix;      /* "distilbert.", "bert.", "model." or "" (a base-model file) */
     int cap;                 /* room in m->params */
+    uint64_t seed;           /* w NULL (kg_model_random): parameters drawn from this seed */
 } kg_loader;
 
 /* The prefix of the base model's tensors in this checkpoint: base when probe (a tensor name

@@ -52,11 +52,11 @@ static void dequant_q4_1(const uint8_t *src, int64_t blocks, float *dst)
 static const kg_wtype ggml_types[] = {
     [0] = {"F32", 0, 1, 4, KG_DTYPE_F32, NULL},
     [1] = {"F16", 1, 1, 2, KG_DTYPE_F16, NULL},
-    [2] = {"Q4_0", 2, 32, 18, -1, dequant_q4_0},
-    [3] = {"Q4_1", 3, 32, 20, -1, dequant_q4_1},
+    [2] = {"Q4_0", 2, 32, 18, KG_DTYPE_Q4_0, dequant_q4_0},
+    [3] = {"Q4_1", 3, 32, 20, KG_DTYPE_Q4_1, dequant_q4_1},
     [6] = {"Q5_0", 6, 32, 22, -1, NULL},
     [7] = {"Q5_1", 7, 32, 24, -1, NULL},
-    [8] = {"Q8_0", 8, 32, 34, -1, dequant_q8_0},
+    [8] = {"Q8_0", 8, 32, 34, KG_DTYPE_Q8_0, dequant_q8_0},
     [9] = {"Q8_1", 9, 32, 36, -1, NULL}, /* ggml-common.h (gguf-py says 40) */
     [10] = {"Q2_K", 10, 256, 84, -1, NULL},
     [11] = {"Q3_K", 11, 256, 110, -1, NULL},

@@ -57,6 +57,10 @@ bool kg_weights_shape(const kg_weights *w, const char *name, int *ndim, int64_t 
  * the context (made outside any scope it is a parameter; see kg_tensor.h). */
 kg_tensor *kg_weights_load(kg_weights *w, const char *name, kg_dtype dtype, int ndim,
                            const int64_t *shape);
+/* The kg_dtype whose byte layout the named tensor has in the file (f32, f16, bf16, i32, and
+ * GGUF's q8_0, q4_0, q4_1, which kg_weights_load also loads packed, as that dtype);
+ * KG_DTYPE_COUNT when it has none or is absent (no error set). */
+kg_dtype kg_weights_dtype(const kg_weights *w, const char *name);
 
 /* GGUF metadata by key ("llama.block_count", "tokenizer.ggml.tokens", ...). Each returns false
  * (or NULL / -1) without setting an error when the file is not GGUF, the key is absent, or its

@@ -63,6 +63,10 @@ typedef struct kg_model_config {
                                * BERT "attention_probs_dropout_prob" */
     float classifier_dropout; /* before the classifier: DistilBERT "seq_classif_dropout", BERT
                                * "classifier_dropout" (else hidden_dropout_prob) */
+    /* How the frozen linear weights of the transformer blocks (attention and MLP) are stored:
+     * KG_DTYPE_F32 (0, the default), f16, bf16, q8_0, q4_0, q4_1 or nf4 (docs/quantization.md).
+     * Not in config.json: kg_model_load_frozen and kg_model_random's caller set it. */
+    kg_dtype frozen;
 } kg_model_config;
 
 /* Read an HF config.json (path: the file, or a directory holding it). Bad JSON, a missing or
@@ -121,6 +125,17 @@ typedef struct kg_model {
  * shape that disagrees with the config or an unknown model_type is an error naming the file and
  * the tensor or key. The caller frees the model with kg_model_free (ctx must outlive it). */
 kg_model *kg_model_load(kg_ctx *ctx, const char *path);
+/* kg_model_load with the transformer blocks' linear weights (attention and MLP; not embeddings,
+ * norms or heads, as QLoRA) stored as `frozen` (see kg_model_config.frozen), each converted as
+ * it loads, so the f32 model never exists whole (one whose in-dimension is not a multiple of
+ * the block, 32 or 64, stays f32). GGUF tensors already packed as q8_0, q4_0 or
+ * q4_1 stay as the file packs them whatever `frozen` asks (other than f32). Such weights never
+ * require grad: a `full` fine-tune or a merge of an adapter into them is an error. */
+kg_model *kg_model_load_frozen(kg_ctx *ctx, const char *path, kg_dtype frozen);
+/* A model of cfg's shapes with random parameters (matrices N(0, 0.02) from seed, norm weights 1,
+ * biases 0) under the names a head model's checkpoint uses: for benchmarks and tests at real
+ * sizes without the files. NULL with the context's error set. */
+kg_model *kg_model_random(kg_ctx *ctx, const kg_model_config *cfg, uint64_t seed);
 void kg_model_free(kg_model *m);
 
 /* Training mode on (dropout as HF's model.train(): DistilBERT/BERT hidden, attention and

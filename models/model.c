@@ -14,6 +14,8 @@
 
 const char *kg__base_prefix(const kg_weights *w, const char *base, const char *probe)
 {
+    if (!w) /* kg_model_random: the names of a head model's checkpoint */
+        return base;
     char name[160];
     int ndim;
     int64_t shape[KG_MAX_DIMS];
@@ -48,6 +50,50 @@ static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape)
         snprintf(buf + k, cap - (size_t)k, "]");
 }
 
+/* kg_model_random's stand-in for a checkpoint tensor: matrices N(0, 0.02) (BERT's and
+ * Mistral's initializer_range), norm weights 1, biases 0. */
+static kg_tensor *random_param(kg_loader *ld, const char *name, int ndim, const int64_t *shape)
+{
+    kg_ctx *ctx = ld->m->ctx;
+    bool norm = strstr(name, "norm") || strstr(name, "LayerNorm");
+    uint64_t seed = ld->seed + (uint64_t)ld->m->n_params; /* one stream per tensor */
+    kg_tensor *t = ndim == 2 ? kg_normal(ctx, 2, shape, 0.0f, 0.02f, seed)
+                             : kg_full(ctx, KG_DTYPE_F32, 1, shape, norm ? 1.0 : 0.0);
+    t = kg_tensor_keep(t);
+    if (t && !add_param(ld, name, t)) {
+        kg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Whether name is a linear weight of a transformer block ("model.layers.3.mlp.up_proj.weight",
+ * "distilbert.transformer.layer.0.attention.q_lin.weight"): what kg_model_config.frozen stores. */
+static bool frozen_linear(const char *name)
+{
+    size_t n = strlen(name);
+    return (strstr(name, "layers.") || strstr(name, "layer.")) && n > 7 &&
+           !strcmp(name + n - 7, ".weight") && !strstr(name, "norm") && !strstr(name, "LayerNorm");
+}
+
+/* A loaded or drawn f32 weight t stored as the model's frozen dtype: t is replaced (in the
+ * parameter list too) and freed. GGUF weights packed in a block dtype arrive packed already; a
+ * weight whose in-dimension is not a whole number of blocks stays f32. */
+static kg_tensor *freeze(kg_loader *ld, kg_tensor *t)
+{
+    kg_dtype want = ld->m->cfg.frozen;
+    if (!t || want == KG_DTYPE_F32 || kg_tensor_dtype(t) != KG_DTYPE_F32 ||
+        kg_tensor_dim(t, 1) % kg_dtype_block(want))
+        return t;
+    kg_tensor *q = kg_tensor_keep(kg_quantize(t, want));
+    kg_param *p = &ld->m->params[ld->m->n_params - 1]; /* t was the last one added */
+    if (!q)
+        return NULL; /* t stays listed, and is freed with the model */
+    p->tensor = q;
+    kg_tensor_free(t);
+    return q;
+}
+
 static kg_tensor *load_param(kg_loader *ld, bool required, int64_t d0, int64_t d1,
                              const char *fmt, va_list ap)
 {
@@ -58,6 +104,10 @@ static kg_tensor *load_param(kg_loader *ld, bool required, int64_t d0, int64_t d
     vsnprintf(name, sizeof name, fmt, ap);
     int want_ndim = d1 ? 2 : 1, ndim;
     int64_t want[2] = {d0, d1}, got[KG_MAX_DIMS];
+    bool frozen = d1 && ld->m->cfg.frozen != KG_DTYPE_F32 && frozen_linear(name);
+    if (!ld->w) /* kg_model_random */
+        return frozen ? freeze(ld, random_param(ld, name, want_ndim, want))
+                      : random_param(ld, name, want_ndim, want);
     if (!kg_weights_shape(ld->w, name, &ndim, got)) {
         if (required)
             kg_set_error(ctx, KG_ERR_ARG, "kg_model_load: %s: no tensor '%s'; the model that %s "
@@ -73,12 +123,14 @@ static kg_tensor *load_param(kg_loader *ld, bool required, int64_t d0, int64_t d
         return NULL;
     }
     /* Kept: parameters outlive every scope, whoever calls the loader. */
-    kg_tensor *t = kg_tensor_keep(kg_weights_load(ld->w, name, KG_DTYPE_F32, want_ndim, want));
+    kg_dtype packed = kg_weights_dtype(ld->w, name); /* a GGUF block type stays packed */
+    kg_dtype as = frozen && kg_dtype_block(packed) > 1 ? packed : KG_DTYPE_F32;
+    kg_tensor *t = kg_tensor_keep(kg_weights_load(ld->w, name, as, want_ndim, want));
     if (t && !add_param(ld, name, t)) {
         kg_tensor_free(t);
         return NULL;
     }
-    return t;
+    return frozen ? freeze(ld, t) : t;
 }
 
 kg_tensor *kg__param(kg_loader *ld, int64_t d0, int64_t d1, const char *fmt, ...)
@@ -128,8 +180,18 @@ static char *config_path_of(const char *path, bool dir)
 
 kg_model *kg_model_load(kg_ctx *ctx, const char *path)
 {
+    return kg_model_load_frozen(ctx, path, KG_DTYPE_F32);
+}
+
+kg_model *kg_model_load_frozen(kg_ctx *ctx, const char *path, kg_dtype frozen)
+{
     if (!ctx || kg_ctx_status(ctx))
         return NULL;
+    if (frozen == KG_DTYPE_I32 || (unsigned)frozen >= KG_DTYPE_COUNT) {
+        kg_set_error(ctx, KG_ERR_DTYPE, "kg_model_load: frozen dtype %d; expected f32, f16, bf16, "
+                     "q8_0, q4_0, q4_1 or nf4", (int)frozen);
+        return NULL;
+    }
     if (!path) {
         kg_set_error(ctx, KG_ERR_ARG, "kg_model_load: path is NULL");
         return NULL;
@@ -158,6 +220,7 @@ kg_model *kg_model_load(kg_ctx *ctx, const char *path)
     } else if (kg_model_config_read(ctx, config, &m->cfg)) {
         w = kg_weights_open(ctx, path);
     }
+    m->cfg.frozen = frozen;
     if (w && !kg_ctx_status(ctx)) {
         kg_loader ld = {.m = m, .w = w, .config_path = config};
         if (m->cfg.arch == KG_ARCH_DISTILBERT || m->cfg.arch == KG_ARCH_BERT)
@@ -167,6 +230,32 @@ kg_model *kg_model_load(kg_ctx *ctx, const char *path)
     }
     kg_weights_close(w);
     free(config);
+    if (kg_ctx_status(ctx)) {
+        kg_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+kg_model *kg_model_random(kg_ctx *ctx, const kg_model_config *cfg, uint64_t seed)
+{
+    if (!ctx || kg_ctx_status(ctx))
+        return NULL;
+    if (!cfg) {
+        kg_set_error(ctx, KG_ERR_ARG, "kg_model_random: cfg is NULL");
+        return NULL;
+    }
+    kg_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_model_random: out of host memory");
+        return NULL;
+    }
+    *m = (kg_model){.ctx = ctx, .cfg = *cfg};
+    kg_loader ld = {.m = m, .config_path = "the config given", .seed = seed};
+    if (cfg->arch == KG_ARCH_DISTILBERT || cfg->arch == KG_ARCH_BERT)
+        kg__bert_load(&ld);
+    else
+        kg__decoder_load(&ld);
     if (kg_ctx_status(ctx)) {
         kg_model_free(m);
         return NULL;

@@ -259,7 +259,9 @@ static json_t *build_header(kg_ctx *ctx, const char *path, int n, const char *co
                           : json_object_get(root, names[i]) ? "has the name of an earlier tensor"
                           : !t ? "is NULL"
                           : kg_tensor_ctx(t) != ctx ? "belongs to another context"
-                                                    : NULL;
+                          : !dtype_names[kg_tensor_dtype(t)]
+                              ? "is block-quantized (safetensors has no such dtype)"
+                              : NULL;
         if (why) {
             json_decref(root);
             kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: tensor %d (\"%.200s\") %s",

@@ -308,11 +308,12 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
  * integers are not weights), I32 as i32 only. */
 static bool loadable(const kg_wtype *type, kg_dtype dtype)
 {
-    if (dtype == KG_DTYPE_I32)
-        return type->raw == KG_DTYPE_I32;
+    if (dtype == KG_DTYPE_I32 || kg_dtype_block(dtype) > 1) /* i32, or a GGUF block kept packed */
+        return type->raw == (int)dtype;
     if (dtype != KG_DTYPE_F32 && dtype != KG_DTYPE_F16 && dtype != KG_DTYPE_BF16)
         return false;
-    return type->dequant || (type->raw >= 0 && type->raw != KG_DTYPE_I32);
+    return type->dequant || (type->raw >= 0 && type->raw != KG_DTYPE_I32 &&
+                             kg_dtype_block((kg_dtype)type->raw) == 1);
 }
 
 /* The file's dim-0 row holding HF row r of a tensor that llama.cpp permuted for RoPE: it
@@ -347,6 +348,25 @@ static void read_elems(const kg_wentry *e, int64_t first, int64_t len, uint8_t *
                                    type->bytes, row, out);
 }
 
+/* A block-quantized tensor (rows are whole blocks) with its dim-0 rows put back in HF order. */
+static kg_tensor *load_packed_permuted(kg_ctx *ctx, const kg_wentry *e, kg_dtype dtype)
+{
+    int64_t rows = e->shape[0], n = kg__shape_numel(e->ndim, e->shape);
+    size_t row_bytes = kg_dtype_bytes(dtype, n / rows);
+    uint8_t *buf = malloc(row_bytes * (size_t)rows + 1);
+    if (!buf) {
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_weights_load: out of host memory for %zu bytes",
+                     row_bytes * (size_t)rows);
+        return NULL;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(buf + (size_t)r * row_bytes,
+               e->data + (size_t)permuted_row(r, rows, e->perm_heads) * row_bytes, row_bytes);
+    kg_tensor *t = kg_from_host(ctx, dtype, e->ndim, e->shape, buf);
+    free(buf);
+    return t;
+}
+
 static kg_tensor *load_entry(kg_weights *w, const kg_wentry *e, kg_dtype dtype)
 {
     kg_ctx *ctx = w->ctx;
@@ -354,6 +374,8 @@ static kg_tensor *load_entry(kg_weights *w, const kg_wentry *e, kg_dtype dtype)
     /* The file holds the tensor's own bytes: one upload straight from the mapping. */
     if (type->raw == (int)dtype && !e->perm_heads)
         return kg_from_host(ctx, dtype, e->ndim, e->shape, e->data);
+    if (type->raw == (int)dtype) /* packed blocks in llama.cpp's RoPE row order: move whole rows */
+        return load_packed_permuted(ctx, e, dtype);
     kg_tensor *out = kg_tensor_new(ctx, dtype, e->ndim, e->shape);
     int64_t n = kg__shape_numel(e->ndim, e->shape);
     if (!out || n == 0)
@@ -393,6 +415,12 @@ static kg_tensor *load_entry(kg_weights *w, const kg_wentry *e, kg_dtype dtype)
         return NULL;
     }
     return out;
+}
+
+kg_dtype kg_weights_dtype(const kg_weights *w, const char *name)
+{
+    const kg_wentry *e = w && name ? find(w, name) : NULL;
+    return e && e->type->raw >= 0 ? (kg_dtype)e->type->raw : KG_DTYPE_COUNT;
 }
 
 kg_tensor *kg_weights_load(kg_weights *w, const char *name, kg_dtype dtype, int ndim,

@@ -95,6 +95,17 @@ kg_tensor *kg_adapter_delta(const kg_linear *l);
 bool kg_linear_merge(kg_linear *l);
 bool kg_linear_unmerge(kg_linear *l);
 
+/* ---- Quantized adapters (nn/adapter_quant.c) ------------------------------------------------ */
+
+/* Symmetric per-output-row quantization of x (rows, cols) to `bits` (8 or 4): scales[r] =
+ * max|x[r, :]| / (2^(bits-1) - 1) and codes = round(x / scale) in [-127, 127] or [-7, 7]
+ * (scale 0 gives codes 0). codes holds rows·cols, scales rows. False for other bits. */
+bool kg_adapter_quantize_rows(const float *x, int64_t rows, int64_t cols, int bits,
+                              int8_t *codes, float *scales);
+/* Replace a trained factor t (f32, (rows, cols) or (rows)) in place by the values its int8 /
+ * int4 codes stand for (code · scale): what the adapter computes once stored in `bits`. */
+bool kg_adapter_quantize_factor(kg_tensor *t, int bits);
+
 #ifdef __cplusplus
 }
 #endif

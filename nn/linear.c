@@ -7,7 +7,11 @@ kg_tensor *kg_linear_forward(const kg_linear *l, kg_tensor *x)
 {
     if (!l || !x)
         return NULL;
-    kg_tensor *y = kg_matmul_t(x, l->weight, false, true); /* (..., in)·(out, in)ᵀ */
+    /* (..., in)·(out, in)ᵀ; a frozen weight stored in 16 bits or quantized is decoded inside
+     * the GEMM (kg_matmul_q) */
+    kg_tensor *y = kg_tensor_dtype(l->weight) == KG_DTYPE_F32
+                       ? kg_matmul_t(x, l->weight, false, true)
+                       : kg_matmul_q(x, l->weight, true);
     if (l->bias)
         y = kg_add(y, l->bias);
     switch (l->kind) {

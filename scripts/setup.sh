@@ -12,6 +12,7 @@ packages=(
   libopenblas0-pthread                             # optional BLAS, loaded at run time
   libvulkan-dev mesa-vulkan-drivers glslc          # Vulkan loader, lavapipe, shader compiler
   vulkan-validationlayers vulkan-tools             # validation in tests; vulkaninfo
+  libopenmpi-dev openmpi-bin iproute2              # MPI data parallelism; its tests' netns
 )
 
 missing=()

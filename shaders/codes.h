@@ -56,7 +56,11 @@
 #define DT_F16 1
 #define DT_BF16 2
 #define DT_I32 3
-#define DT_COUNT 4
+#define DT_Q8_0 4 /* block-quantized (quant.glsl) */
+#define DT_Q4_0 5
+#define DT_Q4_1 6
+#define DT_NF4 7
+#define DT_COUNT 8
 
 /* What a kernel found wrong, in the status buffer's `kind` (0: nothing); read at the flush. */
 #define STATUS_BAD_INDEX 1 /* an index out of range: the caller's error */

@@ -141,6 +141,25 @@ KG_PUSH(optim_push) {
 };
 KG_PUSH_FITS(optim_push)
 
+/* dequant.comp: W [N, K] stored as `dtype` (DT_*, quant.glsl) → f32, one element each */
+KG_PUSH(dequant_push) {
+    uint64_t dst, src, status;
+    uint32_t dtype, n, k; /* W's dims: n rows of k */
+    uint32_t op;
+};
+KG_PUSH_FITS(dequant_push)
+
+/* matmul_q.comp: y (M, out) = x (M, in) · op(W), W [N, K] stored as `dtype`, op(W) = Wᵀ when
+ * trans (in = K, out = N), else W (in = N, out = K) */
+KG_PUSH(matmul_q_push) {
+    uint64_t y, x, w, status;
+    uint32_t M, n, k;
+    uint32_t trans, dtype;
+    uint32_t row0; /* the first row of x and y this dispatch covers */
+    uint32_t op;
+};
+KG_PUSH_FITS(matmul_q_push)
+
 /* The status buffer kernels report into; the flush turns it into the context's error. */
 KG_PUSH(vk_status) {
     uint32_t kind; /* STATUS_* (codes.h); 0 when nothing was found */

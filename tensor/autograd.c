@@ -12,9 +12,10 @@ void kg_set_requires_grad(kg_tensor *t, bool on)
 {
     if (!t || t->ctx->status)
         return;
-    if (on && t->dtype == KG_DTYPE_I32) {
-        kg_set_error(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; integer tensors have no "
-                     "gradient (expected f32, f16 or bf16)", KG_DESC(t));
+    if (on && (t->dtype == KG_DTYPE_I32 || kg__dtype_is_block(t->dtype))) {
+        kg_set_error(t->ctx, KG_ERR_DTYPE, "kg_set_requires_grad: %s; %s tensors have no "
+                     "gradient (expected f32, f16 or bf16)", KG_DESC(t),
+                     t->dtype == KG_DTYPE_I32 ? "integer" : "quantized");
         return;
     }
     t->requires_grad = on;

@@ -73,6 +73,7 @@ double kg__load(const void *base, kg_dtype dtype, int64_t i)
     case KG_DTYPE_BF16: return kg_bf16_to_f32(((const uint16_t *)base)[i]);
     case KG_DTYPE_I32: return ((const int32_t *)base)[i];
     case KG_DTYPE_F32: return ((const float *)base)[i];
+    case KG_DTYPE_Q8_0: case KG_DTYPE_Q4_0: case KG_DTYPE_Q4_1: case KG_DTYPE_NF4: /* quant.c */
     case KG_DTYPE_COUNT: break;
     }
     KG_ASSERT(!"kg__load: dtypes are checked where tensors are made");
@@ -89,6 +90,7 @@ void kg__store(void *base, kg_dtype dtype, int64_t i, double v)
                              : v <= -2147483648.0 ? INT32_MIN : (int32_t)v;
         break;
     case KG_DTYPE_F32: ((float *)base)[i] = (float)v; break;
+    case KG_DTYPE_Q8_0: case KG_DTYPE_Q4_0: case KG_DTYPE_Q4_1: case KG_DTYPE_NF4: /* quant.c */
     case KG_DTYPE_COUNT: KG_ASSERT(!"kg__store: dtypes are checked where tensors are made"); break;
     }
 }

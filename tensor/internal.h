@@ -57,6 +57,7 @@ typedef enum kg_op {
     KG_OP_MAX,
     /* linear algebra */
     KG_OP_MATMUL,
+    KG_OP_MATMUL_Q, /* x · Wᵀ (or x · W) with a frozen, possibly block-quantized W */
     KG_OP_KRON,
     KG_OP_LOWRANK_LINEAR,
     KG_OP_KRON_LINEAR,
@@ -133,6 +134,8 @@ enum {
     KG_OPF_STRIDED = 2, /* the CPU kernel reads strided (broadcast, transposed) inputs itself */
     KG_OPF_INPLACE = 4, /* updates its inputs in place (optimizers): no output is made, the op
                            returns its first input, and nothing is recorded on the tape */
+    KG_OPF_QUANT = 8,   /* takes block-quantized inputs (its shape rule says which); other ops
+                           refuse them before their shape rule runs */
 };
 
 typedef struct kg_op_info {
@@ -235,6 +238,19 @@ bool kg__broadcast_shape(const kg_tensor *a, const kg_tensor *b, kg_shape *out);
 bool kg__want_dtype(const kg_opcall *c, int i, kg_dtype want);
 bool kg__same_shape(const kg_tensor *a, const kg_tensor *b);
 void kg__shape_of(const kg_tensor *t, kg_shape *s);
+
+/* Block-quantized dtypes (quant.c, docs/quantization.md). Rows of a quantized [N, K] tensor
+ * are whole blocks, so a kernel dequantizes any run of rows on its own: kg__dequantize_rows
+ * writes rows [r0, r0 + nr) of q (shape [N, K]) as f32 into out (nr·K floats). */
+static inline bool kg__dtype_is_block(kg_dtype d) { return d >= KG_DTYPE_Q8_0 && d < KG_DTYPE_COUNT; }
+void kg__dequantize_rows(const void *q, kg_dtype dtype, int64_t n, int64_t k, int64_t r0,
+                         int64_t nr, float *out);
+/* Quantize x [N, K] (f32) into out (kg_dtype_bytes(dtype, N·K) bytes); false when out of
+ * host memory. */
+bool kg__quantize(const float *x, kg_dtype dtype, int64_t n, int64_t k, void *out);
+/* Where a tensor's block-quantized layout is checked: 2-D, K a multiple of the block. */
+bool kg__check_block_shape(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
+                           const int64_t *shape);
 
 /* Element i of a packed array of dtype, as a number; and the reverse (i32 saturates). */
 double kg__load(const void *base, kg_dtype dtype, int64_t i);

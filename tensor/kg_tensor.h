@@ -29,6 +29,14 @@ typedef enum kg_dtype {
     KG_DTYPE_F16,
     KG_DTYPE_BF16,
     KG_DTYPE_I32,
+    /* Block-quantized storage for frozen weights (docs/quantization.md): 2-D [N, K] tensors with
+     * K a multiple of the block, made by kg_quantize, read by kg_cast(q, KG_DTYPE_F32) and
+     * kg_matmul_q; never views, never a gradient. GGML's q8_0, q4_0, q4_1 (blocks of 32) and
+     * QLoRA's nf4 (blocks of 64, double-quantized scales). */
+    KG_DTYPE_Q8_0,
+    KG_DTYPE_Q4_0,
+    KG_DTYPE_Q4_1,
+    KG_DTYPE_NF4,
     KG_DTYPE_COUNT
 } kg_dtype;
 
@@ -122,7 +130,8 @@ kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *s
 kg_tensor *kg_zeros(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape);
 kg_tensor *kg_ones(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape);
 kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, double value);
-/* data holds numel elements of dtype, packed row-major; it is copied. */
+/* data holds numel elements of dtype, packed row-major (a block-quantized dtype: its
+ * kg_dtype_bytes(dtype, numel) bytes, laid out as docs/quantization.md says); it is copied. */
 kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape,
                         const void *data);
 /* Seeded, counter-based random numbers: the same seed gives the same values on every backend. */
@@ -155,7 +164,14 @@ int64_t kg_tensor_dim(const kg_tensor *t, int axis); /* negative axes count from
 int64_t kg_tensor_numel(const kg_tensor *t);
 bool kg_tensor_is_contiguous(const kg_tensor *t);
 const char *kg_dtype_name(kg_dtype dtype);
+/* Bytes per element; 0 for the block-quantized dtypes, whose size is kg_dtype_bytes'. */
 size_t kg_dtype_size(kg_dtype dtype);
+/* Elements per block: 32 for q8_0 / q4_0 / q4_1, 64 for nf4, 1 for the other dtypes. */
+int64_t kg_dtype_block(kg_dtype dtype);
+/* Bytes that numel elements of dtype take in storage (numel a multiple of the block). */
+size_t kg_dtype_bytes(kg_dtype dtype, int64_t numel);
+/* The dtype named name ("f32", "q4_0", "nf4", ...); KG_DTYPE_COUNT when none is. */
+kg_dtype kg_dtype_from_name(const char *name);
 /* One 16-bit value to f32 and back (round to nearest even; f16 keeps subnormals, overflow gives
  * ±inf), bit-exact with PyTorch's conversions. For file readers and tests. */
 float kg_f16_to_f32(uint16_t h);
@@ -163,7 +179,8 @@ uint16_t kg_f32_to_f16(float f);
 float kg_bf16_to_f32(uint16_t h);
 uint16_t kg_f32_to_bf16(float f);
 
-/* Copy the tensor's elements, in its own dtype and row-major order, into dst (capacity bytes).
+/* Copy the tensor's elements, in its own dtype and row-major order, into dst (capacity bytes;
+ * a block-quantized tensor gives its packed bytes).
  * Flushes the backend. Returns false, with the context's error set, on a too-small buffer. */
 bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity);
 /* The tensor's elements converted to f32: a malloc'd array of numel floats the caller frees. */
@@ -209,8 +226,15 @@ kg_tensor *kg_slice(kg_tensor *t, int axis, int64_t start, int64_t length);
 kg_tensor *kg_expand(kg_tensor *t, int ndim, const int64_t *shape);
 /* A contiguous copy (t itself is returned when already contiguous). */
 kg_tensor *kg_contiguous(kg_tensor *t);
-/* Convert the storage dtype (f32 <-> f16 / bf16 / i32). Differentiable for float dtypes. */
+/* Convert the storage dtype (f32 <-> f16 / bf16 / i32). Differentiable for float dtypes.
+ * A block-quantized t converts to f32 only (dequantization). */
 kg_tensor *kg_cast(kg_tensor *t, kg_dtype dtype);
+/* Quantize a 2-D weight w [N, K] (f32, f16 or bf16) to dtype: q8_0, q4_0, q4_1 or nf4 (K a
+ * multiple of kg_dtype_block), or f16 / bf16 (a cast). Byte-exact with the reference quantizers
+ * (gguf's for the GGML blocks, bitsandbytes' quantize_4bit with compress_statistics for nf4).
+ * The result is a new tensor off the tape that never requires grad; quantization runs on the
+ * host (a model's load-time step), so w is downloaded once. NULL with the error set. */
+kg_tensor *kg_quantize(kg_tensor *w, kg_dtype dtype);
 
 /* ---- Elementwise ops (binary ops broadcast as NumPy does) ------------------------------------ */
 
@@ -253,6 +277,11 @@ kg_tensor *kg_sum_all(kg_tensor *x);                     /* a one-element tensor
 kg_tensor *kg_matmul(kg_tensor *a, kg_tensor *b);
 /* The same with either operand transposed in its last two dims, without a copy. */
 kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b);
+/* x (..., K) · Wᵀ → (..., N) for a frozen weight W [N, K] stored in any dtype but i32
+ * (f32, f16, bf16 or block-quantized), dequantized tile by tile inside the GEMM: no f32 copy of
+ * W is formed. trans = false gives x (..., N) · W → (..., K) instead (the input gradient).
+ * Differentiable in x only: W gets no gradient. */
+kg_tensor *kg_matmul_q(kg_tensor *x, kg_tensor *w, bool trans);
 /* Kronecker product of two matrices: (m, n) ⊗ (p, q) → (m·p, n·q), as torch.kron. */
 kg_tensor *kg_kron(kg_tensor *a, kg_tensor *b);
 /* x (..., d_in) · (B1 (d_out, R) · B2 (R, d_in))ᵀ → (..., d_out), never forming B1·B2. */

@@ -61,6 +61,12 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
                      info->name, i);
             return NULL;
         }
+        if (kg__dtype_is_block(in[i]->dtype) && !(info->flags & KG_OPF_QUANT)) {
+            kg_set_error(c.ctx, KG_ERR_DTYPE, "kg_%s: input %d is %s, block-quantized; expected "
+                         "f32 (dequantize with kg_cast, or multiply with kg_matmul_q)", info->name,
+                         i, KG_DESC(in[i]));
+            return NULL;
+        }
         c.in[i] = in[i];
     }
     kg_shape s;

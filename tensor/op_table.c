@@ -16,6 +16,7 @@
 #define V KG_OPF_VIEW
 #define S KG_OPF_STRIDED
 #define I KG_OPF_INPLACE
+#define Q KG_OPF_QUANT
 
 const kg_op_info kg_op_table[] = {
     /*                     name        inputs flags shape rule                CPU kernel                backward rule           Vulkan kernel */
@@ -24,7 +25,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_SLICE]       = {"slice",       1, V, kg__shape_slice,          NULL,                     kg__backward_slice, NULL},
     [KG_OP_EXPAND]      = {"expand",      1, V, kg__shape_expand,         NULL,                     kg__backward_expand, NULL},
     [KG_OP_CONTIGUOUS]  = {"contiguous",  1, S, kg__shape_same,           kg__cpu_copy,             kg__backward_identity, VK(kg__vk_copy)},
-    [KG_OP_CAST]        = {"cast",        1, 0, kg__shape_cast,           kg__cpu_cast,             kg__backward_cast, VK(kg__vk_cast)},
+    [KG_OP_CAST]        = {"cast",        1, Q, kg__shape_cast,           kg__cpu_cast,             kg__backward_cast, VK(kg__vk_cast)},
     [KG_OP_ADD]         = {"add",         2, S, kg__shape_binary,         kg__cpu_binary,           kg__backward_add, VK(kg__vk_elementwise)},
     [KG_OP_SUB]         = {"sub",         2, S, kg__shape_binary,         kg__cpu_binary,           kg__backward_sub, VK(kg__vk_elementwise)},
     [KG_OP_MUL]         = {"mul",         2, S, kg__shape_binary,         kg__cpu_binary,           kg__backward_mul, VK(kg__vk_elementwise)},
@@ -47,6 +48,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_SUM]         = {"sum",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_sum, VK(kg__vk_reduce)},
     [KG_OP_MAX]         = {"max",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_max, VK(kg__vk_reduce)},
     [KG_OP_MATMUL]      = {"matmul",      2, 0, kg__shape_matmul,         kg__cpu_matmul,           kg__backward_matmul, VK(kg__vk_matmul)},
+    [KG_OP_MATMUL_Q]    = {"matmul_q",    2, Q, kg__shape_matmul_q,       kg__cpu_matmul_q,         kg__backward_matmul_q, VK(kg__vk_matmul_q)},
     [KG_OP_KRON]        = {"kron",        2, 0, kg__shape_kron,           kg__cpu_kron,             kg__backward_kron, VK(kg__vk_kron)},
     [KG_OP_LOWRANK_LINEAR] = {"lowrank_linear", 3, 0, kg__shape_lowrank_linear, kg__cpu_lowrank_linear, kg__backward_lowrank_linear, VK(kg__vk_structured_linear)},
     [KG_OP_KRON_LINEAR] = {"kron_linear", 4, 0, kg__shape_kron_linear,    kg__cpu_kron_linear,      kg__backward_kron_linear, VK(kg__vk_structured_linear)},

@@ -8,11 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const dtype_names[KG_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32"};
-static const size_t dtype_sizes[KG_DTYPE_COUNT] = {4, 2, 2, 4};
+static const char *const dtype_names[KG_DTYPE_COUNT] = {"f32", "f16", "bf16", "i32", "q8_0",
+                                                        "q4_0", "q4_1", "nf4"};
+static const size_t dtype_sizes[KG_DTYPE_COUNT] = {4, 2, 2, 4}; /* 0: block-quantized (quant.c) */
 
 const char *kg_dtype_name(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_names[d] : "?"; }
 size_t kg_dtype_size(kg_dtype d) { return (unsigned)d < KG_DTYPE_COUNT ? dtype_sizes[d] : 0; }
+
+kg_dtype kg_dtype_from_name(const char *name)
+{
+    for (int d = 0; name && d < KG_DTYPE_COUNT; d++)
+        if (!strcmp(name, dtype_names[d]))
+            return (kg_dtype)d;
+    return KG_DTYPE_COUNT;
+}
 
 /* "[2,3] f32" for a shape and dtype. */
 static const char *describe(int ndim, const int64_t *shape, kg_dtype dtype, char *buf,
@@ -104,7 +113,8 @@ static bool check_shape(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
 {
     if ((unsigned)dtype >= KG_DTYPE_COUNT)
         return kg_set_error(ctx, KG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
-    return kg__check_shape(ctx, fn, ndim, shape);
+    return kg__check_shape(ctx, fn, ndim, shape) &&
+           (!kg__dtype_is_block(dtype) || kg__check_block_shape(ctx, fn, dtype, ndim, shape));
 }
 
 static bool register_tensor(kg_ctx *ctx, const char *fn, kg_tensor *t)
@@ -149,7 +159,7 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndi
 {
     if (!ctx || ctx->status || !check_shape(ctx, fn, dtype, ndim, shape))
         return NULL;
-    size_t bytes = (size_t)kg__numel(ndim, shape) * dtype_sizes[dtype];
+    size_t bytes = kg_dtype_bytes(dtype, kg__numel(ndim, shape));
     kg_storage *s = kg__calloc(1, sizeof *s);
     bool persistent = !owned || ctx->scopes == 0;
     void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1, persistent) : NULL;
@@ -178,6 +188,11 @@ kg_tensor *kg__tensor_view(kg_tensor *t, const char *fn, int ndim, const int64_t
 {
     if (!kg__check_shape(t->ctx, fn, ndim, shape))
         return NULL;
+    if (kg__dtype_is_block(t->dtype)) { /* a block layout has no element strides to view by */
+        kg_set_error(t->ctx, KG_ERR_DTYPE, "%s: %s is block-quantized; expected f32, f16, bf16 "
+                     "or i32 (dequantize with kg_cast)", fn, KG_DESC(t));
+        return NULL;
+    }
     kg_tensor *v = header(t->ctx, fn, t->dtype, ndim, shape, true);
     if (!v)
         return NULL;
@@ -275,7 +290,7 @@ kg_tensor *kg_from_host(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *sh
         kg_tensor_free(t);
         return NULL;
     }
-    size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[dtype];
+    size_t bytes = kg_dtype_bytes(dtype, kg_tensor_numel(t));
     if (!ctx->be->upload(ctx->be_state, t->storage->handle, 0, data, bytes)) {
         kg_set_error(ctx, KG_ERR_DEVICE, "kg_from_host: upload of %zu bytes failed", bytes);
         kg_tensor_free(t);
@@ -288,6 +303,11 @@ kg_tensor *kg_full(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape, 
 {
     if (!ctx || ctx->status || !check_shape(ctx, "kg_full", dtype, ndim, shape))
         return NULL;
+    if (kg__dtype_is_block(dtype)) {
+        kg_set_error(ctx, KG_ERR_DTYPE, "kg_full: %s is block-quantized; expected f32, f16, bf16 "
+                     "or i32 (quantize with kg_quantize)", kg_dtype_name(dtype));
+        return NULL;
+    }
     size_t n = (size_t)kg__numel(ndim, shape);
     void *buf = kg__malloc(n * dtype_sizes[dtype] + 1);
     if (!buf) {
@@ -391,7 +411,7 @@ bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
     if (!t || t->ctx->status)
         return false;
     kg_ctx *ctx = t->ctx;
-    size_t bytes = (size_t)kg_tensor_numel(t) * dtype_sizes[t->dtype];
+    size_t bytes = kg_dtype_bytes(t->dtype, kg_tensor_numel(t));
     if (!dst || capacity < bytes)
         return kg_set_error(ctx, KG_ERR_ARG, "kg_tensor_to_host: %s needs %zu bytes; the buffer "
                         "has %zu", KG_DESC(t), bytes, dst ? capacity : 0);
@@ -420,18 +440,21 @@ float *kg_tensor_to_f32(const kg_tensor *t)
     if (!t || t->ctx->status)
         return NULL;
     size_t n = (size_t)kg_tensor_numel(t);
-    size_t es = dtype_sizes[t->dtype];
+    size_t bytes = kg_dtype_bytes(t->dtype, (int64_t)n);
     float *out = kg__malloc(n * sizeof(float) + 1);
-    void *raw = kg__malloc(n * es + 1);
-    if (!out || !raw || !kg_tensor_to_host(t, raw, n * es)) {
+    void *raw = kg__malloc(bytes + 1);
+    if (!out || !raw || !kg_tensor_to_host(t, raw, bytes)) {
         if (!out || !raw)
             kg_set_error(t->ctx, KG_ERR_NOMEM, "kg_tensor_to_f32: out of host memory");
         free(out);
         free(raw);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++)
-        out[i] = (float)kg__load(raw, t->dtype, (int64_t)i);
+    if (kg__dtype_is_block(t->dtype))
+        kg__dequantize_rows(raw, t->dtype, t->shape[0], t->shape[1], 0, t->shape[0], out);
+    else
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)kg__load(raw, t->dtype, (int64_t)i);
     free(raw);
     return out;
 }

@@ -39,6 +39,13 @@ static kg_tensor *f_matmul_tt(kg_tensor **x, void *a)
     const bool *t = a;
     return kg_matmul_t(x[0], x[1], t[0], t[1]);
 }
+/* x · op(W) with W (a constant input) stored as dtype: a frozen, quantized weight. */
+typedef struct matmul_q_arg { kg_dtype dtype; bool trans; } matmul_q_arg;
+static kg_tensor *f_matmul_q(kg_tensor **x, void *a)
+{
+    const matmul_q_arg *q = a;
+    return kg_matmul_q(x[0], kg_quantize(x[1], q->dtype), q->trans);
+}
 static kg_tensor *f_softmax(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], NULL); }
 static kg_tensor *f_softmax_mask(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], x[1]); }
 static kg_tensor *f_log_softmax(kg_tensor **x, void *a) { (void)a; return kg_log_softmax(x[0]); }
@@ -140,6 +147,15 @@ static void cases_matmul(check_fn check)
         gc_input t[] = {F32(3, 2, flags[k][0] ? 4 : 3, flags[k][0] ? 3 : 4),
                         F32(2, flags[k][1] ? 5 : 4, flags[k][1] ? 4 : 5)};
         check("matmul_t", f_matmul_tt, flags[k], 2, t, 55 + k);
+    }
+    /* A frozen weight W (5, 64) in every storage dtype: x·Wᵀ, and x·W (the input gradient's
+     * orientation); the gradient reaches x only. */
+    static const matmul_q_arg q[] = {
+        {KG_DTYPE_F16, true}, {KG_DTYPE_BF16, true}, {KG_DTYPE_Q8_0, true}, {KG_DTYPE_Q4_0, true},
+        {KG_DTYPE_Q4_1, true}, {KG_DTYPE_NF4, true}, {KG_DTYPE_Q4_1, false}, {KG_DTYPE_NF4, false}};
+    for (int k = 0; k < 8; k++) {
+        gc_input t[] = {F32(3, 2, 3, q[k].trans ? 64 : 5), CONST(2, 5, 64)};
+        check("matmul_q", f_matmul_q, (void *)&q[k], 2, t, 70 + k);
     }
 }
 

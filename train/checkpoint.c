@@ -136,15 +136,20 @@ bool kg_checkpoint_save(const kg_trainer *t, const char *path)
     run_settings(t, &s);
     const kg_train_config *c = kg__trainer_config(t);
     int64_t step = kg_trainer_steps_done(t);
-    char step_text[24], pos_text[24];
+    char step_text[24], pos_text[24], ranks_text[24];
     snprintf(step_text, sizeof step_text, "%lld", (long long)step);
     snprintf(pos_text, sizeof pos_text, "%lld", (long long)(step * c->accumulate * c->batch));
-    const char *meta[2 * (MAX_SETTINGS + 4) + 1];
+    snprintf(ranks_text, sizeof ranks_text, "%d", kg_dist_size());
+    const char *meta[2 * (MAX_SETTINGS + 5) + 1];
     int k = 0;
     meta[k++] = "format", meta[k++] = CKPT_FORMAT;
     meta[k++] = "version", meta[k++] = CKPT_VERSION;
     meta[k++] = "step", meta[k++] = step_text;
-    meta[k++] = "data_position", meta[k++] = pos_text; /* items drawn so far */
+    /* Items drawn so far: a step's batch × accumulate items are the same whatever the ranks
+     * that share them, so a run resumes on any number of ranks. "ranks" (those that wrote it)
+     * is for people; a resume does not check it. */
+    meta[k++] = "data_position", meta[k++] = pos_text;
+    meta[k++] = "ranks", meta[k++] = ranks_text;
     for (int i = 0; i < s.n; i++)
         meta[k++] = s.key[i], meta[k++] = s.value[i];
     meta[k] = NULL;

@@ -127,21 +127,28 @@ typedef struct kg_step_stats {
     double loss;       /* mean over the step's micro-batches */
     double lr;
     double grad_norm;  /* global L2 norm before clipping */
-    int64_t tokens;    /* tokens run, padding included */
+    int64_t tokens;    /* tokens run, padding included (by every rank) */
     double seconds;    /* wall time of the step */
+    double comm_seconds; /* of seconds: agreeing with and summing across the other ranks (0 in
+                          * a job of one process) */
 } kg_step_stats;
 
 /* Trains m->trainable (kg_model_attach first) on the labeled items of task. Micro-batch i of
  * step s takes the items at positions (s·accumulate + i)·batch .. of an order shuffled per epoch
- * from the seed, and step s's dropout masks come from the seed and s, so a run is a function of
- * its config, and a resumed run continues it exactly. The optimizer's state is made here and
- * lives until kg_trainer_free. The model, tokenizer and task must outlive the trainer. */
+ * from the seed, and its dropout masks come from the seed, s and i, so a run is a function of
+ * its config, and a resumed run continues it exactly. In a job of N ranks (kg_dist_begin) the
+ * step's accumulate micro-batches are shared out in order, rank r taking i from
+ * accumulate·r/N to accumulate·(r+1)/N, and the gradients are summed across ranks before the
+ * update: a step's global batch (batch × accumulate) and its numbers do not depend on N. The
+ * optimizer's state is made here and lives until kg_trainer_free. The model, tokenizer and task
+ * must outlive the trainer. */
 typedef struct kg_trainer kg_trainer;
 kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
                            const kg_train_config *cfg);
 void kg_trainer_free(kg_trainer *t);
-/* One optimizer step (each micro-batch in its own scope, gradients accumulated, clipped, then
- * the fused update). False with the context's error set. */
+/* One optimizer step (each micro-batch in its own scope, gradients accumulated, summed across
+ * ranks, clipped, then the fused update). False with the context's error set; in a job of
+ * several ranks every rank returns false when one fails, the others' error naming that rank. */
 bool kg_trainer_step(kg_trainer *t, kg_step_stats *out);
 /* Steps done so far (0 for a fresh trainer; a checkpoint's step after kg_trainer_load). */
 int64_t kg_trainer_steps_done(const kg_trainer *t);
@@ -150,8 +157,9 @@ int64_t kg_trainer_steps_done(const kg_trainer *t);
 
 /* One safetensors file holding the trainable tensors (PEFT's names), the optimizer's state
  * ("optimizer.m.NAME", "optimizer.v.NAME" / "optimizer.momentum.NAME") and, as metadata, the
- * step, the seed, the data position and the settings a resume must share with the run
- * (adapter, optimizer, schedule, batch, ...). Written atomically through kg_safetensors_write:
+ * step, the seed, the global data position (items drawn: the same for any number of ranks), the
+ * ranks of the job that wrote it (not checked on resume) and the settings a resume must share
+ * with the run (adapter, optimizer, schedule, batch, ...). Written atomically through kg_safetensors_write:
  * a crash or a failed write leaves the previous checkpoint at path whole. */
 bool kg_checkpoint_save(const kg_trainer *t, const char *path);
 /* Restore a checkpoint into a trainer made with the same settings: the tensors' values in
@@ -192,9 +200,42 @@ typedef struct kg_run_result {
 /* Train m (an adapter already attached) on train up to cfg->steps steps (from the checkpoint's
  * step when resuming), writing metrics and checkpoints as opts says; once the last step is done,
  * save the adapter to opts->out_dir and score eval (may be NULL). The model is left in
- * evaluation mode with the trained adapter. */
+ * evaluation mode with the trained adapter. In a job of several ranks every rank calls this with
+ * the same settings: rank 0 alone reads the checkpoint it resumes from (the others receive its
+ * tensors), writes files, calls opts->progress and scores eval; the others' out->evaluated is
+ * false. */
 bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
                   const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out);
+
+/* ---- Data parallelism across processes (train/dist.c) -------------------------------------- */
+
+/* A training job of N processes (ranks) launched by mpirun, or srun, runs `krongrad train` with
+ * the same settings on every rank: each loads the model, the trainer shares each step's
+ * micro-batches out and sums the gradients with MPI_Allreduce through host memory, and rank 0
+ * alone writes files. Built without MPI, or in a process not launched by an MPI launcher, the
+ * job is this process alone: rank 0 of 1, and nothing here talks to anyone. MPI's own errors
+ * (a rank that dies mid-collective) end the whole job, as MPI_ERRORS_ARE_FATAL does. */
+
+/* Join the job this process was launched in (MPI_Init when the launcher's environment says
+ * so: OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK). Call once, before making a context. False
+ * when MPI_Init fails. */
+bool kg_dist_begin(void);
+/* Leave the job: MPI_Finalize when ok or when every rank has agreed to stop on an error (a
+ * failed kg_trainer_step or kg_train_run); otherwise — this rank alone failed, and the others
+ * may be waiting for it — MPI_Abort, which ends every rank with a nonzero exit status. */
+void kg_dist_end(bool ok);
+int kg_dist_rank(void);       /* 0 .. kg_dist_size() - 1 */
+int kg_dist_size(void);       /* ranks in the job (1 without MPI) */
+int kg_dist_local_rank(void); /* this rank's index among the job's ranks on this machine */
+/* "Open MPI v4.1.4" (the library's version line up to its first comma), or "none (built
+ * without MPI)". */
+const char *kg_dist_library(void);
+/* Before making a Vulkan context in a job with several ranks on this machine: unless KG_DEVICE
+ * is set, set it to the device of this local rank — local rank modulo the usable devices of the
+ * kind the backend picks by default (discrete GPUs, else integrated, ...), so that each rank of
+ * an 8-GPU machine gets its own GPU and ranks share lavapipe. Returns the index chosen, or -1
+ * when it left KG_DEVICE alone. */
+int kg_dist_pick_device(void);
 
 /* ---- Continual fine-tuning (train/continual.c) --------------------------------------------- */
 

@@ -1,8 +1,10 @@
 /* trainer.c — the fine-tuning loop: deterministic batches from (seed, step), one scope per
- * micro-batch with the gradients accumulated in the trainable leaves, clipping by the global
- * norm, warmup + linear / cosine decay, the fused AdamW / SGD updates; and a whole run around it
- * (metrics as JSON lines, checkpoints, the adapter saved, the eval task scored).
+ * micro-batch with the gradients accumulated in the trainable leaves, summed across ranks in a
+ * job of several, clipping by the global norm, warmup + linear / cosine decay, the fused AdamW /
+ * SGD updates; and a whole run around it (metrics as JSON lines, checkpoints, the adapter saved,
+ * the eval task scored), whose files rank 0 alone writes.
  */
+#include "train/dist.h"
 #include "train/train_internal.h"
 
 #include <errno.h>
@@ -23,6 +25,11 @@ struct kg_trainer {
     int64_t step;                           /* optimizer steps done */
     int64_t *order;                         /* the shuffled item order of epoch order_epoch */
     int64_t order_epoch;
+    kg_tensor **grads; /* this step's gradient of each trainable tensor (NULL: none reached it) */
+    /* In a job of several ranks: every trainable tensor's gradient in turn (zeros where none),
+     * then one presence flag per tensor, summed across the ranks; NULL in one process. */
+    float *flat;
+    int64_t flat_n;
 };
 
 /* ---- Settings ------------------------------------------------------------------------------ */
@@ -118,6 +125,8 @@ void kg_trainer_free(kg_trainer *t)
     }
     free(t->items);
     free(t->order);
+    free(t->grads);
+    free(t->flat);
     free(t);
 }
 
@@ -133,6 +142,12 @@ kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
     }
     if (!check_config(ctx, cfg))
         return NULL;
+    if (cfg->accumulate < kg_dist_size()) {
+        kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: accumulate %lld: expected at least %d, "
+                     "one micro-batch per rank (the ranks share a step's batch × accumulate "
+                     "items by micro-batch)", (long long)cfg->accumulate, kg_dist_size());
+        return NULL;
+    }
     if (m->n_trainable < 1) {
         kg_set_error(ctx, KG_ERR_STATE, "kg_trainer_new: the model has nothing trainable; "
                      "attach an adapter first (kg_model_attach)");
@@ -150,7 +165,12 @@ kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
     t->cfg.adapter.targets = t->cfg.adapter.modules_to_save = NULL;
     t->items = malloc(sizeof *t->items * (size_t)task->n_items);
     t->order = malloc(sizeof *t->order * (size_t)task->n_items);
-    bool ok = t->items && t->order;
+    t->grads = calloc((size_t)m->n_trainable, sizeof *t->grads);
+    bool ok = t->items && t->order && t->grads;
+    if (ok && kg_dist_size() > 1) {
+        t->flat_n = kg_model_trainable_count(m) + m->n_trainable;
+        ok = (t->flat = malloc(sizeof *t->flat * (size_t)t->flat_n)) != NULL;
+    }
     for (int64_t i = 0; ok && i < task->n_items; i++)
         if (task->items[i].gold >= 0)
             t->items[t->n_items++] = &task->items[i];
@@ -202,12 +222,12 @@ static const kg_mc_item *item_at(kg_trainer *t, int64_t pos)
     return t->items[t->order[pos % n]];
 }
 
-/* The global L2 norm of the gradients, read once. */
+/* The global L2 norm of the step's gradients, read once. */
 static double grad_norm(kg_trainer *t)
 {
     kg_tensor *sum = NULL;
     for (int i = 0; i < t->m->n_trainable; i++) {
-        kg_tensor *g = kg_grad(t->m->trainable[i].tensor);
+        kg_tensor *g = t->grads[i];
         if (g) {
             kg_tensor *sq = kg_sum_all(kg_mul(g, g));
             sum = sum ? kg_add(sum, sq) : sq;
@@ -216,41 +236,111 @@ static double grad_norm(kg_trainer *t)
     return sum ? sqrt(kg_item(sum)) : 0.0;
 }
 
+/* This rank's gradients into t->flat (a job of several ranks), with a presence flag each. */
+static bool gather_grads(kg_trainer *t)
+{
+    const kg_model *m = t->m;
+    float *present = t->flat + (t->flat_n - m->n_trainable);
+    int64_t off = 0;
+    for (int i = 0; i < m->n_trainable; i++) {
+        kg_tensor *g = kg_grad(m->trainable[i].tensor);
+        int64_t n = kg_tensor_numel(m->trainable[i].tensor);
+        if (g && !kg_tensor_to_host(g, t->flat + off, sizeof *t->flat * (size_t)n))
+            return false;
+        if (!g)
+            memset(t->flat + off, 0, sizeof *t->flat * (size_t)n);
+        present[i] = g ? 1.0f : 0.0f;
+        off += n;
+    }
+    return true;
+}
+
+/* The summed gradients of t->flat as tensors of the current scope, in t->grads. */
+static bool scatter_grads(kg_trainer *t)
+{
+    const kg_model *m = t->m;
+    const float *present = t->flat + (t->flat_n - m->n_trainable);
+    int64_t off = 0;
+    for (int i = 0; i < m->n_trainable; i++) {
+        kg_tensor *p = m->trainable[i].tensor;
+        int64_t shape[KG_MAX_DIMS];
+        for (int d = 0; d < kg_tensor_ndim(p); d++)
+            shape[d] = kg_tensor_dim(p, d);
+        t->grads[i] = present[i] > 0 ? kg_from_host(t->m->ctx, KG_DTYPE_F32, kg_tensor_ndim(p),
+                                                    shape, t->flat + off)
+                                     : NULL;
+        if (present[i] > 0 && !t->grads[i])
+            return false;
+        off += kg_tensor_numel(p);
+    }
+    return true;
+}
+
+/* Whether every rank is ok. A rank that is, when another is not, gets an error naming it. */
+static bool all_ok(kg_ctx *ctx, bool ok, const char *where)
+{
+    int bad = kg__dist_first_failed(!ok);
+    if (bad >= 0 && ok)
+        kg_set_error(ctx, KG_ERR_STATE, "%s: rank %d of %d failed (its own message says why); "
+                     "every rank stops", where, bad, kg_dist_size());
+    return bad < 0;
+}
+
 bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
 {
-    if (!t || kg_ctx_status(t->m->ctx))
+    if (!t)
         return false;
     kg_ctx *ctx = t->m->ctx;
     kg_model *m = t->m;
     const kg_train_config *c = &t->cfg;
     double t0 = kg__now(), loss_sum = 0;
-    int64_t tokens = 0, B = c->batch;
+    int64_t tokens = 0, B = c->batch, K = c->accumulate;
+    int R = kg_dist_size(), r = kg_dist_rank();
     const kg_mc_item **batch = malloc(sizeof *batch * (size_t)B);
-    if (!batch)
-        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_step: out of host memory");
+    if (!batch && !kg_ctx_status(ctx))
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_step: out of host memory");
     for (int i = 0; i < m->n_trainable; i++)
         kg_zero_grad(m->trainable[i].tensor);
-    /* This step's dropout masks: a function of the seed and the step alone. */
-    kg_model_train(m, true, mix64(c->seed ^ mix64((uint64_t)t->step + 1)));
-    for (int64_t k = 0; k < c->accumulate && !kg_ctx_status(ctx); k++) {
+    uint64_t step_seed = mix64(c->seed ^ mix64((uint64_t)t->step + 1));
+    /* This rank's share of the step's micro-batches (all of them in one process). A rank that
+     * failed before still takes part below, so that no other rank waits for it. */
+    for (int64_t k = K * r / R; k < K * (r + 1) / R && !kg_ctx_status(ctx); k++) {
+        /* Micro-batch k's dropout masks: a function of the seed, the step and k alone, whichever
+         * rank runs it. */
+        kg_model_train(m, true, step_seed ^ (uint64_t)k * 0x9e3779b97f4a7c15ULL);
         for (int64_t j = 0; j < B; j++)
-            batch[j] = item_at(t, (t->step * c->accumulate + k) * B + j);
+            batch[j] = item_at(t, (t->step * K + k) * B + j);
         kg_scope scope = kg_scope_begin(ctx);
         int64_t n_tok = 0;
         kg_tensor *loss = kg_mc_loss_of(&t->scorer, c->loss, batch, (int)B, &n_tok);
         /* Each micro-batch adds 1/K of its mean loss's gradient: the step sees the mean. */
-        kg_backward(kg_scale(loss, 1.0f / (float)c->accumulate));
+        kg_backward(kg_scale(loss, 1.0f / (float)K));
         loss_sum += kg_item(loss);
         tokens += n_tok;
         kg_scope_end(ctx, scope);
     }
     free(batch);
+    /* Every rank ok, then the sums: the step's loss and tokens, and the gradients through host
+     * memory (GPU-aware MPI is not assumed). */
+    double c0 = kg__now();
+    bool failed = kg_ctx_status(ctx) != KG_OK || (t->flat && !gather_grads(t));
+    bool ok = all_ok(ctx, !failed, "kg_trainer_step");
+    double sums[2] = {loss_sum, (double)tokens};
+    if (ok) {
+        kg__dist_sum_f64(sums, 2);
+        kg__dist_sum_f32(t->flat, t->flat_n);
+    }
+    double comm = R > 1 ? kg__now() - c0 : 0;
     kg_scope scope = kg_scope_begin(ctx);
-    double norm = grad_norm(t), lr = kg_schedule_lr(c, t->step + 1);
+    for (int i = 0; ok && !t->flat && i < m->n_trainable; i++)
+        t->grads[i] = kg_grad(m->trainable[i].tensor);
+    if (ok && t->flat)
+        ok = scatter_grads(t);
+    double norm = ok ? grad_norm(t) : 0, lr = kg_schedule_lr(c, t->step + 1);
     /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1. */
     float coef = c->clip > 0 && norm + 1e-6 > c->clip ? (float)(c->clip / (norm + 1e-6)) : 1.0f;
-    for (int i = 0; i < m->n_trainable && !kg_ctx_status(ctx); i++) {
-        kg_tensor *p = m->trainable[i].tensor, *g = kg_grad(p);
+    for (int i = 0; ok && i < m->n_trainable && !kg_ctx_status(ctx); i++) {
+        kg_tensor *p = m->trainable[i].tensor, *g = t->grads[i];
         if (!g) /* nothing reached it (torch skips a parameter without .grad) */
             continue;
         if (coef < 1.0f)
@@ -267,15 +357,20 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
         }
     }
     kg_scope_end(ctx, scope);
-    for (int i = 0; i < m->n_trainable; i++)
+    for (int i = 0; i < m->n_trainable; i++) {
         kg_zero_grad(m->trainable[i].tensor);
-    if (kg_ctx_status(ctx))
+        t->grads[i] = NULL;
+    }
+    /* Every rank ok after the update too: then every rank returns the same, and makes the same
+     * collective calls after it. */
+    if (!all_ok(ctx, ok && !kg_ctx_status(ctx), "kg_trainer_step"))
         return false;
     t->step++;
+    loss_sum = sums[0];
     if (out)
-        *out = (kg_step_stats){.step = t->step, .loss = loss_sum / (double)c->accumulate,
-                               .lr = lr, .grad_norm = norm, .tokens = tokens,
-                               .seconds = kg__now() - t0};
+        *out = (kg_step_stats){.step = t->step, .loss = loss_sum / (double)K, .lr = lr,
+                               .grad_norm = norm, .tokens = (int64_t)sums[1],
+                               .seconds = kg__now() - t0, .comm_seconds = comm};
     if (!isfinite(loss_sum))
         return kg_set_error(ctx, KG_ERR_RANGE, "kg_trainer_step: the loss of step %lld is not "
                             "finite; try a smaller lr (%g) or clipping",
@@ -327,6 +422,8 @@ static void metrics_line(FILE *f, const kg_step_stats *s)
     kg__json_number(f, s->seconds);
     fputs(", \"tokens_per_s\": ", f);
     kg__json_number(f, s->seconds > 0 ? (double)s->tokens / s->seconds : 0);
+    fputs(", \"comm_seconds\": ", f);
+    kg__json_number(f, s->comm_seconds);
     fputs("}\n", f);
     fflush(f);
 }
@@ -342,28 +439,81 @@ static bool save_adapter(kg_model *m, const char *dir, const char *base_model)
     return ok;
 }
 
+/* In a job of several ranks, the step rank 0 starts from and, when it resumed a checkpoint,
+ * every trainable tensor and the optimizer state as it read them: no other rank needs to see
+ * rank 0's files. (A fresh start is the same on every rank already: the same seeds.) */
+static bool share_state(kg_trainer *t)
+{
+    kg_model *m = t->m;
+    kg_ctx *ctx = m->ctx;
+    int64_t step = t->step;
+    kg__dist_bcast(&step, sizeof step);
+    t->step = step;
+    if (step == 0)
+        return true;
+    size_t most = 1;
+    for (int s = -1; s < TRAINER_STATE_SLOTS; s++)
+        for (int i = 0; i < m->n_trainable && (s < 0 || t->state[s]); i++) {
+            kg_tensor *x = s < 0 ? m->trainable[i].tensor : t->state[s][i];
+            size_t bytes = (size_t)kg_tensor_numel(x) * kg_dtype_size(kg_tensor_dtype(x));
+            most = bytes > most ? bytes : most;
+        }
+    void *buf = malloc(most);
+    bool ok = buf || kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    if (!all_ok(ctx, ok, "kg_train_run")) {
+        free(buf);
+        return false;
+    }
+    for (int s = -1; s < TRAINER_STATE_SLOTS; s++)
+        for (int i = 0; i < m->n_trainable && (s < 0 || t->state[s]); i++) {
+            kg_tensor *x = s < 0 ? m->trainable[i].tensor : t->state[s][i];
+            int nd = kg_tensor_ndim(x);
+            int64_t shape[KG_MAX_DIMS];
+            for (int d = 0; d < nd; d++)
+                shape[d] = kg_tensor_dim(x, d);
+            size_t bytes = (size_t)kg_tensor_numel(x) * kg_dtype_size(kg_tensor_dtype(x));
+            if (kg_dist_rank() == 0 && ok)
+                ok = kg_tensor_to_host(x, buf, bytes);
+            /* A rank that failed still takes part; the agreement after says so. */
+            kg__dist_bcast(buf, bytes);
+            if (kg_dist_rank() != 0 && ok) {
+                kg_scope scope = kg_scope_begin(ctx);
+                ok = kg_tensor_assign(x, kg_from_host(ctx, kg_tensor_dtype(x), nd, shape, buf));
+                kg_scope_end(ctx, scope);
+            }
+        }
+    free(buf);
+    return all_ok(ctx, ok, "kg_train_run");
+}
+
 bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
                   const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out)
 {
     if (!m || kg_ctx_status(m->ctx) || !out)
-        return false;
+        return all_ok(m ? m->ctx : NULL, false, "kg_train_run");
     kg_ctx *ctx = m->ctx;
     const kg_run_options none = {0};
     if (!opts)
         opts = &none;
     *out = (kg_run_result){.first_loss = NAN, .last_loss = NAN};
     kg_trainer *t = kg_trainer_new(m, tok, train, cfg);
-    if (!t)
+    if (!all_ok(ctx, t != NULL, "kg_train_run")) {
+        kg_trainer_free(t);
         return false;
+    }
+    /* Rank 0 alone reads and writes files; the others receive its state. */
+    bool lead = kg_dist_rank() == 0;
     char *ckpt = NULL, *metrics = NULL;
     FILE *mf = NULL;
     bool ok = true;
     if (opts->out_dir) {
-        ok = make_dir(ctx, opts->out_dir);
         ckpt = join_path(opts->out_dir, "checkpoint.safetensors");
         metrics = join_path(opts->out_dir, "metrics.jsonl");
-        if (ok && (!ckpt || !metrics))
+        if (!ckpt || !metrics)
             ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    }
+    if (ok && opts->out_dir && lead) {
+        ok = make_dir(ctx, opts->out_dir);
         struct stat st;
         bool resuming = ok && opts->resume && stat(ckpt, &st) == 0;
         if (resuming)
@@ -373,6 +523,9 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
             ok = kg_set_error(ctx, KG_ERR_ARG, "kg_train_run: cannot write %s: %s", metrics,
                               strerror(errno));
     }
+    ok = all_ok(ctx, ok, "kg_train_run");
+    if (ok && kg_dist_size() > 1)
+        ok = share_state(t);
     int64_t first = kg_trainer_steps_done(t), total = cfg->steps;
     int64_t stop = opts->stop_at > 0 && opts->stop_at < total ? opts->stop_at : total;
     int64_t todo = stop > first ? stop - first : 0;
@@ -380,9 +533,12 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
     out->losses = calloc((size_t)(todo > 0 ? todo : 1), sizeof *out->losses);
     if (ok && !out->losses)
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    ok = all_ok(ctx, ok, "kg_train_run");
     kg_memory_reset_peak(ctx);
     double seconds = 0;
     int64_t tokens = 0;
+    /* Every rank runs the same steps; a failure on one is known to all (kg_trainer_step), as is
+     * a checkpoint rank 0 could not write. */
     while (ok && kg_trainer_steps_done(t) < stop) {
         kg_step_stats s;
         ok = kg_trainer_step(t, &s);
@@ -393,18 +549,19 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
         tokens += s.tokens;
         if (mf)
             metrics_line(mf, &s);
-        if (opts->progress)
+        if (opts->progress && lead)
             opts->progress(opts->user, &s, total);
         if (ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
             s.step < stop)
-            ok = kg_checkpoint_save(t, ckpt);
+            ok = all_ok(ctx, !lead || kg_checkpoint_save(t, ckpt), "kg_train_run");
     }
     size_t current;
     kg_memory(ctx, &current, &out->peak_bytes);
-    if (ok && ckpt)
+    if (ok && ckpt && lead)
         ok = kg_checkpoint_save(t, ckpt);
-    if (ok && opts->out_dir && kg_trainer_steps_done(t) >= total)
+    if (ok && opts->out_dir && lead && kg_trainer_steps_done(t) >= total)
         ok = save_adapter(m, opts->out_dir, opts->base_model);
+    ok = all_ok(ctx, ok, "kg_train_run");
     if (out->steps > 0) {
         int64_t tail = out->steps / 10 > 0 ? out->steps / 10 : 1;
         double a = 0, b = 0;
@@ -417,7 +574,8 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
         out->mean_step_seconds = seconds / (double)out->steps;
         out->tokens_per_second = seconds > 0 ? (double)tokens / seconds : 0;
     }
-    if (ok && eval && kg_trainer_steps_done(t) >= total) {
+    /* Rank 0 alone scores the eval task: every rank holds the same adapter. */
+    if (ok && eval && lead && kg_trainer_steps_done(t) >= total) {
         kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
                           .max_length = cfg->max_length};
         kg_eval_options eo = {.limit = opts->eval_limit};

@@ -7,9 +7,65 @@
 #include <string.h>
 #include <time.h>
 
+/* Freed blocks kept for reuse, found by exact size. A training step makes the same sizes every
+ * step, and a large block fresh from malloc is a fresh mapping whose every page faults on first
+ * touch: on DistilBERT-base (1024 tokens) that was about a third of the step as system time.
+ * Kept bytes stay below the most bytes ever live at once, so reuse at most doubles the
+ * footprint (and in a steady loop of steps adds nothing). Small blocks come fast from malloc's
+ * own heap and are not kept; under AddressSanitizer nothing is, so a use after free is caught. */
+typedef struct kept_block {
+    struct kept_block *next;
+    size_t bytes;
+} kept_block;
+
+enum { KEEP_BUCKETS = 512, KEEP_MIN_BYTES = 1 << 16 };
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEP_FREED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KEEP_FREED 0
+#endif
+#endif
+#ifndef KEEP_FREED
+#define KEEP_FREED 1
+#endif
+
 typedef struct cpu_state {
     size_t current, peak;
+    size_t high;   /* the most bytes live at once, ever (the bound on kept bytes) */
+    size_t kept;   /* bytes in kept blocks */
+    kept_block *bucket[KEEP_BUCKETS];
 } cpu_state;
+
+static kept_block **bucket_of(cpu_state *s, size_t bytes)
+{
+    return &s->bucket[(bytes / 64 * 0x9e3779b97f4a7c15ULL) >> 55 & (KEEP_BUCKETS - 1)];
+}
+
+/* A kept block of exactly bytes, taken out of the cache, or NULL. */
+static void *take_kept(cpu_state *s, size_t bytes)
+{
+    for (kept_block **p = bucket_of(s, bytes); *p; p = &(*p)->next)
+        if ((*p)->bytes == bytes) {
+            kept_block *b = *p;
+            *p = b->next;
+            s->kept -= bytes;
+            return b;
+        }
+    return NULL;
+}
+
+static void drop_kept(cpu_state *s)
+{
+    for (int i = 0; i < KEEP_BUCKETS; i++)
+        while (s->bucket[i]) {
+            kept_block *b = s->bucket[i];
+            s->bucket[i] = b->next;
+            free(b);
+        }
+    s->kept = 0;
+}
 
 static bool cpu_init(kg_ctx *ctx, void **state)
 {
@@ -20,18 +76,28 @@ static bool cpu_init(kg_ctx *ctx, void **state)
     return true;
 }
 
-static void cpu_destroy(void *state) { free(state); }
+static void cpu_destroy(void *state)
+{
+    drop_kept(state);
+    free(state);
+}
 
 static void *cpu_alloc(void *state, size_t bytes, bool persistent)
 {
     (void)persistent; /* malloc keeps its own arenas */
     cpu_state *s = state;
-    /* 64-byte alignment suits every vector width; the size must be a multiple of it. */
-    void *p = kg__aligned_alloc(64, bytes);
+    /* 64-byte alignment suits every vector width. */
+    void *p = bytes >= KEEP_MIN_BYTES ? take_kept(s, bytes) : NULL;
+    if (!p && !(p = kg__aligned_alloc(64, bytes)) && s->kept) {
+        drop_kept(s); /* memory is short: give the kept blocks back and try once more */
+        p = kg__aligned_alloc(64, bytes);
+    }
     if (p) {
         s->current += bytes;
         if (s->current > s->peak)
             s->peak = s->current;
+        if (s->current > s->high)
+            s->high = s->current;
     }
     return p;
 }
@@ -40,6 +106,13 @@ static void cpu_release(void *state, void *handle, size_t bytes)
 {
     cpu_state *s = state;
     s->current -= bytes;
+    if (KEEP_FREED && bytes >= KEEP_MIN_BYTES && s->kept + bytes <= s->high) {
+        kept_block *b = handle;
+        *b = (kept_block){.next = *bucket_of(s, bytes), .bytes = bytes};
+        *bucket_of(s, bytes) = b;
+        s->kept += bytes;
+        return;
+    }
     free(handle);
 }
 

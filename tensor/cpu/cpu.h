@@ -35,7 +35,8 @@ void *kg_cpu_scratch(const kg_opcall *c, size_t bytes);
 void kg_cpu_scratch_free(const kg_opcall *c, void *p, size_t bytes);
 
 /* Run fn(arg, lo, hi) over [0, n) split across the pool's threads, in chunks of at least grain
- * items (small loops stay on the calling thread). Returns when every chunk is done. */
+ * items (small loops stay on the calling thread). Returns when every chunk is done. Called from
+ * inside a chunk, it runs the whole range on that thread. */
 typedef void (*kg_range_fn)(void *arg, int64_t lo, int64_t hi);
 void kg_cpu_parallel_for(int64_t n, int64_t grain, kg_range_fn fn, void *arg);
 int kg_cpu_threads(void);

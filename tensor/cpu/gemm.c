@@ -164,9 +164,12 @@ static void load_blas(void)
             continue;
         }
         blas.sgemm = f;
+        /* One BLAS thread: kg_cpu_sgemm splits each product over krongrad's own pool, so two
+         * pools never spin against each other for the same cores between a GEMM and the
+         * elementwise kernels around it. */
         void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
         if (set_threads)
-            set_threads(kg_cpu_threads());
+            set_threads(1);
         char *(*corename)(void) = (char *(*)(void))dlsym(h, "openblas_get_corename");
         char *(*config)(void) = (char *(*)(void))dlsym(h, "openblas_get_config");
         if (config && corename)
@@ -183,6 +186,39 @@ const char *kg_cpu_blas_name(void)
     return blas.name;
 }
 
+/* One product split over the pool: rows of C (split_m) or columns, in blocks of `block`. */
+typedef struct blas_job {
+    bool ta, tb, split_m;
+    int64_t M, N, K, block;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t lda, ldb, ldc;
+    float *C;
+} blas_job;
+
+static void blas_part(void *arg, int64_t lo, int64_t hi)
+{
+    const blas_job *j = arg;
+    int64_t from = lo * j->block, to = hi * j->block;
+    const float *A = j->A, *B = j->B;
+    float *C = j->C;
+    int64_t M = j->M, N = j->N;
+    if (j->split_m) { /* rows [from, to) of op(A) and C */
+        to = to < M ? to : M;
+        A += j->ta ? from : from * j->lda;
+        C += from * j->ldc;
+        M = to - from;
+    } else { /* columns [from, to) of op(B) and C */
+        to = to < N ? to : N;
+        B += j->tb ? from * j->ldb : from;
+        C += from;
+        N = to - from;
+    }
+    blas.sgemm(CBLAS_ROW_MAJOR, j->ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
+               j->tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M, (int)N, (int)j->K, j->alpha, A,
+               (int)j->lda, B, (int)j->ldb, j->beta, C, (int)j->ldc);
+}
+
 bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc)
@@ -193,9 +229,17 @@ bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
     /* BLAS takes int sizes; beyond that (never for our shapes) the portable kernel runs. */
     if (blas.sgemm && K > 0 && M < INT32_MAX && N < INT32_MAX && K < INT32_MAX &&
         lda < INT32_MAX && ldb < INT32_MAX && ldc < INT32_MAX) {
-        blas.sgemm(CBLAS_ROW_MAJOR, ta ? CBLAS_TRANS : CBLAS_NO_TRANS,
-                   tb ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M, (int)N, (int)K, alpha, A, (int)lda,
-                   B, (int)ldb, beta, C, (int)ldc);
+        /* Split the longer side of C over the threads, in blocks the BLAS kernels tile well
+         * (the skinny adapter products, 1024 x 8, split their 1024 rows); products too small to
+         * pay for a wake-up stay on this thread. */
+        bool split_m = M >= N;
+        int64_t side = split_m ? M : N, threads = kg_cpu_threads();
+        int64_t block = (side + threads - 1) / threads;
+        block = (block + 15) / 16 * 16;
+        blas_job j = {ta, tb, split_m, M, N, K, block, alpha, beta, A, B, lda, ldb, ldc, C};
+        double flops = 2.0 * (double)M * (double)N * (double)K;
+        kg_cpu_parallel_for((side + block - 1) / block, flops < 2e6 ? INT64_MAX : 1, blas_part,
+                            &j);
         return true;
     }
     return kg_cpu_sgemm_portable(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -1,23 +1,31 @@
 /* threads.c — a small fixed thread pool for parallel loops. The calling thread runs chunk 0
- * itself; workers sleep on a condition variable between jobs. KG_THREADS sets the size
- * (default: the number of online cores).
+ * itself; workers spin briefly for the next job, then sleep on a condition variable. KG_THREADS
+ * sets the size (default: the number of online cores).
  */
 #include "cpu.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #define MAX_THREADS 64
+/* Pause-loop rounds a worker waits for the next job before it sleeps (some microseconds):
+ * a training step runs thousands of short parallel loops back to back, and a sleeping worker
+ * costs a futex wake-up (~10-50 us) per loop; a spinning one starts at once. */
+#define SPIN_ROUNDS 2000
 
 static struct {
     pthread_once_t once;
     pthread_mutex_t lock; /* one parallel loop at a time (callers may be on several threads) */
-    pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    int n;              /* threads including the caller */
-    unsigned job;       /* bumped per job so workers see new work */
-    int pending;        /* workers still running the current job */
+    pthread_mutex_t mu;   /* guards sleeping: a worker sleeps only after checking job under it */
+    pthread_cond_t wake;
+    pthread_cond_t done;  /* the caller, asleep until the last worker finishes */
+    int n;                /* threads including the caller */
+    int sleepers;         /* workers asleep on wake (under mu) */
+    bool caller_asleep;   /* under mu */
+    atomic_uint job;      /* bumped per job so workers see new work */
+    atomic_int pending;   /* workers still running the current job */
     kg_range_fn fn;
     void *arg;
     int64_t total, chunk;
@@ -25,29 +33,59 @@ static struct {
           .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
 
+/* Set on a thread while it runs a chunk: a parallel loop inside one (a GEMM inside a batch of
+ * them) runs on that thread, never waiting for a pool that is busy with its caller. */
+static _Thread_local bool in_pool;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 static void run_chunk(int64_t index)
 {
     int64_t lo = index * pool.chunk, hi = lo + pool.chunk;
     if (hi > pool.total)
         hi = pool.total;
-    if (lo < hi)
+    if (lo < hi) {
+        in_pool = true;
         pool.fn(pool.arg, lo, hi);
+        in_pool = false;
+    }
 }
 
 static void *worker(void *arg)
 {
     int64_t index = (int64_t)(intptr_t)arg;
     unsigned seen = 0;
-    pthread_mutex_lock(&pool.mu);
     for (;;) {
-        while (pool.job == seen)
-            pthread_cond_wait(&pool.wake, &pool.mu);
-        seen = pool.job;
-        pthread_mutex_unlock(&pool.mu);
+        unsigned job;
+        int spins = 0;
+        while ((job = atomic_load_explicit(&pool.job, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_ROUNDS) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&pool.mu);
+            pool.sleepers++;
+            while (atomic_load_explicit(&pool.job, memory_order_acquire) == seen)
+                pthread_cond_wait(&pool.wake, &pool.mu);
+            pool.sleepers--;
+            pthread_mutex_unlock(&pool.mu);
+            spins = 0;
+        }
+        seen = job;
         run_chunk(index);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0)
-            pthread_cond_signal(&pool.done);
+        if (atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool.mu); /* the last one out wakes a sleeping caller */
+            if (pool.caller_asleep)
+                pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
     }
     return NULL;
 }
@@ -88,7 +126,7 @@ void kg_cpu_parallel_for(int64_t n, int64_t grain, kg_range_fn fn, void *arg)
     int threads = kg_cpu_threads();
     if (grain < 1)
         grain = 1;
-    if (threads == 1 || n <= grain) {
+    if (threads == 1 || n <= grain || in_pool) {
         fn(arg, 0, n);
         return;
     }
@@ -96,20 +134,31 @@ void kg_cpu_parallel_for(int64_t n, int64_t grain, kg_range_fn fn, void *arg)
     if (parts > threads)
         parts = threads;
     pthread_mutex_lock(&pool.lock);
-    pthread_mutex_lock(&pool.mu);
     pool.fn = fn;
     pool.arg = arg;
     pool.total = n;
     pool.chunk = (n + parts - 1) / parts;
-    /* Every worker wakes; those past the last chunk find an empty range. */
-    pool.pending = pool.n - 1;
-    pool.job++;
-    pthread_cond_broadcast(&pool.wake);
+    /* Every worker takes the job; those past the last chunk find an empty range. */
+    atomic_store_explicit(&pool.pending, pool.n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add_explicit(&pool.job, 1, memory_order_release);
+    if (pool.sleepers)
+        pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mu);
     run_chunk(0);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0)
-        pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
+    /* Spin briefly for the others, then sleep: on a machine with more runnable threads than
+     * cores a worker may be waiting for this very core. */
+    for (int spins = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ROUNDS) {
+            cpu_relax();
+            continue;
+        }
+        pthread_mutex_lock(&pool.mu);
+        pool.caller_asleep = true;
+        while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0)
+            pthread_cond_wait(&pool.done, &pool.mu);
+        pool.caller_asleep = false;
+        pthread_mutex_unlock(&pool.mu);
+    }
     pthread_mutex_unlock(&pool.lock);
 }

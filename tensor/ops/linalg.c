@@ -6,6 +6,8 @@
 #include "ops.h"
 #include "../cpu/cpu.h"
 
+#include <stdatomic.h>
+
 
 /* kg_cpu_sgemm, with its one failure (no memory for the portable kernel's packing buffer)
  * reported as the op's error rather than a result left unfilled. */
@@ -68,6 +70,26 @@ static int64_t batch_offset(const kg_tensor *t, const kg_tensor *out, int64_t bi
     return off;
 }
 
+typedef struct batch_job {
+    const kg_opcall *c;
+    bool ta, tb;
+    int64_t m, n, k, lda, ldb;
+    const float *A, *B;
+    float *C;
+    atomic_bool failed;
+} batch_job;
+
+static void matmul_batch(void *arg, int64_t lo, int64_t hi)
+{
+    batch_job *j = arg;
+    const kg_tensor *a = j->c->in[0], *b = j->c->in[1], *o = j->c->out;
+    for (int64_t bi = lo; bi < hi; bi++)
+        if (!kg_cpu_sgemm(j->ta, j->tb, j->m, j->n, j->k, 1.0f, j->A + batch_offset(a, o, bi),
+                          j->lda, j->B + batch_offset(b, o, bi), j->ldb, 0.0f,
+                          j->C + bi * j->m * j->n, j->n))
+            atomic_store(&j->failed, true);
+}
+
 bool kg__cpu_matmul(const kg_opcall *c)
 {
     const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
@@ -85,41 +107,48 @@ bool kg__cpu_matmul(const kg_opcall *c)
     /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
     if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k)
         return gemm(c, false, tb, batch * m, n, k, A, lda, B, ldb, C, n);
-    for (int64_t bi = 0; bi < batch; bi++)
-        if (!gemm(c, ta, tb, m, n, k, A + batch_offset(a, o, bi), lda, B + batch_offset(b, o, bi),
-                  ldb, C + bi * m * n, n))
-            return false;
-    return true;
+    /* A batch of products (attention's heads): one per thread at a time, each on its thread,
+     * rather than each split over the threads (a wake-up per small product). */
+    batch_job j = {c, ta, tb, m, n, k, lda, ldb, A, B, C, false};
+    kg_cpu_parallel_for(batch, 1, matmul_batch, &j);
+    return !atomic_load(&j.failed) || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_matmul: out of host "
+                                                   "memory for the GEMM's packing buffer");
 }
 
 void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
+    /* Only the gradients asked for: a frozen weight's (every base layer under an adapter)
+     * would be a third of the step's GEMM work, thrown away. */
     kg_tensor *a = n->in[0], *b = n->in[1];
     bool ta = n->p.matmul.trans_a, tb = n->p.matmul.trans_b;
-    kg_tensor *da, *db;
+    bool want_a = a->requires_grad, want_b = b->requires_grad;
+    kg_tensor *da = NULL, *db = NULL;
     if (!ta && a->ndim > 2 && b->ndim == 2) {
         /* Rows times a weight (every linear layer): the weight's gradient is one GEMM over all
          * rows, not a batch of per-row products summed afterwards. */
         int64_t k = a->shape[a->ndim - 1], cols = g->shape[g->ndim - 1];
-        kg_tensor *a2 = kg_reshape(a, 2, (int64_t[]){-1, k});
-        kg_tensor *g2 = kg_reshape(g, 2, (int64_t[]){-1, cols});
-        gin[0] = kg_matmul_t(g, b, false, !tb);
-        gin[1] = tb ? kg_matmul_t(g2, a2, true, false) : kg_matmul_t(a2, g2, true, false);
+        if (want_a)
+            gin[0] = kg_matmul_t(g, b, false, !tb);
+        if (want_b) {
+            kg_tensor *a2 = kg_reshape(a, 2, (int64_t[]){-1, k});
+            kg_tensor *g2 = kg_reshape(g, 2, (int64_t[]){-1, cols});
+            gin[1] = tb ? kg_matmul_t(g2, a2, true, false) : kg_matmul_t(a2, g2, true, false);
+        }
         return;
     }
     /* C = op(A)·op(B); dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where needed. */
     if (!ta && !tb) {
-        da = kg_matmul_t(g, b, false, true);
-        db = kg_matmul_t(a, g, true, false);
+        da = want_a ? kg_matmul_t(g, b, false, true) : NULL;
+        db = want_b ? kg_matmul_t(a, g, true, false) : NULL;
     } else if (ta && !tb) {
-        da = kg_matmul_t(b, g, false, true);
-        db = kg_matmul_t(a, g, false, false);
+        da = want_a ? kg_matmul_t(b, g, false, true) : NULL;
+        db = want_b ? kg_matmul_t(a, g, false, false) : NULL;
     } else if (!ta && tb) {
-        da = kg_matmul_t(g, b, false, false);
-        db = kg_matmul_t(g, a, true, false);
+        da = want_a ? kg_matmul_t(g, b, false, false) : NULL;
+        db = want_b ? kg_matmul_t(g, a, true, false) : NULL;
     } else {
-        da = kg_matmul_t(b, g, true, true);
-        db = kg_matmul_t(g, a, true, true);
+        da = want_a ? kg_matmul_t(b, g, true, true) : NULL;
+        db = want_b ? kg_matmul_t(g, a, true, true) : NULL;
     }
     gin[0] = kg__sum_to(da, a->ndim, a->shape);
     gin[1] = kg__sum_to(db, b->ndim, b->shape);
@@ -240,7 +269,8 @@ void kg__backward_lowrank_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gi
     kg_tensor *x2 = as_rows(x, b2->shape[1]), *g2 = as_rows(g, b1->shape[0]);
     kg_tensor *t = kg_matmul_t(x2, b2, false, true); /* (N, R) */
     kg_tensor *u = kg_matmul(g2, b1);                /* (N, R) */
-    gin[0] = kg_reshape(kg_matmul(u, b2), x->ndim, x->shape);
+    if (x->requires_grad) /* not for the first layer's input: the embeddings are frozen */
+        gin[0] = kg_reshape(kg_matmul(u, b2), x->ndim, x->shape);
     gin[1] = kg_matmul_t(g2, t, true, false); /* (d_out, R) */
     gin[2] = kg_matmul_t(u, x2, true, false); /* (R, d_in) */
 }
@@ -319,22 +349,39 @@ bool kg__cpu_kron_linear(const kg_opcall *c)
     return ok;
 }
 
+/* (N, P, Q) as rows (N·Q, P): the per-token factor A then multiplies all tokens in one GEMM. */
+static kg_tensor *tokens_as_rows(kg_tensor *t, int64_t p, int64_t q)
+{
+    kg_tensor *t3 = kg_reshape(t, 3, (int64_t[]){-1, p, q});
+    return kg_reshape(kg_transpose(t3, 1, 2), 2, (int64_t[]){-1, p});
+}
+
+/* The inverse: rows (N·Q, P) back to (N·P, Q). */
+static kg_tensor *rows_as_tokens(kg_tensor *t, int64_t p, int64_t q)
+{
+    kg_tensor *t3 = kg_reshape(t, 3, (int64_t[]){-1, q, p});
+    return kg_reshape(kg_transpose(t3, 1, 2), 2, (int64_t[]){-1, q});
+}
+
 void kg__backward_kron_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
     /* With G = dL/dY per token (docs/kron-lora.md): U = G·B1, dB1 = Σ Gᵀ·T2, dA = Σ U·T1ᵀ,
-     * V = Aᵀ·U, dB2 = Σ Vᵀ·X, dX = V·B2. Every operand is at most (N·dA, max(R, dB)). */
+     * V = Aᵀ·U, dB2 = Σ Vᵀ·X, dX = V·B2. Every operand is at most (N·dA, max(R, dB)).
+     * The products with the small A run over all tokens at once, on the (N·R, dA) layout
+     * ("p" below): a batch of N tiny GEMMs costs far more in calls than in arithmetic. */
     kg_tensor *x = nd->in[0], *a = nd->in[1], *b1 = nd->in[2], *b2 = nd->in[3];
     int64_t da2 = a->shape[0], da1 = a->shape[1], db2 = b1->shape[0], r = b1->shape[1];
     int64_t db1 = b2->shape[1];
     kg_tensor *x3 = as_rows(x, db1);                                   /* (N·dA1, dB1) */
-    kg_tensor *t1 = kg_reshape(kg_matmul_t(x3, b2, false, true), 3, (int64_t[]){-1, da1, r});
-    kg_tensor *t2 = kg_matmul(a, t1);                                  /* (N, dA2, R) */
-    kg_tensor *g3 = kg_reshape(g, 3, (int64_t[]){-1, da2, db2});
-    kg_tensor *u = kg_matmul(g3, b1);                                  /* (N, dA2, R) */
-    kg_tensor *v = as_rows(kg_matmul_t(a, u, true, false), r);         /* (N·dA1, R) */
-    gin[0] = kg_reshape(kg_matmul(v, b2), x->ndim, x->shape);
-    gin[1] = kg_sum(kg_matmul_t(u, t1, false, true), 0, false);        /* (dA2, dA1) */
-    gin[2] = kg_matmul_t(as_rows(g3, db2), as_rows(t2, r), true, false); /* (dB2, R) */
+    kg_tensor *t1p = tokens_as_rows(kg_matmul_t(x3, b2, false, true), da1, r); /* (N·R, dA1) */
+    kg_tensor *t2 = rows_as_tokens(kg_matmul_t(t1p, a, false, true), da2, r);  /* (N·dA2, R) */
+    kg_tensor *g2 = as_rows(g, db2);                                   /* (N·dA2, dB2) */
+    kg_tensor *up = tokens_as_rows(kg_matmul(g2, b1), da2, r);         /* (N·R, dA2) */
+    kg_tensor *v = rows_as_tokens(kg_matmul(up, a), da1, r);           /* (N·dA1, R) */
+    if (x->requires_grad) /* not for the first layer's input: the embeddings are frozen */
+        gin[0] = kg_reshape(kg_matmul(v, b2), x->ndim, x->shape);
+    gin[1] = kg_matmul_t(up, t1p, true, false);                        /* (dA2, dA1) */
+    gin[2] = kg_matmul_t(g2, t2, true, false);                         /* (dB2, R) */
     gin[3] = kg_matmul_t(v, x3, true, false);                          /* (R, dB1) */
 }
 

@@ -60,6 +60,9 @@ KG_OP_FUNCS(kron)
 KG_OP_FUNCS(lowrank_linear)
 KG_OP_FUNCS(kron_linear)
 
+/* matmul_q.c (its CPU kernel: cpu/gemm_quant.c) */
+KG_OP_FUNCS(matmul_q)
+
 /* nn.c */
 KG_OP_FUNCS(embedding)
 KG_OP_FUNCS(scatter_add_rows)

@@ -256,6 +256,11 @@ bool kg__cpu_cast(const kg_opcall *c)
     const void *src = kg_cpu_raw(c->in[0]);
     void *dst = kg_cpu_raw(c->out);
     int64_t n = kg_tensor_numel(c->out);
+    if (kg__dtype_is_block(c->in[0]->dtype)) { /* dequantization: the shape rule wants f32 out */
+        kg__dequantize_rows(src, c->in[0]->dtype, c->in[0]->shape[0], c->in[0]->shape[1], 0,
+                            c->in[0]->shape[0], dst);
+        return true;
+    }
     for (int64_t i = 0; i < n; i++)
         kg__store(dst, c->out->dtype, i, kg__load(src, c->in[0]->dtype, i));
     return true;
@@ -266,6 +271,12 @@ bool kg__shape_cast(const kg_opcall *c, kg_shape *s)
     if ((unsigned)c->p.cast.dtype >= KG_DTYPE_COUNT)
         return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: unknown dtype %d",
                             (int)c->p.cast.dtype);
+    if (kg__dtype_is_block(c->p.cast.dtype))
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: to %s; expected f32, f16, bf16 or i32 "
+                            "(quantize with kg_quantize)", kg_dtype_name(c->p.cast.dtype));
+    if (kg__dtype_is_block(c->in[0]->dtype) && c->p.cast.dtype != KG_DTYPE_F32)
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_cast: %s to %s; a quantized tensor casts "
+                            "to f32 only", KG_DESC(c->in[0]), kg_dtype_name(c->p.cast.dtype));
     kg__shape_of(c->in[0], s);
     s->dtype = c->p.cast.dtype;
     return true;

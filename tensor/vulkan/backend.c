@@ -38,7 +38,7 @@ static void *vk_alloc_fn(void *state, size_t bytes, bool persistent)
     vk_state *s = state;
     int pool = persistent ? POOL_PERSISTENT : POOL_STEP;
     vk_alloc *a = kg__vk_mem_alloc(s, bytes, false, pool);
-    if (!a && s->recording) { /* memory may be waiting on queued work: finish it and retry */
+    if (!a && kg__vk_busy(s)) { /* memory may be waiting on queued work: finish it and retry */
         kg__vk_flush(s);
         a = kg__vk_mem_alloc(s, bytes, false, pool);
     }
@@ -49,7 +49,7 @@ static void vk_release(void *state, void *handle, size_t bytes)
 {
     (void)bytes;
     vk_state *s = state;
-    if (!s->recording) {
+    if (!kg__vk_busy(s)) {
         kg__vk_mem_release(s, handle, false);
         return;
     }
@@ -195,8 +195,11 @@ static void vk_destroy(void *state)
         kg__vk_mem_destroy(s);
         if (s->queries)
             vkDestroyQueryPool(s->dev, s->queries, NULL);
-        vkDestroyFence(s->dev, s->fence, NULL);
+        for (int i = 0; i < 2; i++)
+            if (s->fences[i])
+                vkDestroyFence(s->dev, s->fences[i], NULL);
         vkDestroyCommandPool(s->dev, s->pool, NULL);
+        kg__vk_save_pipeline_cache(s);
         vkDestroyPipelineCache(s->dev, s->cache, NULL);
         vkDestroyPipelineLayout(s->dev, s->layout, NULL);
         vkDestroyDevice(s->dev, NULL);

@@ -87,6 +87,13 @@ bool kg__vk_concat(const kg_opcall *c)
 bool kg__vk_cast(const kg_opcall *c)
 {
     kg_tensor *x = c->in[0];
+    if (kg__dtype_is_block(x->dtype)) { /* dequantization (the shape rule wants f32 out) */
+        dequant_push d = {.dst = kg_vk_addr(c->out), .src = kg_vk_addr(x),
+                          .status = kg_vk_status_addr(c->ctx), .dtype = x->dtype,
+                          .n = u32(x->shape[0]), .k = u32(x->shape[1]), .op = c->op};
+        return kg_vk_dispatch_1d(c, KG_VK_DEQUANT, &d, sizeof d,
+                                 GROUPS(kg_tensor_numel(x), 256), &x, 1, c->out);
+    }
     cast_push p = {.dst = kg_vk_addr(c->out), .src = kg_vk_addr(x),
                    .status = kg_vk_status_addr(c->ctx), .from = x->dtype, .to = c->out->dtype,
                    .n = u32(kg_tensor_numel(x)), .op = c->op};
@@ -233,6 +240,27 @@ static bool matmul_into(const kg_opcall *c, const kg_tensor *o, kg_tensor *a, kg
 bool kg__vk_matmul(const kg_opcall *c)
 {
     return matmul_into(c, c->out, c->in[0], c->in[1], c->p.matmul.trans_a, c->p.matmul.trans_b);
+}
+
+/* y = x · op(W) with W decoded as its tiles load (matmul_q.comp); rows of x in chunks the
+ * grid's y dimension allows. */
+bool kg__vk_matmul_q(const kg_opcall *c)
+{
+    kg_tensor *x = c->in[0], *w = c->in[1];
+    bool trans = c->p.matmul.trans_b;
+    int64_t in = trans ? w->shape[1] : w->shape[0], out = trans ? w->shape[0] : w->shape[1];
+    int64_t m = kg_tensor_numel(x) / in, chunk = (int64_t)kg_vk_max_groups(c->ctx, 1) * 32;
+    for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+        int64_t rows = m - r0 < chunk ? m - r0 : chunk;
+        matmul_q_push p = {.y = kg_vk_addr(c->out), .x = kg_vk_addr(x), .w = kg_vk_addr(w),
+                           .status = kg_vk_status_addr(c->ctx), .M = u32(m),
+                           .n = u32(w->shape[0]), .k = u32(w->shape[1]), .trans = trans,
+                           .dtype = w->dtype, .row0 = u32(r0), .op = c->op};
+        if (!kg_vk_dispatch(c, KG_VK_MATMUL_Q, &p, sizeof p, u32(GROUPS(out, 32)),
+                            u32(GROUPS(rows, 32)), 1, c->in, 2, c->out))
+            return false;
+    }
+    return true;
 }
 
 bool kg__vk_kron(const kg_opcall *c)
@@ -385,7 +413,7 @@ static const vk_alloc *rope_table(const kg_opcall *c, int64_t T, int64_t D)
         }
     }
     vk_alloc *mem = kg__vk_mem_alloc(s, bytes, false, POOL_INTERNAL);
-    if (!mem && s->recording && kg__vk_flush(s)) /* memory may be waiting on queued work */
+    if (!mem && kg__vk_busy(s) && kg__vk_flush(s)) /* memory may be waiting on queued work */
         mem = kg__vk_mem_alloc(s, bytes, false, POOL_INTERNAL);
     if (!mem)
         kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_rope: out of vulkan memory for a %zu-byte table",

@@ -1,12 +1,17 @@
-/* stream.c — running kernels: pipelines made on first use from the embedded SPIR-V, dispatches
- * recorded into one command buffer and submitted in batches, a barrier only where a dispatch
+/* stream.c — running kernels: pipelines made on first use from the embedded SPIR-V (kept in a
+ * pipeline cache on disk), dispatches recorded into two command buffers in turn and submitted in
+ * batches (the device runs one while the host records the next), a barrier only where a dispatch
  * depends on an earlier one of the batch, and what the flush does after the GPU finishes.
  */
 #include "vk.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* SPIR-V, compiled from shaders/ at build time (glslc -mfmt=c): the arrays kg_spv_<name>. */
 #define KG_VK_SPIRV
@@ -32,6 +37,126 @@ bool kg__vk_shader_needs_16bit(kg_vk_shader sh)
     return false;
 }
 
+/* ---- The pipeline cache on disk -----------------------------------------------------------
+ * Creating a pipeline compiles its shader for the device (LLVM on lavapipe, the driver's
+ * compiler on a GPU): the first use of every kernel pays for it in each new process. The
+ * driver's cache data is kept in ${XDG_CACHE_HOME:-~/.cache}/krongrad/pipelines-<vendor>-
+ * <device>-<pipelineCacheUUID>.bin (KG_PIPELINE_CACHE names another file, or "off"), read at
+ * start and written back atomically (temp file, fsync, rename) when new pipelines were made.
+ * The file is untrusted: its header (Vulkan's VkPipelineCacheHeaderVersionOne) must name this
+ * device and driver or the file is ignored, and the driver checks the rest. */
+
+enum { CACHE_HEADER_BYTES = 32, CACHE_MAX_BYTES = 256 << 20 };
+
+/* The cache file's path into buf; false when there is none (turned off, no home). */
+static bool cache_path(const vk_state *s, char *buf, size_t cap)
+{
+    const char *env = getenv("KG_PIPELINE_CACHE");
+    if (env && strcmp(env, "off") == 0)
+        return false;
+    if (env && *env)
+        return (size_t)snprintf(buf, cap, "%s", env) < cap;
+    char uuid[2 * VK_UUID_SIZE + 1];
+    for (unsigned i = 0; i < VK_UUID_SIZE; i++)
+        snprintf(uuid + 2 * i, 3, "%02x", s->props.pipelineCacheUUID[i]);
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n = xdg && *xdg ? snprintf(buf, cap, "%s/krongrad", xdg)
+            : home && *home ? snprintf(buf, cap, "%s/.cache/krongrad", home)
+                            : -1;
+    if (n < 0 || (size_t)n >= cap)
+        return false;
+    int m = snprintf(buf + n, cap - (size_t)n, "/pipelines-%04x-%04x-%s.bin", s->props.vendorID,
+                     s->props.deviceID, uuid);
+    return m > 0 && (size_t)m < cap - (size_t)n;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Whether data (size bytes) starts with a header of this device and driver. */
+static bool cache_header_ok(const vk_state *s, const unsigned char *data, size_t size)
+{
+    if (size < CACHE_HEADER_BYTES)
+        return false;
+    uint32_t length = le32(data), version = le32(data + 4);
+    return length >= CACHE_HEADER_BYTES && length <= size &&
+           version == VK_PIPELINE_CACHE_HEADER_VERSION_ONE && le32(data + 8) == s->props.vendorID &&
+           le32(data + 12) == s->props.deviceID &&
+           memcmp(data + 16, s->props.pipelineCacheUUID, VK_UUID_SIZE) == 0;
+}
+
+/* The file's bytes when they suit this device (malloc'd, *size set), else NULL: a missing,
+ * short, oversized, foreign or unreadable file is the same as none. */
+static void *cache_read(const vk_state *s, const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    unsigned char *data = NULL;
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (len >= CACHE_HEADER_BYTES && len <= CACHE_MAX_BYTES && fseek(f, 0, SEEK_SET) == 0 &&
+        (data = malloc((size_t)len)) && fread(data, 1, (size_t)len, f) == (size_t)len &&
+        cache_header_ok(s, data, (size_t)len)) {
+        *size = (size_t)len;
+    } else {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    return data;
+}
+
+/* mkdir -p of path's directory (the last component is the file). */
+static void make_parent_dirs(const char *path)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return;
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(dir, 0755); /* EEXIST and the like show at open */
+            *p = '/';
+        }
+}
+
+void kg__vk_save_pipeline_cache(vk_state *s)
+{
+    char path[4096], tmp[4160];
+    if (!s->cache || !s->cache_dirty || !cache_path(s, path, sizeof path))
+        return;
+    size_t size = 0;
+    if (vkGetPipelineCacheData(s->dev, s->cache, &size, NULL) != VK_SUCCESS || size == 0 ||
+        size > CACHE_MAX_BYTES)
+        return;
+    unsigned char *data = malloc(size);
+    if (!data || vkGetPipelineCacheData(s->dev, s->cache, &size, data) != VK_SUCCESS ||
+        !cache_header_ok(s, data, size)) {
+        free(data);
+        return;
+    }
+    /* A cache is an optimization: failing to write it is not an error of the run. */
+    make_parent_dirs(path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    bool ok = fd >= 0;
+    for (size_t done = 0; ok && done < size;) {
+        ssize_t w = write(fd, data + done, size - done);
+        ok = w > 0 || (w < 0 && errno == EINTR);
+        done += w > 0 ? (size_t)w : 0;
+    }
+    ok = ok && fsync(fd) == 0;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0)
+        unlink(tmp);
+    else
+        s->cache_dirty = false;
+    free(data);
+}
+
 bool kg__vk_make_stream(vk_state *s)
 {
     VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -40,21 +165,33 @@ bool kg__vk_make_stream(vk_state *s)
     VkPushConstantRange pcr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, KG_PUSH_BYTES};
     VkPipelineLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
                                      .pushConstantRangeCount = 1, .pPushConstantRanges = &pcr};
-    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    char path[4096];
+    size_t cached = 0;
+    void *data = cache_path(s, path, sizeof path) ? cache_read(s, path, &cached) : NULL;
+    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+                                    .initialDataSize = cached, .pInitialData = data};
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkResult made = vkCreatePipelineCache(s->dev, &ci, NULL, &s->cache);
+    if (made != VK_SUCCESS && data) { /* data the driver refused: start empty */
+        ci.initialDataSize = 0, ci.pInitialData = NULL;
+        made = vkCreatePipelineCache(s->dev, &ci, NULL, &s->cache);
+    }
+    free(data);
     if (!kg__vk_ok(s, vkCreateCommandPool(s->dev, &pi, NULL, &s->pool), "vkCreateCommandPool") ||
         !kg__vk_ok(s, vkCreatePipelineLayout(s->dev, &li, NULL, &s->layout), "vkCreatePipelineLayout") ||
-        !kg__vk_ok(s, vkCreatePipelineCache(s->dev, &ci, NULL, &s->cache), "vkCreatePipelineCache") ||
-        !kg__vk_ok(s, vkCreateFence(s->dev, &fi, NULL, &s->fence), "vkCreateFence"))
+        !kg__vk_ok(s, made, "vkCreatePipelineCache") ||
+        !kg__vk_ok(s, vkCreateFence(s->dev, &fi, NULL, &s->fences[0]), "vkCreateFence") ||
+        !kg__vk_ok(s, vkCreateFence(s->dev, &fi, NULL, &s->fences[1]), "vkCreateFence"))
         return false;
     VkCommandBufferAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                      .commandPool = s->pool, .commandBufferCount = 1,
+                                      .commandPool = s->pool, .commandBufferCount = 2,
                                       .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY};
-    if (!kg__vk_ok(s, vkAllocateCommandBuffers(s->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"))
+    if (!kg__vk_ok(s, vkAllocateCommandBuffers(s->dev, &ai, s->cmds), "vkAllocateCommandBuffers"))
         return false;
+    s->cmd = s->cmds[0];
     if (s->props.limits.timestampComputeAndGraphics) {
         VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-                                    .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2 * BATCH};
+                                    .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 4 * BATCH};
         vkCreateQueryPool(s->dev, &qi, NULL, &s->queries); /* profiling is off without it */
     }
     /* Matmul tiles from the device's limits: 128×128 with K slices of 8 and 8×8 outputs per
@@ -83,10 +220,13 @@ bool kg__vk_begin_batch(vk_state *s)
     if (!kg__vk_ok(s, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"))
         return false;
     if (s->profiling && s->queries)
-        vkCmdResetQueryPool(s->cmd, s->queries, 0, 2 * BATCH);
+        vkCmdResetQueryPool(s->cmd, s->queries, (uint32_t)s->slot * 2 * BATCH, 2 * BATCH);
     s->recording = true;
     s->n_dispatch = 0;
     s->n_reads = s->n_writes = 0;
+    /* The batch before may still run: its writes come before anything of this one. */
+    if (s->in_flight[1 - s->slot])
+        kg__vk_compute_barrier(s);
     return true;
 }
 
@@ -132,35 +272,87 @@ static void read_status(vk_state *s)
     memset(st, 0, sizeof *st);
 }
 
-/* Submit what is recorded and wait; then release what was waiting on it and read back the
- * status of bad indices. */
-bool kg__vk_flush(void *state)
+/* Wait for the batch in slot i, if it is in flight; then tally its timestamps and free what
+ * waited on it: its staging buffers and the memory released before it was submitted (batches
+ * complete in order, so every earlier batch is done too). */
+static bool retire(vk_state *s, int i)
 {
-    vk_state *s = state;
+    if (!s->in_flight[i])
+        return true;
+    bool ok = kg__vk_ok(s, vkWaitForFences(s->dev, 1, &s->fences[i], VK_TRUE, UINT64_MAX),
+                        "vkWaitForFences");
+    vkResetFences(s->dev, 1, &s->fences[i]);
+    vkResetCommandBuffer(s->cmds[i], 0);
+    s->in_flight[i] = false;
+    int n = s->n_flight_dispatch[i];
+    if (ok && s->profiling && s->queries && n > 0) {
+        uint64_t ts[2 * BATCH];
+        if (vkGetQueryPoolResults(s->dev, s->queries, (uint32_t)i * 2 * BATCH, 2 * (uint32_t)n,
+                                  sizeof ts, ts, sizeof(uint64_t), VK_QUERY_RESULT_64_BIT |
+                                  VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
+            for (int k = 0; k < n; k++)
+                kg__profile_add(s->ctx, s->batch_ops[i][k], (double)(ts[2 * k + 1] - ts[2 * k]) *
+                                s->props.limits.timestampPeriod * 1e-9);
+    }
+    for (int k = 0; k < s->n_flight_staging[i]; k++)
+        kg__vk_mem_release(s, s->flight_staging[i][k], true);
+    s->n_flight_staging[i] = 0;
+    size_t mark = s->deferred_mark[i];
+    for (size_t k = 0; k < mark; k++)
+        kg__vk_mem_release(s, s->deferred[k], false);
+    if (mark > 0)
+        memmove(s->deferred, s->deferred + mark, (s->n_deferred - mark) * sizeof *s->deferred);
+    s->n_deferred -= mark;
+    s->deferred_mark[i] = 0;
+    s->deferred_mark[1 - i] -= s->deferred_mark[1 - i] >= mark ? mark : s->deferred_mark[1 - i];
+    return ok;
+}
+
+/* Close and submit the batch being recorded without waiting; the other buffer becomes the one
+ * recorded into, once the batch it held (if any) is done. to_host: make every write visible
+ * to the host when the batch completes (a flush reads results). */
+static bool submit(vk_state *s, bool to_host)
+{
     if (!s->recording)
         return true;
-    /* Make every write visible to the host once the fence signals. */
-    barrier(s, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    if (to_host)
+        barrier(s, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     s->recording = false;
+    int i = s->slot;
     bool ok = kg__vk_ok(s, vkEndCommandBuffer(s->cmd), "vkEndCommandBuffer");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
                        .pCommandBuffers = &s->cmd};
-    ok = ok && kg__vk_ok(s, vkQueueSubmit(s->queue, 1, &si, s->fence), "vkQueueSubmit") &&
-         kg__vk_ok(s, vkWaitForFences(s->dev, 1, &s->fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
-    vkResetFences(s->dev, 1, &s->fence);
-    vkResetCommandBuffer(s->cmd, 0);
-    if (ok && s->profiling && s->queries && s->n_dispatch > 0) {
-        uint64_t ts[2 * BATCH];
-        if (vkGetQueryPoolResults(s->dev, s->queries, 0, 2 * (uint32_t)s->n_dispatch, sizeof ts,
-                                  ts, sizeof(uint64_t), VK_QUERY_RESULT_64_BIT |
-                                  VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
-            for (int i = 0; i < s->n_dispatch; i++)
-                kg__profile_add(s->ctx, s->batch_ops[i], (double)(ts[2 * i + 1] - ts[2 * i]) *
-                                s->props.limits.timestampPeriod * 1e-9);
+    ok = ok && kg__vk_ok(s, vkQueueSubmit(s->queue, 1, &si, s->fences[i]), "vkQueueSubmit");
+    if (!ok) {
+        vkResetCommandBuffer(s->cmd, 0);
+        return false;
     }
-    for (size_t i = 0; i < s->n_deferred; i++)
+    s->in_flight[i] = true;
+    s->n_flight_dispatch[i] = s->n_dispatch;
+    s->deferred_mark[i] = s->n_deferred;
+    if (s->n_staging > 0)
+        memcpy(s->flight_staging[i], s->staging, (size_t)s->n_staging * sizeof *s->staging);
+    s->n_flight_staging[i] = s->n_staging;
+    s->n_staging = 0;
+    s->slot = 1 - i;
+    s->cmd = s->cmds[s->slot];
+    return retire(s, s->slot);
+}
+
+/* Submit what is recorded and wait for everything queued; then release what was waiting on it
+ * and read back the status of bad indices. */
+bool kg__vk_flush(void *state)
+{
+    vk_state *s = state;
+    if (!kg__vk_busy(s))
+        return true;
+    bool ok = submit(s, true);
+    ok = retire(s, 1 - s->slot) && ok; /* the older first: batches finish in order */
+    ok = retire(s, s->slot) && ok;
+    for (size_t i = 0; i < s->n_deferred; i++) /* anything released after the last submit */
         kg__vk_mem_release(s, s->deferred[i], false);
     s->n_deferred = 0;
+    s->deferred_mark[0] = s->deferred_mark[1] = 0;
     for (int i = 0; i < s->n_staging; i++)
         kg__vk_mem_release(s, s->staging[i], true);
     s->n_staging = 0;
@@ -237,6 +429,7 @@ static VkPipeline pipeline(vk_state *s, kg_vk_shader which)
     vkDestroyShaderModule(s->dev, mod, NULL);
     if (!kg__vk_ok(s, r, "vkCreateComputePipelines"))
         return VK_NULL_HANDLE;
+    s->cache_dirty = true; /* written back at the end (kg__vk_save_pipeline_cache) */
     return s->pipes[which];
 }
 
@@ -263,16 +456,16 @@ static bool record(const kg_opcall *c, kg_vk_shader sh, const void *push, size_t
     bool timed = s->profiling && s->queries;
     if (timed)
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, s->queries,
-                            2 * (uint32_t)s->n_dispatch);
+                            (uint32_t)s->slot * 2 * BATCH + 2 * (uint32_t)s->n_dispatch);
     vkCmdBindPipeline(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
     vkCmdPushConstants(s->cmd, s->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, KG_PUSH_BYTES, bytes);
     vkCmdDispatch(s->cmd, grid[0], grid[1], grid[2]);
     if (timed)
         vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, s->queries,
-                            2 * (uint32_t)s->n_dispatch + 1);
-    s->batch_ops[s->n_dispatch++] = c->op;
-    if (s->n_dispatch == BATCH)
-        return kg__vk_flush(s);
+                            (uint32_t)s->slot * 2 * BATCH + 2 * (uint32_t)s->n_dispatch + 1);
+    s->batch_ops[s->slot][s->n_dispatch++] = c->op;
+    if (s->n_dispatch == BATCH) /* the device starts on it while the next one is recorded */
+        return submit(s, false);
     return true;
 }
 

@@ -84,12 +84,20 @@ typedef struct vk_state {
 
     VkPipelineLayout layout;
     VkPipelineCache cache;
+    bool cache_dirty; /* pipelines made since the cache file was read */
     VkPipeline pipes[KG_VK_SHADER_COUNT];
     uint32_t tile_bm, tile_bn, tile_bk, tile_t;
 
     VkCommandPool pool;
+    /* Two command buffers: while the device runs one full batch, the host records the next
+     * (BATCH dispatches each); a flush submits the open one and waits for both. */
+    VkCommandBuffer cmds[2];
+    VkFence fences[2];
+    bool in_flight[2];
+    size_t deferred_mark[2]; /* deferred[0..mark) may be freed once that slot's batch is done */
+    int n_flight_dispatch[2];
+    int slot;              /* the buffer being recorded: cmd == cmds[slot] */
     VkCommandBuffer cmd;
-    VkFence fence;
     bool recording;
     int n_dispatch;
     vk_range reads[MAX_RANGES], writes[MAX_RANGES]; /* device addresses since the last barrier */
@@ -98,6 +106,8 @@ typedef struct vk_state {
     size_t n_deferred, cap_deferred;
     vk_alloc *staging[BATCH]; /* staging buffers of the batch (non-host-visible memory) */
     int n_staging;
+    vk_alloc *flight_staging[2][BATCH]; /* those of the batches in flight */
+    int n_flight_staging[2];
 
     vk_alloc *status; /* a vk_status (shaders/push.h): what kernels found wrong */
     struct rope_table {  /* rope's cos/sin table, kept for the next call with the same key */
@@ -108,7 +118,7 @@ typedef struct vk_state {
 
     VkQueryPool queries; /* timestamps, when profiling */
     bool profiling;
-    kg_op batch_ops[BATCH];
+    kg_op batch_ops[2][BATCH]; /* per slot; the slot's timestamps are queries slot·2·BATCH.. */
 
     size_t barriers; /* compute barriers recorded, for tests of the hazard tracking */
     size_t validation_count;
@@ -143,6 +153,14 @@ bool kg__vk_make_stream(vk_state *s);
 bool kg__vk_begin_batch(vk_state *s);
 void kg__vk_compute_barrier(vk_state *s);
 bool kg__vk_flush(void *state); /* submit, wait, release deferred memory, read the status */
+/* Whether queued work may still use memory: a batch is being recorded or is in flight. */
+static inline bool kg__vk_busy(const vk_state *s)
+{
+    return s->recording || s->in_flight[0] || s->in_flight[1];
+}
+/* Write the pipeline cache to its file when pipelines were made (atomically; failures ignored:
+ * the cache only saves time). */
+void kg__vk_save_pipeline_cache(vk_state *s);
 
 /* Record one dispatch of shader sh with push constants push (the shader's struct from
  * shaders/push.h, `size` bytes) over (gx, gy, gz) workgroups. reads and write name the tensors
@@ -177,6 +195,7 @@ bool kg__vk_cast(const kg_opcall *c);
 bool kg__vk_elementwise(const kg_opcall *c);
 bool kg__vk_reduce(const kg_opcall *c);
 bool kg__vk_matmul(const kg_opcall *c);
+bool kg__vk_matmul_q(const kg_opcall *c); /* matmul_q.comp, with dequant.comp for kg_cast */
 bool kg__vk_kron(const kg_opcall *c);
 bool kg__vk_structured_linear(const kg_opcall *c);
 bool kg__vk_rows(const kg_opcall *c);
