@@ -18,7 +18,7 @@
 #define DEMO_GGUF "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 typedef struct demo_opts {
-    const char *model, *backend;
+    const char *model, *backend, *kron_a;
     int64_t steps, batch, layers, eval_items, rank;
     double lr;
 } demo_opts;
@@ -31,6 +31,8 @@ static const kg_flag flags[] = {
     {"layers", KG_FLAG_INT, offsetof(demo_opts, layers), "L",
      "adapt only q_proj and v_proj of the last L layers (default 0: every linear layer)"},
     {"rank", KG_FLAG_INT, offsetof(demo_opts, rank), "R", "rank of both adapters (default 8)"},
+    {"kron-a", KG_FLAG_STRING, offsetof(demo_opts, kron_a), "dA2xdA1",
+     "Kron-LoRA's A shape (default 2x4; 1x2 learns this task faster, with more parameters)"},
     {"lr", KG_FLAG_FLOAT, offsetof(demo_opts, lr), "LR", "peak learning rate (default 3e-3)"},
     {"eval-items", KG_FLAG_INT, offsetof(demo_opts, eval_items), "N",
      "held-out items scored before and after (default 40)"},
@@ -107,6 +109,12 @@ static int run_demo(void *p)
     kg_ctx *ctx = kg_cli_context(o->backend, &why);
     if (!ctx)
         return 1;
+    kg_adapter_config kron = kg_adapter_config_default(KG_ADAPTER_KRONLORA);
+    if (o->kron_a && !kg_adapter_parse_kron_a(ctx, o->kron_a, &kron)) {
+        int rc = kg_cli_fail("demo", ctx);
+        kg_ctx_free(ctx);
+        return rc;
+    }
     double t0 = now();
     printf("krongrad demo: fine-tuning %s\nbackend %s\n", path, why);
     kg_train_config cfg = kg_train_config_default(KG_ADAPTER_KRONLORA);
@@ -130,7 +138,7 @@ static int run_demo(void *p)
             targets = targets_of(m->cfg.n_layers, o->layers < m->cfg.n_layers ? o->layers
                                                                               : m->cfg.n_layers);
         kg_adapter_config *a = &rows[i].adapter;
-        *a = kg_adapter_config_default(i == 0 ? KG_ADAPTER_KRONLORA : KG_ADAPTER_LORA);
+        *a = i == 0 ? kron : kg_adapter_config_default(KG_ADAPTER_LORA);
         a->rank = o->rank;
         a->alpha = 2.0 * (double)o->rank;
         a->targets = targets;

@@ -42,6 +42,24 @@ static inline kg_mode *kg__mode(const kg_model *m)
     return (kg_mode *)&m->mode;
 }
 
+/* Blocks run one after another. With no tape recording (evaluation, generation) nothing reads
+ * a block's intermediates once it is done, so each block runs in a scope of its own that keeps
+ * only its output: a forward pass holds one block's activations, not all of them (a 4096-token
+ * evaluation batch of SmolLM2 held 12 GB). While the tape records, everything stays.
+ *   kg__blocks b = kg__blocks_begin(ctx);
+ *   for each block: kg__block_begin(&b); x = block(x); x = kg__block_end(&b, x);
+ *   return kg__blocks_end(&b, x);   (x again, owned by the caller's scope) */
+typedef struct kg__blocks {
+    kg_ctx *ctx;
+    bool scoped;
+    kg_scope scope;
+    kg_tensor *held; /* the last block's output, kept past its scope */
+} kg__blocks;
+kg__blocks kg__blocks_begin(kg_ctx *ctx);
+void kg__block_begin(kg__blocks *b);
+kg_tensor *kg__block_end(kg__blocks *b, kg_tensor *x);
+kg_tensor *kg__blocks_end(kg__blocks *b, kg_tensor *x);
+
 /* Per family: load the parameters into ld->m; the last hidden states of ids (N, T) with keep
  * (N, S) or NULL; the head's scores (N, labels) from hidden states. */
 bool kg__bert_load(kg_loader *ld);

@@ -119,16 +119,19 @@ kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
     float p = m->cfg.hidden_dropout;
     x = kg_mode_dropout(mode, kg_norm_forward(&m->embed_norm, x), p); /* drop */
     kg_tensor *mask = kg_attention_mask(ctx, keep, T, 0, false, 0); /* (N, 1, 1, T) or NULL */
+    kg__blocks b = kg__blocks_begin(ctx);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];
+        kg__block_begin(&b);
         kg_tensor *a = kg_attention_forward(&L->attn, x, mask, NULL);
         if (m->cfg.arch == KG_ARCH_BERT) /* DistilBERT has no dropout after out_lin */
             a = kg_mode_dropout(mode, a, p); /* drop */
         x = kg_norm_forward(&L->attn_norm, kg_add(x, a));
         x = kg_norm_forward(&L->mlp_norm,
                             kg_add(x, kg_mode_dropout(mode, kg_mlp_forward(&L->mlp, x), p)));
+        x = kg__block_end(&b, x);
     }
-    return x;
+    return kg__blocks_end(&b, x);
 }
 
 kg_tensor *kg__bert_head(const kg_model *m, kg_tensor *hidden)

@@ -75,11 +75,14 @@ kg_tensor *kg__decoder_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep
     int64_t T = kg_tensor_dim(ids, 1), pos0 = cache ? cache[0].len : 0;
     kg_tensor *x = kg_embed_forward(&m->tokens, ids); /* (B, T, C) */
     kg_tensor *mask = kg_attention_mask(m->ctx, keep, T, pos0, true, m->cfg.sliding_window);
+    kg__blocks b = kg__blocks_begin(m->ctx);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];
+        kg__block_begin(&b);
         x = kg_add(x, kg_attention_forward(&L->attn, kg_norm_forward(&L->attn_norm, x), mask,
                                            cache ? &cache[l] : NULL));
         x = kg_add(x, kg_mlp_forward(&L->mlp, kg_norm_forward(&L->mlp_norm, x)));
+        x = kg__block_end(&b, x);
     }
-    return kg_norm_forward(&m->final_norm, x);
+    return kg__blocks_end(&b, kg_norm_forward(&m->final_norm, x));
 }

@@ -382,3 +382,41 @@ kg_tensor *kg_model_embed(const kg_model *m, const kg_model_input *in, kg_pool p
     kg_tensor *keep = kg_reshape(kg_cast(f.keep, KG_DTYPE_F32), 3, (int64_t[]){B, -1, 1});
     return kg_div(kg_sum(kg_mul(h, keep), 1, false), kg_sum(keep, 1, false));
 }
+
+/* ---- Blocks in scopes of their own (arch.h) ------------------------------------------------ */
+
+kg__blocks kg__blocks_begin(kg_ctx *ctx)
+{
+    return (kg__blocks){.ctx = ctx, .scoped = !kg_grad_enabled(ctx)};
+}
+
+void kg__block_begin(kg__blocks *b)
+{
+    if (b->scoped)
+        b->scope = kg_scope_begin(b->ctx);
+}
+
+kg_tensor *kg__block_end(kg__blocks *b, kg_tensor *x)
+{
+    if (!b->scoped)
+        return x;
+    kg_tensor_keep(x); /* then the scope's end frees the block's intermediates only */
+    kg_scope_end(b->ctx, b->scope);
+    kg_tensor_free(b->held); /* the block's input, unless it was the caller's */
+    b->held = x;
+    return x;
+}
+
+kg_tensor *kg__blocks_end(kg__blocks *b, kg_tensor *x)
+{
+    if (x && x == b->held) {
+        /* A view in the caller's scope shares the storage; the kept header goes. */
+        int64_t shape[KG_MAX_DIMS];
+        for (int d = 0; d < kg_tensor_ndim(x); d++)
+            shape[d] = kg_tensor_dim(x, d);
+        x = kg_reshape(x, kg_tensor_ndim(x), shape);
+    }
+    kg_tensor_free(b->held);
+    b->held = NULL;
+    return x;
+}

@@ -105,6 +105,31 @@ static void accumulate_leaf(kg_tensor *leaf, kg_tensor *g)
     }
 }
 
+/* A partial gradient the backward pass owns: a header of its own (a view when the rule returned
+ * a tensor it shares, such as its incoming gradient), kept past the rule's scope and freed as
+ * soon as the node it belongs to has passed it on. */
+static kg_tensor *own(kg_tensor *g)
+{
+    if (!g)
+        return NULL;
+    return kg_tensor_keep(kg__tensor_view(g, "kg_backward", g->ndim, g->shape, g->stride,
+                                          g->offset));
+}
+
+/* Hand a rule's gradient for `in` on: into a leaf's grad, or summed into a node's partial. */
+static void pass_on(kg_tensor *in, kg_tensor *g)
+{
+    if (!in->node) {
+        accumulate_leaf(in, g);
+    } else if (!in->gacc) {
+        in->gacc = own(g);
+    } else {
+        kg_tensor *sum = own(kg_add(in->gacc, g)); /* not in place: partials may share storage */
+        kg_tensor_free(in->gacc);
+        in->gacc = sum;
+    }
+}
+
 bool kg_backward(kg_tensor *loss)
 {
     if (!loss || loss->ctx->status)
@@ -123,14 +148,18 @@ bool kg_backward(kg_tensor *loss)
         return false;
 
     kg_no_grad_begin(ctx); /* backward rules build no tape of their own */
-    loss->gacc = kg_ones(ctx, KG_DTYPE_F32, loss->ndim, loss->shape);
+    loss->gacc = own(kg_ones(ctx, KG_DTYPE_F32, loss->ndim, loss->shape));
     if (loss->gacc && !loss->node) /* the loss is itself a leaf */
         accumulate_leaf(loss, loss->gacc);
+    /* Each rule runs in a scope of its own, so what it made in passing is freed at once, and a
+     * node's partial gradient is freed once passed on: memory peaks near the forward pass's,
+     * not at every intermediate gradient of the whole graph. */
     for (size_t k = n; k-- > 0 && !ctx->status;) {
         kg_tensor *t = order[k];
         kg_node *node = t->node;
         if (!t->gacc || !node)
             continue;
+        kg_scope scope = kg_scope_begin(ctx);
         kg_tensor *gin[KG_MAX_INPUTS] = {0};
         kg_op_table[node->op].backward(node, t->gacc, gin);
         for (int i = 0; i < node->n_in && !ctx->status; i++) {
@@ -145,15 +174,17 @@ bool kg_backward(kg_tensor *loss)
                          i, KG_DESC(in));
                 break;
             }
-            if (!in->node)
-                accumulate_leaf(in, gin[i]);
-            else
-                in->gacc = in->gacc ? kg_add(in->gacc, gin[i]) : gin[i];
+            pass_on(in, gin[i]);
         }
+        kg_scope_end(ctx, scope);
+        kg_tensor_free(t->gacc);
+        t->gacc = NULL;
     }
     kg_no_grad_end(ctx);
-    for (size_t k = 0; k < n; k++) /* the partial gradients are the scope's to free */
+    for (size_t k = 0; k < n; k++) { /* partials left by an error */
+        kg_tensor_free(order[k]->gacc);
         order[k]->gacc = NULL;
+    }
     free(order);
     return ctx->status == KG_OK;
 }

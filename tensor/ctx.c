@@ -142,6 +142,11 @@ void kg_no_grad_end(kg_ctx *ctx)
         ctx->no_grad--;
 }
 
+bool kg_grad_enabled(const kg_ctx *ctx)
+{
+    return ctx && ctx->no_grad == 0;
+}
+
 const char *kg_device_name(const kg_ctx *ctx)
 {
     return ctx && ctx->be ? ctx->be->device(ctx->be_state) : "none";

@@ -121,6 +121,7 @@ void kg_scope_end(kg_ctx *ctx, kg_scope scope);
 /* No-grad: while the depth is above zero, ops record nothing on the tape. */
 void kg_no_grad_begin(kg_ctx *ctx);
 void kg_no_grad_end(kg_ctx *ctx);
+bool kg_grad_enabled(const kg_ctx *ctx); /* false inside kg_no_grad_begin / _end */
 
 /* ---- Tensors ------------------------------------------------------------------------------ */
 

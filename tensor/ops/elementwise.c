@@ -102,33 +102,30 @@ bool kg__shape_binary(const kg_opcall *c, kg_shape *s)
 }
 
 #define SUM_TO(g, t) kg__sum_to((g), (t)->ndim, (t)->shape)
-/* Only for an input that wants a gradient: a frozen bias would cost a reduction over every row,
- * and a frozen mask or weight a full product, for nothing. */
-#define IF_WANTED(i, expr) (n->in[i]->requires_grad ? (expr) : NULL)
 
 void kg__backward_add(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = IF_WANTED(0, SUM_TO(g, n->in[0]));
-    gin[1] = IF_WANTED(1, SUM_TO(g, n->in[1]));
+    gin[0] = KG_GRAD(n, 0, SUM_TO(g, n->in[0]));
+    gin[1] = KG_GRAD(n, 1, SUM_TO(g, n->in[1]));
 }
 
 void kg__backward_sub(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = IF_WANTED(0, SUM_TO(g, n->in[0]));
-    gin[1] = IF_WANTED(1, SUM_TO(kg_neg(g), n->in[1]));
+    gin[0] = KG_GRAD(n, 0, SUM_TO(g, n->in[0]));
+    gin[1] = KG_GRAD(n, 1, SUM_TO(kg_neg(g), n->in[1]));
 }
 
 void kg__backward_mul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = IF_WANTED(0, SUM_TO(kg_mul(g, n->in[1]), n->in[0]));
-    gin[1] = IF_WANTED(1, SUM_TO(kg_mul(g, n->in[0]), n->in[1]));
+    gin[0] = KG_GRAD(n, 0, SUM_TO(kg_mul(g, n->in[1]), n->in[0]));
+    gin[1] = KG_GRAD(n, 1, SUM_TO(kg_mul(g, n->in[0]), n->in[1]));
 }
 
 void kg__backward_div(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
     /* y = a / b: dy/da = 1 / b, dy/db = -y / b */
-    gin[0] = IF_WANTED(0, SUM_TO(kg_div(g, n->in[1]), n->in[0]));
-    gin[1] = IF_WANTED(1, SUM_TO(kg_neg(kg_div(kg_mul(g, n->out), n->in[1])), n->in[1]));
+    gin[0] = KG_GRAD(n, 0, SUM_TO(kg_div(g, n->in[1]), n->in[0]));
+    gin[1] = KG_GRAD(n, 1, SUM_TO(kg_neg(kg_div(kg_mul(g, n->out), n->in[1])), n->in[1]));
 }
 
 kg_tensor *kg_add(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_ADD, 2, (kg_tensor *[]){a, b}, NULL); }

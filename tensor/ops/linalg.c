@@ -121,37 +121,26 @@ void kg__backward_matmul(const kg_node *n, kg_tensor *g, kg_tensor **gin)
      * would be a third of the step's GEMM work, thrown away. */
     kg_tensor *a = n->in[0], *b = n->in[1];
     bool ta = n->p.matmul.trans_a, tb = n->p.matmul.trans_b;
-    bool want_a = a->requires_grad, want_b = b->requires_grad;
     kg_tensor *da = NULL, *db = NULL;
+    bool want_a = a->requires_grad, want_b = b->requires_grad;
     if (!ta && a->ndim > 2 && b->ndim == 2) {
         /* Rows times a weight (every linear layer): the weight's gradient is one GEMM over all
          * rows, not a batch of per-row products summed afterwards. */
         int64_t k = a->shape[a->ndim - 1], cols = g->shape[g->ndim - 1];
-        if (want_a)
-            gin[0] = kg_matmul_t(g, b, false, !tb);
-        if (want_b) {
-            kg_tensor *a2 = kg_reshape(a, 2, (int64_t[]){-1, k});
-            kg_tensor *g2 = kg_reshape(g, 2, (int64_t[]){-1, cols});
-            gin[1] = tb ? kg_matmul_t(g2, a2, true, false) : kg_matmul_t(a2, g2, true, false);
-        }
+        kg_tensor *a2 = kg_reshape(a, 2, (int64_t[]){-1, k});
+        kg_tensor *g2 = kg_reshape(g, 2, (int64_t[]){-1, cols});
+        gin[0] = KG_GRAD(n, 0, kg_matmul_t(g, b, false, !tb));
+        gin[1] = KG_GRAD(n, 1, tb ? kg_matmul_t(g2, a2, true, false)
+                                  : kg_matmul_t(a2, g2, true, false));
         return;
     }
     /* C = op(A)·op(B); dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where needed. */
-    if (!ta && !tb) {
-        da = want_a ? kg_matmul_t(g, b, false, true) : NULL;
-        db = want_b ? kg_matmul_t(a, g, true, false) : NULL;
-    } else if (ta && !tb) {
-        da = want_a ? kg_matmul_t(b, g, false, true) : NULL;
-        db = want_b ? kg_matmul_t(a, g, false, false) : NULL;
-    } else if (!ta && tb) {
-        da = want_a ? kg_matmul_t(g, b, false, false) : NULL;
-        db = want_b ? kg_matmul_t(g, a, true, false) : NULL;
-    } else {
-        da = want_a ? kg_matmul_t(b, g, true, true) : NULL;
-        db = want_b ? kg_matmul_t(g, a, true, true) : NULL;
-    }
-    gin[0] = kg__sum_to(da, a->ndim, a->shape);
-    gin[1] = kg__sum_to(db, b->ndim, b->shape);
+    if (want_a)
+        da = !ta ? kg_matmul_t(g, b, false, !tb) : kg_matmul_t(b, g, tb, true);
+    if (want_b)
+        db = !tb ? kg_matmul_t(a, g, !ta, false) : kg_matmul_t(g, a, true, ta);
+    gin[0] = want_a ? kg__sum_to(da, a->ndim, a->shape) : NULL;
+    gin[1] = want_b ? kg__sum_to(db, b->ndim, b->shape) : NULL;
 }
 
 kg_tensor *kg_matmul_t(kg_tensor *a, kg_tensor *b, bool trans_a, bool trans_b)
@@ -213,8 +202,8 @@ void kg__backward_kron(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
     kg_tensor *gr = kg_reshape(kg_permute(g4, (int[]){0, 2, 1, 3}), 2, (int64_t[]){m * n, p * q});
     kg_tensor *vb = kg_reshape(b, 2, (int64_t[]){p * q, 1});
     kg_tensor *va = kg_reshape(a, 2, (int64_t[]){m * n, 1});
-    gin[0] = kg_reshape(kg_matmul(gr, vb), 2, a->shape);
-    gin[1] = kg_reshape(kg_matmul_t(gr, va, true, false), 2, b->shape);
+    gin[0] = KG_GRAD(nd, 0, kg_reshape(kg_matmul(gr, vb), 2, a->shape));
+    gin[1] = KG_GRAD(nd, 1, kg_reshape(kg_matmul_t(gr, va, true, false), 2, b->shape));
 }
 
 kg_tensor *kg_kron(kg_tensor *a, kg_tensor *b)
@@ -269,10 +258,9 @@ void kg__backward_lowrank_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gi
     kg_tensor *x2 = as_rows(x, b2->shape[1]), *g2 = as_rows(g, b1->shape[0]);
     kg_tensor *t = kg_matmul_t(x2, b2, false, true); /* (N, R) */
     kg_tensor *u = kg_matmul(g2, b1);                /* (N, R) */
-    if (x->requires_grad) /* not for the first layer's input: the embeddings are frozen */
-        gin[0] = kg_reshape(kg_matmul(u, b2), x->ndim, x->shape);
-    gin[1] = kg_matmul_t(g2, t, true, false); /* (d_out, R) */
-    gin[2] = kg_matmul_t(u, x2, true, false); /* (R, d_in) */
+    gin[0] = KG_GRAD(nd, 0, kg_reshape(kg_matmul(u, b2), x->ndim, x->shape));
+    gin[1] = KG_GRAD(nd, 1, kg_matmul_t(g2, t, true, false)); /* (d_out, R) */
+    gin[2] = KG_GRAD(nd, 2, kg_matmul_t(u, x2, true, false)); /* (R, d_in) */
 }
 
 kg_tensor *kg_lowrank_linear(kg_tensor *x, kg_tensor *b1, kg_tensor *b2)
@@ -378,11 +366,10 @@ void kg__backward_kron_linear(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
     kg_tensor *g2 = as_rows(g, db2);                                   /* (N·dA2, dB2) */
     kg_tensor *up = tokens_as_rows(kg_matmul(g2, b1), da2, r);         /* (N·R, dA2) */
     kg_tensor *v = rows_as_tokens(kg_matmul(up, a), da1, r);           /* (N·dA1, R) */
-    if (x->requires_grad) /* not for the first layer's input: the embeddings are frozen */
-        gin[0] = kg_reshape(kg_matmul(v, b2), x->ndim, x->shape);
-    gin[1] = kg_matmul_t(up, t1p, true, false);                        /* (dA2, dA1) */
-    gin[2] = kg_matmul_t(g2, t2, true, false);                         /* (dB2, R) */
-    gin[3] = kg_matmul_t(v, x3, true, false);                          /* (R, dB1) */
+    gin[0] = KG_GRAD(nd, 0, kg_reshape(kg_matmul(v, b2), x->ndim, x->shape));
+    gin[1] = KG_GRAD(nd, 1, kg_matmul_t(up, t1p, true, false));        /* (dA2, dA1) */
+    gin[2] = KG_GRAD(nd, 2, kg_matmul_t(g2, t2, true, false));         /* (dB2, R) */
+    gin[3] = KG_GRAD(nd, 3, kg_matmul_t(v, x3, true, false));          /* (R, dB1) */
 }
 
 kg_tensor *kg_kron_linear(kg_tensor *x, kg_tensor *a, kg_tensor *b1, kg_tensor *b2)

@@ -11,6 +11,11 @@
     bool kg__cpu_##name(const kg_opcall *c);                                                   \
     void kg__backward_##name(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 
+/* A backward rule's gradient for input i, computed only when that input wants one (NULL
+ * otherwise, which kg_backward skips). A frozen weight's gradient would cost a GEMM as large as
+ * the forward one, and its memory, only to be thrown away. */
+#define KG_GRAD(n, i, expr) ((n)->in[i]->requires_grad ? (expr) : NULL)
+
 /* view.c */
 bool kg__shape_reshape(const kg_opcall *c, kg_shape *s);
 bool kg__shape_permute(const kg_opcall *c, kg_shape *s);

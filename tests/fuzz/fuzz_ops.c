@@ -163,7 +163,13 @@ static void step(prog *g)
     case 25: r = kg_rms_norm(a, b, 1e-6f); break;
     case 26: r = kg_rope(a, size_of(g), byte(g) & 1 ? 10000.0f : -1.0f); break;
     case 27: r = kg_cross_entropy(a, b ? b : a, -100); break;
-    case 28: r = kg_one_hot(a, size_of(g), -1); break;
+    case 28: { /* a legal but huge one-hot would only measure the machine's memory */
+        int64_t k = size_of(g), n = kg_tensor_numel(a);
+        if (k > 0 && n > 0 && k <= ((int64_t)1 << 59) / n && n * k > ((int64_t)1 << 26))
+            return;
+        r = kg_one_hot(a, k, -1);
+        break;
+    }
     case 29: r = kg_concat((kg_tensor *[]){a, b, pick(g)}, 1 + (int)(byte(g) % 3), axis_of(g)); break;
     case 30: r = kg_masked_fill(a, b ? b : a, -1.0f); break;
     case 31: /* training verbs */
