@@ -96,7 +96,7 @@ static void step(prog *g)
         int ndim = (int)(byte(g) % 6) - (byte(g) == 255); /* 0..5, rarely -1 */
         for (int i = 0; i < 5; i++)
             shape[i] = size_of(g);
-        kg_dtype dt = (kg_dtype)(byte(g) % 5); /* 4: invalid */
+        kg_dtype dt = (kg_dtype)(byte(g) % (KG_DTYPE_COUNT + 1)); /* the last: invalid */
         if (ndim >= 0 && too_big(ndim, shape))
             return;
         if (op == 0)
@@ -140,7 +140,7 @@ static void step(prog *g)
         return;
     }
     case 9: if (small(a)) keep(g, kg_contiguous(a), "kg_contiguous"); return;
-    case 10: if (small(a)) keep(g, kg_cast(a, (kg_dtype)(byte(g) % 5)), "kg_cast"); return;
+    case 10: if (small(a)) keep(g, kg_cast(a, (kg_dtype)(byte(g) % (KG_DTYPE_COUNT + 1))), "kg_cast"); return;
     default: break;
     }
     if (!small(a) || (b && !small(b)))
