@@ -71,5 +71,6 @@ extern const kg_command kg_cmd_train;
 extern const kg_command kg_cmd_compare;
 extern const kg_command kg_cmd_demo;
 extern const kg_command kg_cmd_bench;
+extern const kg_command kg_cmd_quantize;
 
 #endif

@@ -1,7 +1,8 @@
 /* compare.c — `krongrad compare`: the trade-off report. Adapter configurations × seeds on one
  * model and task, each from a fresh model; per configuration trainable parameters, peak memory,
- * step time and accuracy as mean ± std, with a LoRA matched to the Kron-LoRA's parameter count;
- * the table as JSON and a picture (SVG) of accuracy against parameters and the loss curves.
+ * step time and accuracy as mean ± std (also with the trained adapter in int8 / int4 when
+ * --adapter-bits asks), with a LoRA matched to the Kron-LoRA's parameter count; the table as
+ * JSON and a picture (SVG) of accuracy against parameters and the loss curves.
  */
 #include "finetune.h"
 
@@ -13,6 +14,7 @@
 typedef struct compare_opts {
     finetune_opts ft;
     kg_cli_list config;
+    const char *adapter_bits;
     int64_t seeds;
     bool no_matched;
 } compare_opts;
@@ -22,6 +24,9 @@ static const kg_flag flags[] = {
     {"config", KG_FLAG_LIST, offsetof(compare_opts, config), "KIND[:rR][:AxB][:alphaX]",
      "a configuration (repeatable), e.g. kronlora:r8:2x4, lora:r16, full; alpha defaults to "
      "R·(--alpha/--rank). Default: --adapter's and lora with --rank"},
+    {"adapter-bits", KG_FLAG_STRING, offsetof(compare_opts, adapter_bits), "8,4",
+     "also score each trained adapter with its factors in int8 and/or int4 (per output row): "
+     "columns beside the f32 accuracy"},
     {"seeds", KG_FLAG_INT, offsetof(compare_opts, seeds), "N", "seeds per configuration (default 3)"},
     {"no-matched", KG_FLAG_BOOL, offsetof(compare_opts, no_matched), NULL,
      "leave out the LoRA row matched to the Kron-LoRA's parameter count"},
@@ -74,20 +79,46 @@ static bool parse_config(const char *text, const kg_adapter_config *base, kg_ada
     return ok;
 }
 
+/* "8,4" → bits (at most KG_COMPARE_MAX_BITS of 8 or 4, no repeats); false when malformed. */
+static bool parse_bits(const char *text, int *bits, int *n)
+{
+    *n = 0;
+    for (const char *c = text; c && *c;) {
+        if ((*c != '8' && *c != '4') || *n == KG_COMPARE_MAX_BITS || (c[1] && c[1] != ','))
+            return false;
+        bits[(*n)++] = *c - '0';
+        if (*n == 2 && bits[0] == bits[1])
+            return false;
+        c += c[1] ? 2 : 1;
+    }
+    return !text || *n > 0;
+}
+
 static void print_table(const kg_compare_result *r, const char *model, int64_t steps)
 {
     char b[32];
     printf("\n%s, %lld steps; accuracy before training %.4f\n", model, (long long)steps,
            r->base_acc);
-    printf("  %-24s %12s %10s %18s %18s\n", "configuration", "params", "peak MiB",
+    printf("  %-24s %12s %10s %18s %18s", "configuration", "params", "peak MiB",
            "step s (±std)", "accuracy (±std)");
+    for (int k = 0; k < r->n_bits; k++) {
+        char head[32];
+        snprintf(head, sizeof head, "int%d acc (±std)", r->bits[k]);
+        printf(" %18s", head);
+    }
+    printf("\n");
     for (int i = 0; i < r->n_rows; i++) {
         const kg_compare_row *w = &r->rows[i];
         char step[32], acc[32];
         snprintf(step, sizeof step, "%.3f ± %.3f", w->step_seconds_mean, w->step_seconds_std);
         snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_mean, w->acc_std);
-        printf("  %-24s %12s %10.1f %18s %18s\n", w->label,
+        printf("  %-24s %12s %10.1f %18s %18s", w->label,
                finetune_count(w->trainable, b, sizeof b), w->peak_mb_mean, step, acc);
+        for (int k = 0; k < r->n_bits; k++) {
+            snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_q_mean[k], w->acc_q_std[k]);
+            printf(" %18s", acc);
+        }
+        printf("\n");
     }
 }
 
@@ -111,6 +142,9 @@ static int run_compare(void *p)
         return usage_error("one --data and one --eval-data", "");
     if (!o->ft.eval_data.n && strncmp(o->ft.task, "synthetic-", 10) != 0)
         return usage_error("--eval-data FILE is required (accuracy is what is compared)", "");
+    int bits[KG_COMPARE_MAX_BITS], n_bits;
+    if (!parse_bits(o->adapter_bits, bits, &n_bits))
+        return usage_error("--adapter-bits takes 8, 4, 8,4 or 4,8; got ", o->adapter_bits);
     kg_train_config cfg;
     if (!finetune_config("compare", &o->ft, &cfg))
         return 2;
@@ -145,7 +179,7 @@ static int run_compare(void *p)
         ok = finetune_validate(ctx, o->ft.model, &configs[i]);
     kg_compare_result r = {0};
     ok = ok && kg_compare_run(ctx, o->ft.model, train, eval, &cfg, configs, n, (int)o->seeds,
-                              !o->no_matched, o->ft.eval_limit, progress, NULL, &r);
+                              !o->no_matched, o->ft.eval_limit, bits, n_bits, progress, NULL, &r);
     finetune_progress_end();
     char json[4096], svg[4096];
     const char *dir = o->ft.out ? o->ft.out : ".";

@@ -36,18 +36,6 @@ static const kg_flag flags[] = {
      "report the change"},
 };
 
-/* Quantize every adapter factor of the model (by its PEFT name) to bits. */
-static bool quantize_adapter(kg_model *m, int bits)
-{
-    bool ok = true;
-    for (int i = 0; ok && i < m->n_trainable; i++) {
-        const char *name = m->trainable[i].name;
-        if (strstr(name, ".lora_A.") || strstr(name, ".lora_B.") || strstr(name, ".lokr_w"))
-            ok = kg_adapter_quantize_factor(m->trainable[i].tensor, bits);
-    }
-    return ok;
-}
-
 static int usage_error(const char *msg)
 {
     fprintf(stderr, "krongrad eval: %s\n(see krongrad eval --help)\n", msg);
@@ -94,7 +82,7 @@ static int run_eval(void *p)
         eo.predictions = NULL; /* the file keeps the f32 adapter's predictions */
         if (!rc && o->adapter_bits) {
             rc = 1;
-            if (quantize_adapter(m, (int)o->adapter_bits) && kg_mc_evaluate(&s, task, &eo, &q)) {
+            if (kg_model_quantize_adapter(m, (int)o->adapter_bits) && kg_mc_evaluate(&s, task, &eo, &q)) {
                 printf("acc       %.4f with the adapter in int%lld (%+.4f against f32)\n", q.acc,
                        (long long)o->adapter_bits, q.acc - r.acc);
                 if (!isnan(q.acc_norm))

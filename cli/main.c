@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+
 static const kg_command *const commands[] = {
     &kg_cmd_info,
     &kg_cmd_tokenize,
     &kg_cmd_generate,
     &kg_cmd_embed,
     &kg_cmd_eval,
+    &kg_cmd_quantize,
     &kg_cmd_train,
     &kg_cmd_compare,
     &kg_cmd_demo,
@@ -24,7 +26,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: krongrad [--help] [--version] <command> [options]\n\ncommands:\n");
     for (int i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+        fprintf(out, "  %-16s %s\n", commands[i]->name, commands[i]->summary);
     fprintf(out, "\n`krongrad <command> --help` shows a command's options.\n"
                  "\nenvironment:\n"
                  "  KG_THREADS   CPU threads (default: all cores)\n"

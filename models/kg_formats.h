@@ -86,6 +86,24 @@ bool kg_weights_meta_num_at(const kg_weights *w, const char *key, int64_t i, dou
  * the context's error set. */
 bool kg_safetensors_write(kg_ctx *ctx, const char *path, int n, const char *const *names,
                           kg_tensor *const *tensors, const char *const *meta);
+/* A tensor given to the writer as bytes instead of a kg_tensor: "I8" or "U8", one byte per
+ * element, numel(shape) bytes at data (int8 / int4 adapter codes, docs/adapter-format.md). */
+typedef struct kg_safetensors_bytes {
+    const char *dtype;
+    int ndim;
+    int64_t shape[KG_MAX_DIMS];
+    const void *data;
+} kg_safetensors_bytes;
+/* kg_safetensors_write, where a NULL tensors[i] is written from bytes[i] (bytes may be NULL
+ * when every tensor is given). */
+bool kg_safetensors_write_bytes(kg_ctx *ctx, const char *path, int n, const char *const *names,
+                                kg_tensor *const *tensors, const kg_safetensors_bytes *bytes,
+                                const char *const *meta);
+/* The bytes of the named tensor in the mapping (valid until kg_weights_close) when the file
+ * stores it as safetensors dtype ("I8", "U8", "F32", ...) with shape (ndim dims); else NULL
+ * with an error naming the file, the tensor, its dtype and shape and the expected ones. */
+const void *kg_weights_bytes(kg_weights *w, const char *name, const char *dtype, int ndim,
+                             const int64_t *shape);
 
 #ifdef __cplusplus
 }

@@ -76,8 +76,24 @@ bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model);
  * one, it must be the file's kind with the same tensors, whose values are replaced in place
  * (the optimizer's references stay valid). Every tensor the configuration implies must be in
  * the file with its shape, and every tensor in the file must belong to it: else an error naming
+ * the file and the tensor. A directory kg_peft_save_quantized wrote ("krongrad_quant_bits" 8 or
+ * 4) is dequantized into the f32 factors; a wrong dtype, a missing or misshapen scale, a code
+ * outside the symmetric range or a packed count that does not fit the layer is an error naming
  * the file and the tensor. */
 bool kg_peft_load(kg_model *m, const char *dir);
+
+/* kg_peft_save with every adapter factor stored in `bits` (8 or 4): symmetric per-output-row
+ * codes (kg_adapter_quantize_rows) under the factor's key, I8 of its shape (int8) or U8
+ * (rows, ceil(cols/2)) two codes a byte, low nibble first (int4, kg_adapter_pack_int4), and its
+ * f32 scales under `<key>.qscale` (rows); adapter_config.json gets "krongrad_quant_bits".
+ * Kron-LoRA is written as "KRONLORA" whatever A's shape (PEFT cannot read the file). Heads
+ * (modules_to_save) stay f32. m is unchanged; kg_peft_load of the directory gives exactly the
+ * values kg_model_quantize_adapter gives (docs/adapter-format.md). */
+bool kg_peft_save_quantized(const kg_model *m, const char *dir, const char *base_model, int bits);
+
+/* Replace every adapter factor of m in place by its int8 / int4 quantization's values
+ * (kg_adapter_quantize_factor); heads trained whole are left f32. */
+bool kg_model_quantize_adapter(kg_model *m, int bits);
 
 /* Write every parameter of m (m->params, the checkpoint's names) to one safetensors file,
  * atomically: what a full fine-tune saves. */

@@ -1,7 +1,8 @@
 /* peft.c — adapter directories in PEFT's format (adapter_config.json + adapter_model.safetensors,
  * PEFT's key names): LoRA as "LORA", LoKr and square-A Kron-LoRA as "LOKR", other Kron-LoRA
  * shapes as krongrad's "KRONLORA" (docs/adapter-format.md); both read back, every tensor checked
- * against the layer it belongs to. Also a full fine-tune's weights file.
+ * against the layer it belongs to; int8 / int4 quantized adapters (codes + per-row scales) both
+ * ways. Also a full fine-tune's weights file.
  */
 #include "models/adapters.h"
 
@@ -15,6 +16,29 @@
 #include <unistd.h>
 
 #define PREFIX "base_model.model."
+#define QSCALE ".qscale" /* the key suffix of a quantized factor's per-row scales */
+
+/* Whether a PEFT tensor name is an adapter factor: what int8 / int4 quantization applies to. */
+static bool is_factor(const char *name)
+{
+    size_t n = strlen(name), q = strlen(QSCALE);
+    return (strstr(name, ".lora_A.") || strstr(name, ".lora_B.") || strstr(name, ".lokr_w")) &&
+           !(n > q && strcmp(name + n - q, QSCALE) == 0);
+}
+
+bool kg_model_quantize_adapter(kg_model *m, int bits)
+{
+    if (!m || kg_ctx_status(m->ctx))
+        return false;
+    if (bits != 8 && bits != 4)
+        return kg_set_error(m->ctx, KG_ERR_ARG, "kg_model_quantize_adapter: %d bits; expected 8 "
+                            "or 4", bits);
+    bool ok = true;
+    for (int i = 0; ok && i < m->n_trainable; i++)
+        if (is_factor(m->trainable[i].name))
+            ok = kg_adapter_quantize_factor(m->trainable[i].tensor, bits);
+    return ok;
+}
 
 /* ---- Saving ------------------------------------------------------------------------------- */
 
@@ -183,7 +207,57 @@ static char *join(const char *dir, const char *file)
     return p;
 }
 
-bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model)
+/* The factors of o as int8 codes (I8, the factor's shape) or int4 codes (U8 (rows,
+ * ceil(cols/2)), kg_adapter_pack_int4), each followed in the file by its f32 scales
+ * `<key>.qscale` (rows): o's factor entries become NULL tensors with raw[i] set (raw holds
+ * 2 · o->n; its data is malloc'd). */
+static bool quantize_out(kg_ctx *ctx, out_list *o, int bits, kg_safetensors_bytes *raw)
+{
+    int n = o->n;
+    for (int i = 0; i < n; i++) {
+        if (!is_factor(o->names[i]))
+            continue;
+        kg_tensor *t = o->tensors[i];
+        int nd = kg_tensor_ndim(t);
+        int64_t rows = nd ? kg_tensor_dim(t, 0) : 1, numel = kg_tensor_numel(t);
+        int64_t cols = rows ? numel / rows : 0, w = (cols + 1) / 2;
+        float *x = kg_tensor_to_f32(t), *scales = malloc((size_t)rows * sizeof *scales + 1);
+        int8_t *codes = malloc((size_t)numel + 1);
+        uint8_t *packed = bits == 4 ? malloc((size_t)(rows * w) + 1) : NULL;
+        bool ok = x && scales && codes && (bits == 8 || packed);
+        if (ok) {
+            kg_adapter_quantize_rows(x, rows, cols, bits, codes, scales);
+            raw[i] = (kg_safetensors_bytes){.dtype = bits == 8 ? "I8" : "U8", .ndim = nd};
+            for (int d = 0; d < nd; d++)
+                raw[i].shape[d] = kg_tensor_dim(t, d);
+            if (bits == 4) {
+                kg_adapter_pack_int4(codes, rows, cols, packed);
+                raw[i].ndim = 2;
+                raw[i].shape[0] = rows, raw[i].shape[1] = w;
+            }
+            kg_tensor *s = kg_from_host(ctx, KG_DTYPE_F32, 1, &rows, scales);
+            ok = s && out_add(ctx, o, o->names[i] + strlen(PREFIX), QSCALE + 1, s);
+            if (ok) {
+                raw[i].data = bits == 8 ? (void *)codes : (void *)packed;
+                o->tensors[i] = NULL;
+            }
+        } else if (!kg_ctx_status(ctx)) {
+            kg_set_error(ctx, KG_ERR_NOMEM, "kg_peft_save: out of host memory");
+        }
+        if (!ok || bits == 4)
+            free(codes);
+        if (!ok)
+            free(packed);
+        free(x);
+        free(scales);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* kg_peft_save (bits 0) and kg_peft_save_quantized (8, 4). */
+static bool save_dir(const kg_model *m, const char *dir, const char *base_model, int bits)
 {
     if (!m || kg_ctx_status(m->ctx))
         return false;
@@ -200,9 +274,10 @@ bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model)
     if (!kg__modules(ctx, &m->cfg, (kg_model *)m, &L))
         return false;
     /* Square Kron-LoRA is PEFT's LoKr with decompose_factor = dA; PEFT keeps w2 whole when
-     * R >= max(dB2, dB1)/2, so such a w2 is written whole. */
+     * R >= max(dB2, dB1)/2, so such a w2 is written whole. PEFT cannot read quantized files, so
+     * those keep Kron-LoRA as KRONLORA, B1 and B2 quantized apart as in memory. */
     bool lokr = a->kind == KG_ADAPTER_LOKR ||
-                (a->kind == KG_ADAPTER_KRONLORA && a->kron_a1 == a->kron_a2);
+                (a->kind == KG_ADAPTER_KRONLORA && a->kron_a1 == a->kron_a2 && !bits);
     const char *type = a->kind == KG_ADAPTER_LORA ? "LORA" : lokr ? "LOKR" : "KRONLORA";
     out_list o = {0};
     kg_scope scope = kg_scope_begin(ctx);
@@ -252,11 +327,22 @@ bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model)
     if (ok && mkdir(dir, 0755) != 0 && errno != EEXIST)
         ok = kg_set_error(ctx, KG_ERR_ARG, "kg_peft_save: %s: cannot make the directory: %s", dir,
                           strerror(errno));
+    kg_safetensors_bytes *raw = NULL;
+    if (ok && bits) {
+        raw = calloc((size_t)(2 * o.n) + 1, sizeof *raw);
+        ok = raw ? quantize_out(ctx, &o, bits, raw)
+                 : kg_set_error(ctx, KG_ERR_NOMEM, "kg_peft_save: out of host memory");
+    }
     static const char *const meta[] = {"format", "pt", NULL};
-    ok = ok && kg_safetensors_write(ctx, weights, o.n, (const char *const *)o.names, o.tensors,
-                                    meta);
+    ok = ok && kg_safetensors_write_bytes(ctx, weights, o.n, (const char *const *)o.names,
+                                          o.tensors, raw, meta);
+    for (int i = 0; raw && i < o.n; i++)
+        free((void *)raw[i].data);
+    free(raw);
     if (ok) {
         json_t *c = config_json(m, type, &L, base_model);
+        if (c && bits)
+            json_object_set_new(c, "krongrad_quant_bits", json_integer(bits));
         char *text = c ? json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
         ok = text ? write_atomic(ctx, config, text)
                   : kg_set_error(ctx, KG_ERR_NOMEM, "kg_peft_save: out of host memory");
@@ -273,6 +359,19 @@ bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model)
     free(config);
     free(L.mods);
     return ok;
+}
+
+bool kg_peft_save(const kg_model *m, const char *dir, const char *base_model)
+{
+    return save_dir(m, dir, base_model, 0);
+}
+
+bool kg_peft_save_quantized(const kg_model *m, const char *dir, const char *base_model, int bits)
+{
+    if (m && !kg_ctx_status(m->ctx) && bits != 8 && bits != 4)
+        return kg_set_error(m->ctx, KG_ERR_ARG, "kg_peft_save_quantized: %d bits; expected 8 or "
+                            "4", bits);
+    return save_dir(m, dir, base_model, bits);
 }
 
 bool kg_model_save_weights(const kg_model *m, const char *path)
@@ -401,6 +500,86 @@ static bool read_config(const reader *r, kg_adapter_config *cfg)
     return true;
 }
 
+/* krongrad_quant_bits: 0 (absent: f32 factors), 8 or 4. */
+static bool read_bits(const reader *r, int *bits)
+{
+    int64_t b;
+    if (!get_int(r, "krongrad_quant_bits", 0, &b))
+        return false;
+    if (b != 0 && b != 8 && b != 4)
+        return bad_key(r, "krongrad_quant_bits", "8 or 4 (int8 / int4 factors), or no key for "
+                       "f32 ones");
+    *bits = (int)b;
+    return true;
+}
+
+/* A quantized factor (nd, shape) from its codes and <name>.qscale, dequantized to f32 with the
+ * formula the in-memory quantization uses. NULL with an error naming the file and the tensor. */
+static kg_tensor *load_quantized(kg_ctx *ctx, kg_weights *w, const char *name, int nd,
+                                 const int64_t *shape, int bits)
+{
+    const char *path = kg_weights_path(w);
+    int64_t rows = nd ? shape[0] : 1, numel = 1;
+    for (int d = 0; d < nd; d++)
+        numel *= shape[d];
+    int64_t cols = rows ? numel / rows : 0, packed_shape[2] = {rows, (cols + 1) / 2};
+    char sname[400];
+    snprintf(sname, sizeof sname, "%s" QSCALE, name);
+    int pnd = 0;
+    int64_t ps[KG_MAX_DIMS];
+    if (!kg_weights_shape(w, sname, NULL, NULL)) {
+        kg_set_error(ctx, KG_ERR_ARG, "kg_peft_load: %s: int%d factor '%s' has no scale tensor "
+                     "'%s'; expected F32 [%lld]", path, bits, name, sname, (long long)rows);
+        return NULL;
+    }
+    if (bits == 4 && kg_weights_shape(w, name, &pnd, ps) &&
+        (pnd != 2 || ps[0] != rows || ps[1] != packed_shape[1])) {
+        kg_set_error(ctx, KG_ERR_SHAPE, "kg_peft_load: %s: int4 factor '%s' has %d-dim codes "
+                     "[%lld, %lld%s]; the layer's (%lld, %lld) factor packs two codes per byte, "
+                     "low nibble first: expected U8 [%lld, %lld]", path, name, pnd,
+                     (long long)(pnd > 0 ? ps[0] : 0), (long long)(pnd > 1 ? ps[1] : 0),
+                     pnd > 2 ? ", ..." : "", (long long)rows, (long long)cols, (long long)rows,
+                     (long long)packed_shape[1]);
+        return NULL;
+    }
+    const void *src = kg_weights_bytes(w, name, bits == 8 ? "I8" : "U8", bits == 8 ? nd : 2,
+                                       bits == 8 ? shape : packed_shape);
+    const void *ssrc = src ? kg_weights_bytes(w, sname, "F32", 1, &rows) : NULL;
+    if (!ssrc)
+        return NULL;
+    int8_t *codes = malloc((size_t)numel + 1);
+    float *scales = malloc((size_t)rows * sizeof *scales + 1);
+    float *x = malloc((size_t)numel * sizeof *x + 1);
+    kg_tensor *t = NULL;
+    const char *bad = NULL;
+    if (!codes || !scales || !x) {
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_peft_load: out of host memory");
+    } else {
+        memcpy(scales, ssrc, (size_t)rows * sizeof *scales);
+        if (bits == 8)
+            memcpy(codes, src, (size_t)numel);
+        if (bits == 4 && !kg_adapter_unpack_int4(src, rows, cols, codes))
+            bad = "holds a code -8 (0x8) or a padding nibble that is not 0; expected int4 codes "
+                  "in [-7, 7]";
+        for (int64_t i = 0; bits == 8 && !bad && i < numel; i++)
+            if (codes[i] == -128)
+                bad = "holds a code -128; expected int8 codes in [-127, 127]";
+        for (int64_t r = 0; !bad && r < rows; r++)
+            if (!isfinite(scales[r]) || scales[r] < 0)
+                bad = "has a scale that is negative or not finite (in its .qscale)";
+        if (bad) {
+            kg_set_error(ctx, KG_ERR_ARG, "kg_peft_load: %s: tensor '%s' %s", path, name, bad);
+        } else {
+            kg_adapter_dequantize_rows(codes, scales, rows, cols, x);
+            t = kg_from_host(ctx, KG_DTYPE_F32, nd, shape, x);
+        }
+    }
+    free(codes);
+    free(scales);
+    free(x);
+    return t;
+}
+
 static bool has(const kg_weights *w, const char *path, const char *leaf)
 {
     char name[320];
@@ -460,8 +639,9 @@ static bool same_adapter(const reader *r, const kg_model *m, const kg_adapter_co
     return true;
 }
 
-/* Load every trainable tensor of m from w; every tensor of w must be one of them. */
-static bool load_values(kg_model *m, kg_weights *w)
+/* Load every trainable tensor of m from w (its factors quantized to bits when bits is not 0);
+ * every tensor of w must be one of them, or a quantized factor's scales. */
+static bool load_values(kg_model *m, kg_weights *w, int bits)
 {
     kg_ctx *ctx = m->ctx;
     int found = 0;
@@ -472,9 +652,11 @@ static bool load_values(kg_model *m, kg_weights *w)
         int64_t shape[KG_MAX_DIMS];
         for (int d = 0; d < nd; d++)
             shape[d] = kg_tensor_dim(p->tensor, d);
-        kg_tensor *t = kg_weights_load(w, p->name, KG_DTYPE_F32, nd, shape);
+        kg_tensor *t = bits && is_factor(p->name)
+                           ? load_quantized(ctx, w, p->name, nd, shape, bits)
+                           : kg_weights_load(w, p->name, KG_DTYPE_F32, nd, shape);
         if (t && kg_tensor_assign(p->tensor, t))
-            found++;
+            found += 1 + (bits && is_factor(p->name));
         kg_tensor_free(t);
     }
     kg_scope_end(ctx, scope);
@@ -482,9 +664,13 @@ static bool load_values(kg_model *m, kg_weights *w)
         return false;
     for (int i = 0; found < kg_weights_count(w) && i < kg_weights_count(w); i++) {
         const char *name = kg_weights_name(w, i);
-        bool known = false;
-        for (int k = 0; k < m->n_trainable && !known; k++)
-            known = strcmp(m->trainable[k].name, name) == 0;
+        size_t len = strlen(name), q = strlen(QSCALE);
+        bool scale = bits && len > q && strcmp(name + len - q, QSCALE) == 0, known = false;
+        for (int k = 0; k < m->n_trainable && !known; k++) {
+            const char *t = m->trainable[k].name;
+            known = scale ? strlen(t) == len - q && strncmp(t, name, len - q) == 0 && is_factor(t)
+                          : strcmp(t, name) == 0;
+        }
         if (!known)
             return kg_set_error(ctx, KG_ERR_ARG, "kg_peft_load: %s: tensor '%s' belongs to no "
                                 "adapted layer or saved module of this adapter", kg_weights_path(w),
@@ -515,6 +701,7 @@ bool kg_peft_load(kg_model *m, const char *dir)
     kg_weights *w = NULL;
     kg_module_list L = {0};
     bool fresh = m->adapter.kind == KG_ADAPTER_NONE, ok;
+    int bits = 0;
     if (!r.root) {
         ok = kg_set_error(ctx, KG_ERR_ARG, "kg_peft_load: %s: not a readable JSON file (line %d, "
                           "column %d: %s)", cpath, jerr.line, jerr.column, jerr.text);
@@ -523,7 +710,7 @@ bool kg_peft_load(kg_model *m, const char *dir)
     } else {
         char where[600];
         snprintf(where, sizeof where, "kg_peft_load: %s", cpath);
-        ok = read_config(&r, &cfg) && kg__check_fields(ctx, where, &cfg);
+        ok = read_config(&r, &cfg) && read_bits(&r, &bits) && kg__check_fields(ctx, where, &cfg);
     }
     ok = ok && (w = kg_weights_open(ctx, wpath)) && kg__modules(ctx, &m->cfg, m, &L);
     for (int i = 0; ok && i < L.n; i++) { /* the layers and heads the file has tensors for */
@@ -555,7 +742,7 @@ bool kg_peft_load(kg_model *m, const char *dir)
                                   ? "has" : "no", d->name, adapted || saved ? "has" : "lacks");
         }
     }
-    ok = ok && load_values(m, w);
+    ok = ok && load_values(m, w, bits);
     if (!ok && fresh)
         kg__adapters_free(m);
     kg_weights_close(w);

@@ -224,16 +224,65 @@ bool kg__safetensors_read_index(kg_weights *w, const char *path)
     return ok;
 }
 
+/* "[2, 3]" */
+static void shape_text(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+}
+
+const void *kg_weights_bytes(kg_weights *w, const char *name, const char *dtype, int ndim,
+                             const int64_t *shape)
+{
+    if (!w || kg_ctx_status(w->ctx) || !name || !dtype || ndim < 0 || ndim > KG_MAX_DIMS)
+        return NULL;
+    int i = kg__names_find(w->by_name, w->n_entries, name);
+    if (i < 0) {
+        kg_set_error(w->ctx, KG_ERR_ARG, "kg_weights_bytes: %s: no tensor \"%.200s\"", w->path,
+                     name);
+        return NULL;
+    }
+    const kg_wentry *e = &w->entries[i];
+    char want[96], have[96];
+    shape_text(want, sizeof want, ndim, shape);
+    shape_text(have, sizeof have, e->ndim, e->shape);
+    if (strcmp(e->type->name, dtype) != 0 || e->ndim != ndim ||
+        memcmp(e->shape, shape, (size_t)ndim * sizeof *shape) != 0) {
+        kg_set_error(w->ctx, strcmp(e->type->name, dtype) ? KG_ERR_DTYPE : KG_ERR_SHAPE,
+                     "kg_weights_bytes: %s: tensor \"%.200s\" is %s %s; expected %s %s",
+                     w->files[e->file].path, name, e->type->name, have, dtype, want);
+        return NULL;
+    }
+    return e->data;
+}
+
 /* ---- Writing ------------------------------------------------------------------------------- */
 
 static const char *const dtype_names[KG_DTYPE_COUNT] = {
     [KG_DTYPE_F32] = "F32", [KG_DTYPE_F16] = "F16", [KG_DTYPE_BF16] = "BF16",
     [KG_DTYPE_I32] = "I32"};
 
+/* What is wrong with a tensor given as bytes, or NULL. */
+static const char *bytes_problem(const kg_safetensors_bytes *b)
+{
+    if (!b->dtype || (strcmp(b->dtype, "I8") != 0 && strcmp(b->dtype, "U8") != 0))
+        return "is given as bytes of a dtype other than I8 or U8";
+    if (b->ndim < 0 || b->ndim > KG_MAX_DIMS || !b->data)
+        return "is given as bytes without data or with an ndim outside 0..KG_MAX_DIMS";
+    for (int d = 0; d < b->ndim; d++)
+        if (b->shape[d] < 0)
+            return "is given as bytes with a negative dimension";
+    return NULL;
+}
+
 /* The header object: "__metadata__" first when meta is given, then the tensors in order, with
  * their data packed one after another. NULL with the error set. */
 static json_t *build_header(kg_ctx *ctx, const char *path, int n, const char *const *names,
-                            kg_tensor *const *tensors, const char *const *meta)
+                            kg_tensor *const *tensors, const kg_safetensors_bytes *raw,
+                            const char *const *meta)
 {
     json_t *root = json_object();
     bool ok = root != NULL;
@@ -254,9 +303,11 @@ static json_t *build_header(kg_ctx *ctx, const char *path, int n, const char *co
     uint64_t offset = 0;
     for (int i = 0; i < n && ok; i++) {
         const kg_tensor *t = tensors[i];
+        const kg_safetensors_bytes *b = !t && raw ? &raw[i] : NULL;
         const char *why = !names[i] ? "has no name"
                           : strcmp(names[i], "__metadata__") == 0 ? "has a reserved name"
                           : json_object_get(root, names[i]) ? "has the name of an earlier tensor"
+                          : b ? bytes_problem(b)
                           : !t ? "is NULL"
                           : kg_tensor_ctx(t) != ctx ? "belongs to another context"
                           : !dtype_names[kg_tensor_dtype(t)]
@@ -269,10 +320,15 @@ static json_t *build_header(kg_ctx *ctx, const char *path, int n, const char *co
             return NULL;
         }
         json_t *shape = json_array();
-        for (int d = 0; shape && d < kg_tensor_ndim(t); d++)
-            json_array_append_new(shape, json_integer(kg_tensor_dim(t, d)));
-        uint64_t bytes = (uint64_t)kg_tensor_numel(t) * kg_dtype_size(kg_tensor_dtype(t));
-        json_t *info = json_pack("{s:s, s:o, s:[I, I]}", "dtype", dtype_names[kg_tensor_dtype(t)],
+        int ndim = b ? b->ndim : kg_tensor_ndim(t);
+        uint64_t bytes = b ? 1 : kg_dtype_size(kg_tensor_dtype(t));
+        for (int d = 0; shape && d < ndim; d++) {
+            int64_t dim = b ? b->shape[d] : kg_tensor_dim(t, d);
+            json_array_append_new(shape, json_integer(dim));
+            bytes *= (uint64_t)dim;
+        }
+        json_t *info = json_pack("{s:s, s:o, s:[I, I]}", "dtype",
+                                 b ? b->dtype : dtype_names[kg_tensor_dtype(t)],
                                  "shape", shape, "data_offsets", (json_int_t)offset,
                                  (json_int_t)(offset + bytes));
         ok = info && json_object_set_new(root, names[i], info) == 0;
@@ -290,7 +346,7 @@ static json_t *build_header(kg_ctx *ctx, const char *path, int n, const char *co
 /* The 8-byte length, the header padded with spaces to a multiple of 8 (as the reference
  * writer), then each tensor's packed bytes. */
 static bool write_contents(kg_ctx *ctx, const char *path, FILE *fp, const char *header, int n,
-                           kg_tensor *const *tensors)
+                           kg_tensor *const *tensors, const kg_safetensors_bytes *raw)
 {
     size_t len = strlen(header);
     uint64_t padded = (len + 7) / 8 * 8;
@@ -298,6 +354,13 @@ static bool write_contents(kg_ctx *ctx, const char *path, FILE *fp, const char *
     for (size_t i = len; ok && i < padded; i++)
         ok = fputc(' ', fp) != EOF;
     for (int i = 0; ok && i < n; i++) {
+        if (!tensors[i]) { /* given as bytes (checked by build_header) */
+            size_t bytes = 1;
+            for (int d = 0; d < raw[i].ndim; d++)
+                bytes *= (size_t)raw[i].shape[d];
+            ok = fwrite(raw[i].data, 1, bytes, fp) == bytes;
+            continue;
+        }
         size_t bytes = (size_t)kg_tensor_numel(tensors[i]) * kg_dtype_size(kg_tensor_dtype(tensors[i]));
         void *buf = malloc(bytes + 1);
         if (!buf)
@@ -330,12 +393,19 @@ static void sync_dir(const char *path)
 bool kg_safetensors_write(kg_ctx *ctx, const char *path, int n, const char *const *names,
                           kg_tensor *const *tensors, const char *const *meta)
 {
+    return kg_safetensors_write_bytes(ctx, path, n, names, tensors, NULL, meta);
+}
+
+bool kg_safetensors_write_bytes(kg_ctx *ctx, const char *path, int n, const char *const *names,
+                                kg_tensor *const *tensors, const kg_safetensors_bytes *bytes,
+                                const char *const *meta)
+{
     if (!ctx || kg_ctx_status(ctx))
         return false;
     if (!path || n < 0 || (n > 0 && (!names || !tensors)))
         return kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: expected a path, n >= 0 "
                             "and n names and tensors", path ? path : "(null path)");
-    json_t *root = build_header(ctx, path, n, names, tensors, meta);
+    json_t *root = build_header(ctx, path, n, names, tensors, bytes, meta);
     if (!root)
         return false;
     char *header = json_dumps(root, JSON_COMPACT);
@@ -356,7 +426,7 @@ bool kg_safetensors_write(kg_ctx *ctx, const char *path, int n, const char *cons
                                  strerror(errno));
     if (!fp && fd >= 0)
         close(fd);
-    ok = ok && write_contents(ctx, path, fp, header, n, tensors);
+    ok = ok && write_contents(ctx, path, fp, header, n, tensors, bytes);
     if (ok && (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || fchmod(fileno(fp), 0644) != 0))
         ok = kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: cannot flush: %s", path,
                           strerror(errno));

@@ -2,7 +2,7 @@
  * Kron-LoRA's A, B1, B2, LoKr's w1 / w2 and their low-rank halves) to int8 or int4: symmetric,
  * one scale per output row (dim 0), the simplest defensible scheme (REFERENCE §1.7). Used to
  * measure how much accuracy an adapter loses when stored in 8 or 4 bits (krongrad eval
- * --adapter-bits).
+ * --adapter-bits), and to store it so (kg_peft_save_quantized): int4 codes two to a byte.
  */
 #include "kg_adapter.h"
 
@@ -31,6 +31,43 @@ bool kg_adapter_quantize_rows(const float *x, int64_t rows, int64_t cols, int bi
     return true;
 }
 
+void kg_adapter_dequantize_rows(const int8_t *codes, const float *scales, int64_t rows,
+                                int64_t cols, float *x)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x[r * cols + c] = (float)codes[r * cols + c] * scales[r];
+}
+
+void kg_adapter_pack_int4(const int8_t *codes, int64_t rows, int64_t cols, uint8_t *packed)
+{
+    int64_t w = (cols + 1) / 2;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t b = 0; b < w; b++) {
+            const int8_t *q = codes + r * cols + 2 * b;
+            unsigned hi = 2 * b + 1 < cols ? (unsigned)q[1] & 15u : 0u;
+            packed[r * w + b] = (uint8_t)(((unsigned)q[0] & 15u) | hi << 4);
+        }
+}
+
+bool kg_adapter_unpack_int4(const uint8_t *packed, int64_t rows, int64_t cols, int8_t *codes)
+{
+    int64_t w = (cols + 1) / 2;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < w * 2; c++) {
+            unsigned nib = (unsigned)(packed[r * w + c / 2] >> (c % 2 ? 4 : 0)) & 15u;
+            if (c == cols) { /* the padding nibble of an odd row */
+                if (nib)
+                    return false;
+                continue;
+            }
+            if (nib == 8) /* -8: outside the symmetric range */
+                return false;
+            codes[r * cols + c] = (int8_t)(nib < 8 ? (int)nib : (int)nib - 16);
+        }
+    return true;
+}
+
 bool kg_adapter_quantize_factor(kg_tensor *t, int bits)
 {
     kg_ctx *ctx = kg_tensor_ctx(t);
@@ -48,8 +85,7 @@ bool kg_adapter_quantize_factor(kg_tensor *t, int bits)
     bool ok = x && codes && scales;
     if (ok) {
         kg_adapter_quantize_rows(x, rows, cols, bits, codes, scales);
-        for (int64_t i = 0; i < n; i++) /* the values the int codes stand for */
-            x[i] = (float)codes[i] * scales[i / (cols ? cols : 1)];
+        kg_adapter_dequantize_rows(codes, scales, rows, cols, x); /* what the codes stand for */
         kg_tensor *v = kg_from_host(ctx, KG_DTYPE_F32, kg_tensor_ndim(t),
                                     (int64_t[]){rows, cols}, x);
         ok = v && kg_tensor_assign(t, v);

@@ -105,6 +105,16 @@ bool kg_adapter_quantize_rows(const float *x, int64_t rows, int64_t cols, int bi
 /* Replace a trained factor t (f32, (rows, cols) or (rows)) in place by the values its int8 /
  * int4 codes stand for (code · scale): what the adapter computes once stored in `bits`. */
 bool kg_adapter_quantize_factor(kg_tensor *t, int bits);
+/* x[r, c] = codes[r, c] · scales[r]: the values codes stand for (the one formula both the
+ * in-memory quantization and a loaded quantized adapter use, so they agree bit for bit). */
+void kg_adapter_dequantize_rows(const int8_t *codes, const float *scales, int64_t rows,
+                                int64_t cols, float *x);
+/* int4 codes (rows, cols) in [-7, 7] two to a byte, row by row: byte b of row r holds column
+ * 2b in its low nibble and 2b+1 in its high one, each as a 4-bit two's complement (-7 = 0x9);
+ * an odd row's last high nibble is 0. packed holds rows · ceil(cols/2) bytes. */
+void kg_adapter_pack_int4(const int8_t *codes, int64_t rows, int64_t cols, uint8_t *packed);
+/* The inverse; false when a nibble is -8 (0x8) or an odd row's padding nibble is not 0. */
+bool kg_adapter_unpack_int4(const uint8_t *packed, int64_t rows, int64_t cols, int8_t *codes);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,9 @@
 /* compare.c — the honest trade-off report: adapter configurations × seeds on one model and task,
  * each run from a freshly loaded model; per configuration the trainable parameters, peak
  * memory, step time and accuracy as mean ± std, plus a LoRA whose rank matches the Kron-LoRA's
- * parameter count; written as JSON and as an SVG of accuracy against parameters beside the
- * loss curves (the SVG is plain text, written by hand).
+ * parameter count, and the accuracy of each trained adapter quantized to int8 / int4; written
+ * as JSON and as an SVG of accuracy against parameters beside the loss curves (the SVG is plain
+ * text, written by hand).
  */
 #include "train/train_internal.h"
 
@@ -22,6 +23,8 @@ void kg_compare_result_free(kg_compare_result *r)
             free(row->losses[s]);
         free(row->losses);
         free(row->acc);
+        for (int b = 0; b < KG_COMPARE_MAX_BITS; b++)
+            free(row->acc_q[b]);
     }
     free(r->rows);
     *r = (kg_compare_result){0};
@@ -97,15 +100,55 @@ static void mean_std(const double *v, int n, double *mean, double *std)
     *std = n > 1 ? sqrt(q / (n - 1)) : 0;
 }
 
+/* The trained adapter scored with its factors in each of bits (acc[b]), each time quantized
+ * from the f32 factors, which are put back afterwards. */
+static bool score_quantized(kg_model *m, kg_tokenizer *tok, const kg_task *eval,
+                            const kg_train_config *cfg, int64_t eval_limit, const int *bits,
+                            int n_bits, double *acc)
+{
+    if (n_bits == 0)
+        return true;
+    kg_ctx *ctx = m->ctx;
+    float **keep = calloc((size_t)m->n_trainable + 1, sizeof *keep);
+    bool ok = keep || kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
+    for (int i = 0; ok && i < m->n_trainable; i++)
+        ok = (keep[i] = kg_tensor_to_f32(m->trainable[i].tensor)) != NULL;
+    for (int b = 0; ok && b < n_bits; b++) {
+        kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
+                          .max_length = cfg->max_length};
+        kg_eval_options eo = {.limit = eval_limit};
+        kg_eval_result r = {0};
+        ok = kg_model_quantize_adapter(m, bits[b]) && kg_mc_evaluate(&s, eval, &eo, &r);
+        acc[b] = r.acc;
+        kg_scope scope = kg_scope_begin(ctx);
+        for (int i = 0; ok && i < m->n_trainable; i++) {
+            kg_tensor *t = m->trainable[i].tensor;
+            int64_t shape[KG_MAX_DIMS];
+            for (int d = 0; d < kg_tensor_ndim(t); d++)
+                shape[d] = kg_tensor_dim(t, d);
+            kg_tensor *v = kg_from_host(ctx, KG_DTYPE_F32, kg_tensor_ndim(t), shape, keep[i]);
+            ok = v && kg_tensor_assign(t, v);
+        }
+        kg_scope_end(ctx, scope);
+    }
+    for (int i = 0; keep && i < m->n_trainable; i++)
+        free(keep[i]);
+    free(keep);
+    return ok;
+}
+
 static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_task *train,
                     const kg_task *eval, const kg_train_config *base, int n_seeds,
-                    int64_t eval_limit, progress_relay *pr, kg_compare_row *row)
+                    int64_t eval_limit, const int *bits, int n_bits, progress_relay *pr,
+                    kg_compare_row *row)
 {
     double *step_s = calloc((size_t)n_seeds, sizeof *step_s);
     double *peak = calloc((size_t)n_seeds, sizeof *peak);
     row->acc = calloc((size_t)n_seeds, sizeof *row->acc);
     row->losses = calloc((size_t)n_seeds, sizeof *row->losses);
     bool ok = step_s && peak && row->acc && row->losses;
+    for (int b = 0; b < n_bits; b++)
+        ok = (row->acc_q[b] = calloc((size_t)n_seeds, sizeof *row->acc_q[b])) && ok;
     if (!ok)
         kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
     for (int s = 0; ok && s < n_seeds; s++) {
@@ -124,7 +167,11 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
             o.user = pr;
         }
         ok = ok && kg_train_run(m, tok, train, eval, &cfg, &o, &r);
+        double acc_q[KG_COMPARE_MAX_BITS];
+        ok = ok && score_quantized(m, tok, eval, &cfg, eval_limit, bits, n_bits, acc_q);
         if (ok) {
+            for (int b = 0; b < n_bits; b++)
+                row->acc_q[b][s] = acc_q[b];
             row->trainable = r.trainable;
             row->acc[s] = r.eval.acc;
             row->losses[s] = r.losses;
@@ -139,6 +186,8 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
     if (ok) {
         double unused;
         mean_std(row->acc, n_seeds, &row->acc_mean, &row->acc_std);
+        for (int b = 0; b < n_bits; b++)
+            mean_std(row->acc_q[b], n_seeds, &row->acc_q_mean[b], &row->acc_q_std[b]);
         mean_std(step_s, n_seeds, &row->step_seconds_mean, &row->step_seconds_std);
         mean_std(peak, n_seeds, &row->peak_mb_mean, &unused);
     }
@@ -150,8 +199,8 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
 bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
                     const kg_task *eval, const kg_train_config *cfg,
                     const kg_adapter_config *configs, int n_configs, int n_seeds,
-                    bool add_matched, int64_t eval_limit, kg_compare_progress_fn progress,
-                    void *user, kg_compare_result *out)
+                    bool add_matched, int64_t eval_limit, const int *adapter_bits, int n_bits,
+                    kg_compare_progress_fn progress, void *user, kg_compare_result *out)
 {
     if (!ctx || kg_ctx_status(ctx) || !out)
         return false;
@@ -159,6 +208,15 @@ bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
     if (!model_path || !train || !eval || !cfg || !configs || n_configs < 1 || n_seeds < 1)
         return kg_set_error(ctx, KG_ERR_ARG, "kg_compare_run: expected a model, a task, at least "
                             "one configuration and one seed");
+    if (n_bits < 0 || n_bits > KG_COMPARE_MAX_BITS || (n_bits && !adapter_bits))
+        return kg_set_error(ctx, KG_ERR_ARG, "kg_compare_run: %d adapter bit widths; expected 0 "
+                            "to %d", n_bits, KG_COMPARE_MAX_BITS);
+    for (int b = 0; b < n_bits; b++) {
+        if (adapter_bits[b] != 8 && adapter_bits[b] != 4)
+            return kg_set_error(ctx, KG_ERR_ARG, "kg_compare_run: adapter_bits[%d] is %d; "
+                                "expected 8 or 4", b, adapter_bits[b]);
+        out->bits[out->n_bits++] = adapter_bits[b];
+    }
     out->rows = calloc((size_t)n_configs + 1, sizeof *out->rows);
     if (!out->rows)
         return kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
@@ -204,8 +262,8 @@ bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
     kg_model_free(m);
     progress_relay pr = {.fn = progress, .user = user};
     for (int i = 0; ok && i < out->n_rows; i++)
-        ok = run_row(ctx, model_path, tok, train, eval, cfg, n_seeds, eval_limit, &pr,
-                     &out->rows[i]);
+        ok = run_row(ctx, model_path, tok, train, eval, cfg, n_seeds, eval_limit, out->bits,
+                     out->n_bits, &pr, &out->rows[i]);
     kg_tokenizer_free(tok);
     if (!ok)
         kg_compare_result_free(out);
@@ -243,7 +301,20 @@ bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *
             fputs(s ? ", " : "", f);
             kg__json_number(f, w->acc[s]);
         }
-        fputs("], \"step_seconds_mean\": ", f);
+        fputs("]", f);
+        for (int b = 0; b < r->n_bits; b++) { /* "acc_int8_mean", "acc_int8_std", "acc_int8" */
+            fprintf(f, ", \"acc_int%d_mean\": ", r->bits[b]);
+            kg__json_number(f, w->acc_q_mean[b]);
+            fprintf(f, ", \"acc_int%d_std\": ", r->bits[b]);
+            kg__json_number(f, w->acc_q_std[b]);
+            fprintf(f, ", \"acc_int%d\": [", r->bits[b]);
+            for (int s = 0; s < w->n_seeds; s++) {
+                fputs(s ? ", " : "", f);
+                kg__json_number(f, w->acc_q[b][s]);
+            }
+            fputs("]", f);
+        }
+        fputs(", \"step_seconds_mean\": ", f);
         kg__json_number(f, w->step_seconds_mean);
         fputs(", \"step_seconds_std\": ", f);
         kg__json_number(f, w->step_seconds_std);

@@ -258,6 +258,8 @@ void kg_continual_result_free(kg_continual_result *r);
 
 /* ---- The trade-off report (train/compare.c) ------------------------------------------------- */
 
+#define KG_COMPARE_MAX_BITS 2 /* int8 and int4 */
+
 /* One configuration's runs over seeds. */
 typedef struct kg_compare_row {
     char label[96];            /* "kronlora r8 A2x4", "lora r8", "lora r3 (matched)" */
@@ -270,6 +272,10 @@ typedef struct kg_compare_row {
     double peak_mb_mean;
     double *acc;               /* n_seeds */
     double **losses;           /* n_seeds curves of steps values */
+    /* The trained adapter's factors quantized to kg_compare_result.bits[b] (int8 / int4):
+     * accuracy per seed, mean and std (n_bits of kg_compare_result). */
+    double *acc_q[KG_COMPARE_MAX_BITS];
+    double acc_q_mean[KG_COMPARE_MAX_BITS], acc_q_std[KG_COMPARE_MAX_BITS];
 } kg_compare_row;
 
 typedef struct kg_compare_result {
@@ -277,20 +283,23 @@ typedef struct kg_compare_result {
     kg_compare_row *rows;
     int64_t steps;
     double base_acc;           /* the model before training */
+    int n_bits, bits[KG_COMPARE_MAX_BITS]; /* the adapter quantizations scored (8, 4) */
 } kg_compare_result;
 
 /* Load the model fresh for every configuration × seed (seeds cfg->seed .. + n_seeds − 1), attach
  * configs[i] (with the targets and modules_to_save of cfg->adapter), train on train and score
  * eval. When add_matched and a Kron-LoRA configuration is given, a LoRA row is added whose rank
  * gives the parameter count closest to the first Kron-LoRA's. progress (may be NULL) is told
- * each run's steps. */
+ * each run's steps. adapter_bits (n_bits of 8 or 4, at most KG_COMPARE_MAX_BITS; NULL for none):
+ * each trained adapter is also scored with its factors quantized to those bits
+ * (kg_model_quantize_adapter, from the f32 factors each time). */
 typedef void (*kg_compare_progress_fn)(void *user, const char *label, uint64_t seed,
                                        const kg_step_stats *s, int64_t total_steps);
 bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
                     const kg_task *eval, const kg_train_config *cfg,
                     const kg_adapter_config *configs, int n_configs, int n_seeds,
-                    bool add_matched, int64_t eval_limit, kg_compare_progress_fn progress,
-                    void *user, kg_compare_result *out);
+                    bool add_matched, int64_t eval_limit, const int *adapter_bits, int n_bits,
+                    kg_compare_progress_fn progress, void *user, kg_compare_result *out);
 void kg_compare_result_free(kg_compare_result *r);
 /* The table as JSON, and an SVG of accuracy (mean ± std) against trainable parameters beside
  * the loss curves (mean over seeds), each written atomically. */
