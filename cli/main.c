@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static const kg_command *const commands[] = {
     &kg_cmd_info,
     &kg_cmd_tokenize,
