@@ -77,7 +77,7 @@ static bool frozen_linear(const char *name)
 }
 
 /* A loaded or drawn f32 weight t stored as the model's frozen dtype: t is replaced (in the
- * parameter list too) and freed. GGUF weights packed in a block dtype arrive packed already; a
+ * parameter list too) and freed. GGUF weights packed in that very dtype arrive packed already; a
  * weight whose in-dimension is not a whole number of blocks stays f32. */
 static kg_tensor *freeze(kg_loader *ld, kg_tensor *t)
 {
@@ -123,8 +123,10 @@ static kg_tensor *load_param(kg_loader *ld, bool required, int64_t d0, int64_t d
         return NULL;
     }
     /* Kept: parameters outlive every scope, whoever calls the loader. */
-    kg_dtype packed = kg_weights_dtype(ld->w, name); /* a GGUF block type stays packed */
-    kg_dtype as = frozen && kg_dtype_block(packed) > 1 ? packed : KG_DTYPE_F32;
+    /* A GGUF weight already packed in the asked-for format stays packed; any other is decoded
+     * to f32 and stored as asked (freeze), so --frozen always means what it says. */
+    kg_dtype packed = kg_weights_dtype(ld->w, name);
+    kg_dtype as = frozen && packed == ld->m->cfg.frozen ? packed : KG_DTYPE_F32;
     kg_tensor *t = kg_tensor_keep(kg_weights_load(ld->w, name, as, want_ndim, want));
     if (t && !add_param(ld, name, t)) {
         kg_tensor_free(t);

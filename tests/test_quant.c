@@ -213,6 +213,23 @@ static void test_gguf_blocks_stay_packed(void **state)
     kg_ctx_free(ctx);
 }
 
+/* --frozen means what it says on a GGUF model too: a weight packed in the asked-for format stays
+ * packed; one packed otherwise (or stored in f16) is decoded and stored as asked. */
+static void test_gguf_frozen_as_asked(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(backend);
+    kg_model *m = kg_model_load_frozen(ctx, KG_FORMATS_FIXTURES "/tiny_llama.gguf",
+                                       KG_DTYPE_Q4_0);
+    assert_ok(ctx);
+    const kg_attention *a = &m->layers[0].attn;
+    assert_int_equal(kg_tensor_dtype(a->q.weight), KG_DTYPE_Q4_0); /* Q8_0 in the file */
+    assert_int_equal(kg_tensor_dtype(a->v.weight), KG_DTYPE_Q4_0); /* Q4_0 in the file */
+    assert_int_equal(kg_tensor_dtype(a->k.weight), KG_DTYPE_Q4_0); /* F16 in the file */
+    kg_model_free(m);
+    kg_ctx_free(ctx);
+}
+
 /* Adapter factors in int8 / int4, symmetric per output row: the codes and scales, and a factor
  * replaced by what its codes stand for (quantizing that again changes nothing). */
 static void test_adapter_quantization(void **state)
@@ -329,6 +346,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_quantized_tensors_refuse_misuse),
         cmocka_unit_test(test_frozen_model_matches_f32),
         cmocka_unit_test(test_gguf_blocks_stay_packed),
+        cmocka_unit_test(test_gguf_frozen_as_asked),
         cmocka_unit_test(test_adapter_quantization),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
