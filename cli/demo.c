@@ -26,14 +26,14 @@ typedef struct demo_opts {
 static const kg_flag flags[] = {
     {"model", KG_FLAG_STRING, offsetof(demo_opts, model), "PATH",
      "the model (default: SmolLM2-135M-Instruct in ${KG_MODELS:-~/.cache/krongrad/models})"},
-    {"steps", KG_FLAG_INT, offsetof(demo_opts, steps), "N", "training steps per adapter (default 24)"},
+    {"steps", KG_FLAG_INT, offsetof(demo_opts, steps), "N", "training steps per adapter (default 20)"},
     {"batch", KG_FLAG_INT, offsetof(demo_opts, batch), "B", "items per step (default 8)"},
     {"layers", KG_FLAG_INT, offsetof(demo_opts, layers), "L",
      "adapt only q_proj and v_proj of the last L layers (default 0: every linear layer)"},
     {"rank", KG_FLAG_INT, offsetof(demo_opts, rank), "R", "rank of both adapters (default 8)"},
     {"kron-a", KG_FLAG_STRING, offsetof(demo_opts, kron_a), "dA2xdA1",
      "Kron-LoRA's A shape (default 2x4; 1x2 learns this task faster, with more parameters)"},
-    {"lr", KG_FLAG_FLOAT, offsetof(demo_opts, lr), "LR", "peak learning rate (default 3e-3)"},
+    {"lr", KG_FLAG_FLOAT, offsetof(demo_opts, lr), "LR", "peak learning rate (default 5e-3)"},
     {"eval-items", KG_FLAG_INT, offsetof(demo_opts, eval_items), "N",
      "held-out items scored before and after (default 40)"},
     {"backend", KG_FLAG_STRING, offsetof(demo_opts, backend), "cpu|vulkan",
@@ -43,10 +43,10 @@ static const kg_flag flags[] = {
 static void defaults(void *p)
 {
     demo_opts *o = p;
-    o->steps = 24;
+    o->steps = 20;
     o->batch = 8;
     o->rank = 8;
-    o->lr = 3e-3;
+    o->lr = 5e-3;
     o->eval_items = 40;
 }
 
