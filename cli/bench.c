@@ -18,7 +18,7 @@
 #include <time.h>
 
 typedef struct bench_opts {
-    const char *what, *arch, *adapter, *kron_a, *backend;
+    const char *what, *arch, *adapter, *kron_a, *backend, *frozen;
     int64_t rank, batch, choices, seq, steps, warmup, layers;
     double alpha;
     bool json;
@@ -41,6 +41,8 @@ static const kg_flag flags[] = {
      "timed steps (default 5), after the warmup; one more step is profiled"},
     {"warmup", KG_FLAG_INT, offsetof(bench_opts, warmup), "N",
      "untimed steps first (default 1)"},
+    {"frozen", KG_FLAG_STRING, offsetof(bench_opts, frozen), "DTYPE",
+     "the frozen linear weights: f32, bf16, f16, q8_0, q4_0, q4_1 or nf4 (default f32)"},
     {"layers", KG_FLAG_INT, offsetof(bench_opts, layers), "N",
      "blocks (default: the model's; fewer fit a big model in memory)"},
     {"json", KG_FLAG_BOOL, offsetof(bench_opts, json), NULL,
@@ -331,6 +333,9 @@ static int run_bench(void *p)
         mc.n_layers = o->layers;
     if (mc.head != KG_HEAD_CAUSAL_LM && o->seq > mc.max_positions)
         return usage_error("--seq is longer than the model's positions (512)");
+    mc.frozen = o->frozen ? kg_dtype_from_name(o->frozen) : KG_DTYPE_F32;
+    if (mc.frozen == KG_DTYPE_COUNT || mc.frozen == KG_DTYPE_I32)
+        return usage_error("--frozen takes f32, bf16, f16, q8_0, q4_0, q4_1 or nf4");
     /* The adapter flags as `krongrad train` reads them. */
     finetune_opts ft;
     memset(&ft, 0, sizeof ft);
