@@ -57,6 +57,29 @@ static inline bool kg_test_backend(int argc, char **argv, kg_backend_kind *backe
     } while (0)
 
 /* Every |got - want| <= atol + rtol·|want|, else fail naming the first bad index. */
+#ifdef KG_FIXTURES
+/* A fixture model from tests/fixtures/models/NAME, loaded or the test fails. */
+static inline kg_model *kg_test_model(kg_ctx *ctx, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, name);
+    kg_model *m = kg_model_load(ctx, path);
+    assert_ok(ctx);
+    assert_non_null(m);
+    return m;
+}
+
+/* Free the model: with it goes every byte the test made (scopes took the rest). */
+static inline void kg_test_model_free(kg_ctx *ctx, kg_model *m)
+{
+    kg_model_free(m);
+    kg_flush(ctx); /* Vulkan releases memory once the kernels that used it have run */
+    size_t current;
+    kg_memory(ctx, &current, NULL);
+    assert_int_equal(current, 0);
+}
+#endif
+
 static inline void assert_close(const float *got, const float *want, int64_t n, float atol,
                                 float rtol, const char *what)
 {

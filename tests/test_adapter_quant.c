@@ -11,25 +11,6 @@
 
 static kg_ctx *ctx;
 
-static kg_model *load(const char *model)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, model);
-    kg_model *m = kg_model_load(ctx, path);
-    assert_ok(ctx);
-    assert_non_null(m);
-    return m;
-}
-
-static void unload(kg_model *m)
-{
-    kg_model_free(m);
-    kg_flush(ctx);
-    size_t current;
-    kg_memory(ctx, &current, NULL);
-    assert_int_equal(current, 0);
-}
-
 static char *temp_dir(void)
 {
     char *d = strdup("/tmp/kg_aq_XXXXXX");
@@ -158,7 +139,7 @@ static const spec specs[] = {
 
 static kg_model *trained(const spec *s)
 {
-    kg_model *m = load(s->model);
+    kg_model *m = kg_test_model(ctx, s->model);
     kg_adapter_config cfg = s->cfg;
     cfg.seed = 3;
     assert_true(kg_model_attach(m, &cfg));
@@ -186,7 +167,7 @@ static void test_round_trip(void **state)
             kg_model *m = trained(&specs[i]);
             assert_true(kg_peft_save_quantized(m, dir, "tiny", bits));
             assert_ok(ctx);
-            kg_model *back = load(specs[i].model);
+            kg_model *back = kg_test_model(ctx, specs[i].model);
             assert_true(kg_peft_load(back, dir));
             assert_ok(ctx);
             assert_true(kg_model_quantize_adapter(m, bits)); /* what eval --adapter-bits does */
@@ -238,7 +219,7 @@ static void test_round_trip(void **state)
             kg_weights_close(w);
             assert_ok(ctx);
             kg_model_free(m);
-            unload(back);
+            kg_test_model_free(ctx, back);
             remove_dir(dir);
         }
     }
@@ -355,14 +336,14 @@ static char *bad_copy(const char *src, int bits, int config_bits, edit_fn edit)
 
 static void expect_bad(const char *dir, const char *const *want)
 {
-    kg_model *m = load("llama");
+    kg_model *m = kg_test_model(ctx, "llama");
     assert_false(kg_peft_load(m, dir));
     for (int i = 0; want[i]; i++)
         if (!strstr(kg_error(ctx), want[i]))
             fail_msg("error '%s' does not name '%s'", kg_error(ctx), want[i]);
     kg_clear_error(ctx);
     assert_int_equal(m->adapter.kind, KG_ADAPTER_NONE);
-    unload(m);
+    kg_test_model_free(ctx, m);
 }
 
 static void test_bad_files(void **state)
@@ -384,7 +365,7 @@ static void test_bad_files(void **state)
         {8, -1, NULL, {"adapter_model.safetensors", "I8"}}, /* codes, but no bits in the config */
         {8, 4, NULL, {"adapter_model.safetensors", "U8"}},  /* int8 codes read as int4 */
     };
-    kg_model *m = load("llama");
+    kg_model *m = kg_test_model(ctx, "llama");
     kg_adapter_config cfg = {.kind = KG_ADAPTER_LORA, .rank = 4, .alpha = 8, .seed = 1,
                              .targets = "q_proj"};
     assert_true(kg_model_attach(m, &cfg));
@@ -397,7 +378,7 @@ static void test_bad_files(void **state)
         assert_non_null(strstr(kg_error(ctx), bad ? "3 bits" : "0 bits"));
         kg_clear_error(ctx);
     }
-    unload(m);
+    kg_test_model_free(ctx, m);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *dir = bad_copy(good[cases[i].bits == 4], cases[i].bits, cases[i].config_bits,
                              cases[i].edit);

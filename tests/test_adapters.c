@@ -522,16 +522,6 @@ static void test_validate(void **state)
 
 /* ---- On the fixture models ------------------------------------------------------------------ */
 
-static kg_model *load(const char *model)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, model);
-    kg_model *m = kg_model_load(ctx, path);
-    assert_ok(ctx);
-    assert_non_null(m);
-    return m;
-}
-
 static kg_tensor *mc_ids(void)
 {
     int32_t ids[24];
@@ -566,13 +556,13 @@ static bool any_nonzero(const kg_tensor *t)
 static void test_model_attach(void **state)
 {
     (void)state;
-    kg_model *base = load("distilbert");
+    kg_model *base = kg_test_model(ctx, "distilbert");
     float *want = logits(base);
     kg_model_free(base);
     static const kg_adapter_kind kinds[] = {KG_ADAPTER_LORA, KG_ADAPTER_KRONLORA,
                                             KG_ADAPTER_LOKR, KG_ADAPTER_FULL};
     for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
-        kg_model *m = load("distilbert");
+        kg_model *m = kg_test_model(ctx, "distilbert");
         kg_adapter_config cfg = kg_adapter_config_default(kinds[ki]);
         cfg.rank = 2;
         cfg.seed = 3;
@@ -655,7 +645,7 @@ static void test_model_attach(void **state)
     }
     free(want);
     /* a configuration the model cannot take changes nothing */
-    kg_model *m = load("distilbert");
+    kg_model *m = kg_test_model(ctx, "distilbert");
     kg_adapter_config cfg = kg_adapter_config_default(KG_ADAPTER_KRONLORA);
     cfg.kron_a2 = 3;
     assert_false(kg_model_attach(m, &cfg));
@@ -683,7 +673,7 @@ static void test_training_mode(void **state)
         {"mistral", 0},                /* attention_dropout 0.0: no dropout */
     };
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
-        kg_model *m = load(models[i].model);
+        kg_model *m = kg_test_model(ctx, models[i].model);
         bool mc = m->cfg.head == KG_HEAD_MULTIPLE_CHOICE;
         int32_t ids[24];
         for (int k = 0; k < 24; k++)

@@ -135,27 +135,6 @@ static void assert_grads(const kg_model *m, const json_t *grads)
 
 /* ---- Forward, loss and backward ----------------------------------------------------------- */
 
-static kg_model *load(const char *model)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, model);
-    kg_model *m = kg_model_load(ctx, path);
-    assert_ok(ctx);
-    assert_non_null(m);
-    return m;
-}
-
-/* Free the model: with it goes every byte the test made (scopes took the rest, and the KV
- * caches were freed). */
-static void unload(kg_model *m)
-{
-    kg_model_free(m);
-    kg_flush(ctx); /* Vulkan releases memory once the kernels that used it have run */
-    size_t current;
-    kg_memory(ctx, &current, NULL);
-    assert_int_equal(current, 0);
-}
-
 /* Logits, last hidden states, the loss and the named gradients of the reference's inputs. */
 static void check_parity(kg_model *m, const json_t *ref, bool grads)
 {
@@ -297,12 +276,12 @@ static void test_distilbert(void **state)
 {
     (void)state;
     json_t *ref = load_reference("distilbert");
-    kg_model *m = load("distilbert");
+    kg_model *m = kg_test_model(ctx, "distilbert");
     assert_int_equal(m->cfg.arch, KG_ARCH_DISTILBERT);
     assert_int_equal(m->cfg.head, KG_HEAD_MULTIPLE_CHOICE);
     assert_int_equal(m->n_params, 4 + 2 * 16 + 4); /* embeddings, 2 layers, the two heads */
     check_parity(m, ref, true);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
 }
 
@@ -310,11 +289,11 @@ static void test_bert(void **state)
 {
     (void)state;
     json_t *ref = load_reference("bert");
-    kg_model *m = load("bert");
+    kg_model *m = kg_test_model(ctx, "bert");
     assert_int_equal(m->cfg.arch, KG_ARCH_BERT);
     assert_int_equal(m->cfg.type_vocab_size, 2);
     check_parity(m, ref, true);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
 }
 
@@ -322,7 +301,7 @@ static void test_mistral(void **state)
 {
     (void)state;
     json_t *ref = load_reference("mistral");
-    kg_model *m = load("mistral");
+    kg_model *m = kg_test_model(ctx, "mistral");
     /* A hub-style config: top-level rope_theta, no head_dim. */
     assert_int_equal(m->cfg.sliding_window, 4);
     assert_int_equal(m->cfg.head_dim, 8);
@@ -331,7 +310,7 @@ static void test_mistral(void **state)
     check_parity(m, ref, true);
     check_generation(m, ref);
     check_cache_logits(m, ref);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
 }
 
@@ -339,7 +318,7 @@ static void test_llama(void **state)
 {
     (void)state;
     json_t *ref = load_reference("llama");
-    kg_model *m = load("llama");
+    kg_model *m = kg_test_model(ctx, "llama");
     /* transformers 5's rope_parameters, head_dim 16 with hidden 32 and 4 heads, tied. */
     assert_true(fabs(m->cfg.rope_theta - 100000.0) < 1e-9);
     assert_int_equal(m->cfg.head_dim, 16);
@@ -348,7 +327,7 @@ static void test_llama(void **state)
     check_parity(m, ref, true);
     check_generation(m, ref);
     check_cache_logits(m, ref);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
 }
 
@@ -356,7 +335,7 @@ static void test_llama_gguf(void **state)
 {
     (void)state;
     json_t *ref = load_reference("llama");
-    kg_model *m = load("llama.gguf");
+    kg_model *m = kg_test_model(ctx, "llama.gguf");
     assert_int_equal(m->cfg.arch, KG_ARCH_LLAMA);
     assert_int_equal(m->cfg.head_dim, 16);
     assert_int_equal(m->cfg.n_kv_heads, 2);
@@ -364,7 +343,7 @@ static void test_llama_gguf(void **state)
     assert_true(fabs(m->cfg.rope_theta - 100000.0) < 1e-9);
     check_parity(m, ref, false); /* the same logits as the HF directory it was converted from */
     check_generation(m, ref);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
 }
 
@@ -375,7 +354,7 @@ static void test_base_model_checkpoint(void **state)
 {
     (void)state;
     json_t *ref = load_reference("bert");
-    kg_model *m = load("bert");
+    kg_model *m = kg_test_model(ctx, "bert");
     char dir[] = "/tmp/kg_test_models_XXXXXX", path[512];
     assert_non_null(mkdtemp(dir));
     const char *names[64];
@@ -396,7 +375,7 @@ static void test_base_model_checkpoint(void **state)
     snprintf(path, sizeof path, "%s/config.json", dir);
     assert_int_equal(json_dump_file(config, path, 0), 0);
     json_decref(config);
-    unload(m);
+    kg_test_model_free(ctx, m);
 
     m = kg_model_load(ctx, dir);
     assert_ok(ctx);
@@ -422,7 +401,7 @@ static void test_base_model_checkpoint(void **state)
     assert_int_equal(kg_ctx_status(ctx), KG_ERR_STATE);
     kg_clear_error(ctx);
     kg_scope_end(ctx, scope);
-    unload(m);
+    kg_test_model_free(ctx, m);
     json_decref(ref);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     unlink(path);
@@ -471,7 +450,7 @@ static void test_sequence_classification_head(void **state)
     free(want);
     free(got);
     kg_scope_end(ctx, scope);
-    unload(m);
+    kg_test_model_free(ctx, m);
     remove_model(dir);
     json_decref(ref);
 }
@@ -483,7 +462,7 @@ static void test_embeddings(void **state)
     const char *names[] = {"distilbert", "bert"};
     for (int k = 0; k < 2; k++) {
         json_t *ref = load_reference(names[k]);
-        kg_model *m = load(names[k]);
+        kg_model *m = kg_test_model(ctx, names[k]);
         const json_t *rows = field(ref, "embed_ids");
         int64_t B = (int64_t)json_array_size(rows), T = 0, n;
         int32_t ids[8][32] = {{0}}, keep[8][32] = {{0}};
@@ -519,7 +498,7 @@ static void test_embeddings(void **state)
             free(got);
         }
         kg_scope_end(ctx, scope);
-        unload(m);
+        kg_test_model_free(ctx, m);
         json_decref(ref);
     }
 }

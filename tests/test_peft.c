@@ -20,25 +20,6 @@ static kg_ctx *ctx;
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
 
-static kg_model *load(const char *model)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, model);
-    kg_model *m = kg_model_load(ctx, path);
-    assert_ok(ctx);
-    assert_non_null(m);
-    return m;
-}
-
-static void unload(kg_model *m)
-{
-    kg_model_free(m);
-    kg_flush(ctx);
-    size_t current;
-    kg_memory(ctx, &current, NULL);
-    assert_int_equal(current, 0);
-}
-
 static kg_tensor *ints_of(const json_t *e, const char *key, const json_t *shape)
 {
     const json_t *a = json_object_get(e, key);
@@ -131,7 +112,7 @@ static void randomize(kg_model *m, uint64_t seed)
 
 static kg_model *written(const kg_spec *s)
 {
-    kg_model *m = load(s->model);
+    kg_model *m = kg_test_model(ctx, s->model);
     kg_adapter_config cfg = s->cfg;
     cfg.seed = 7;
     assert_true(kg_model_attach(m, &cfg));
@@ -147,7 +128,7 @@ static void write_spec(const kg_spec *s, const char *root)
     kg_model *m = written(s);
     assert_true(kg_peft_save(m, dir, base));
     assert_ok(ctx);
-    unload(m);
+    kg_test_model_free(ctx, m);
 }
 
 /* Two adapter directories hold the same config and the same tensors (to f32 rounding: the
@@ -225,7 +206,7 @@ static void test_peft_made(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", FIX, cases[i].dir);
-        kg_model *m = load(cases[i].model);
+        kg_model *m = kg_test_model(ctx, cases[i].model);
         assert_true(kg_peft_load(m, dir));
         assert_ok(ctx);
         assert_int_equal(m->adapter.kind, cases[i].kind);
@@ -234,7 +215,7 @@ static void test_peft_made(void **state)
         check_logits(m, dir, "merged");
         assert_true(kg_model_unmerge(m));
         check_logits(m, dir, "unmerged");
-        unload(m);
+        kg_test_model_free(ctx, m);
     }
 }
 
@@ -249,11 +230,11 @@ static void test_kg_written(void **state)
         snprintf(got, sizeof got, "%s/%s", tmp, specs[i].dir);
         snprintf(want, sizeof want, "%s/%s", FIX, specs[i].dir);
         assert_same_dir(got, want);
-        kg_model *m = load(specs[i].model);
+        kg_model *m = kg_test_model(ctx, specs[i].model);
         assert_true(kg_peft_load(m, want));
         assert_ok(ctx);
         check_logits(m, want, specs[i].dir);
-        unload(m);
+        kg_test_model_free(ctx, m);
     }
     remove_dir(tmp);
     free(tmp);
@@ -271,7 +252,7 @@ static void test_round_trip(void **state)
         kg_model *m = written(&specs[i]);
         assert_true(kg_peft_save(m, dir, NULL));
         /* the same adapter, other values: replaced in place, tensors kept */
-        kg_model *in_place = load(specs[i].model);
+        kg_model *in_place = kg_test_model(ctx, specs[i].model);
         kg_adapter_config cfg = specs[i].cfg;
         cfg.seed = 99;
         assert_true(kg_model_attach(in_place, &cfg));
@@ -294,7 +275,7 @@ static void test_round_trip(void **state)
                 free(want);
             }
         }
-        kg_model *fresh = load(specs[i].model);
+        kg_model *fresh = kg_test_model(ctx, specs[i].model);
         assert_true(kg_peft_load(fresh, dir));
         assert_ok(ctx);
         assert_int_equal(kg_model_trainable_count(fresh), kg_model_trainable_count(m));
@@ -314,7 +295,7 @@ static void test_round_trip(void **state)
         kg_scope_end(ctx, scope);
         kg_model_free(fresh);
         kg_model_free(in_place);
-        unload(m);
+        kg_test_model_free(ctx, m);
     }
     remove_dir(tmp);
     free(tmp);
@@ -406,7 +387,7 @@ static void add_one(int *n, const char **names, kg_tensor **ts)
 /* Load a bad directory: false, a message holding each of want[], the model left bare. */
 static void expect_bad(const char *dir, const char *const *want)
 {
-    kg_model *m = load("distilbert");
+    kg_model *m = kg_test_model(ctx, "distilbert");
     assert_false(kg_peft_load(m, dir));
     for (int i = 0; want[i]; i++)
         if (!strstr(kg_error(ctx), want[i]))
@@ -414,7 +395,7 @@ static void expect_bad(const char *dir, const char *const *want)
     kg_clear_error(ctx);
     assert_int_equal(m->adapter.kind, KG_ADAPTER_NONE);
     assert_int_equal(m->n_trainable, 0);
-    unload(m);
+    kg_test_model_free(ctx, m);
 }
 
 static void test_bad_files(void **state)
@@ -456,7 +437,7 @@ static void test_save_refused(void **state)
 {
     (void)state;
     char *tmp = temp_dir();
-    kg_model *m = load("distilbert");
+    kg_model *m = kg_test_model(ctx, "distilbert");
     assert_false(kg_peft_save(m, tmp, NULL));
     assert_int_equal(kg_ctx_status(ctx), KG_ERR_STATE);
     kg_clear_error(ctx);
@@ -466,8 +447,8 @@ static void test_save_refused(void **state)
     assert_false(kg_peft_save(m, tmp, NULL));
     assert_non_null(strstr(kg_error(ctx), "merged"));
     kg_clear_error(ctx);
-    unload(m);
-    m = load("distilbert");
+    kg_test_model_free(ctx, m);
+    m = kg_test_model(ctx, "distilbert");
     cfg.kind = KG_ADAPTER_FULL;
     assert_true(kg_model_attach(m, &cfg));
     assert_false(kg_peft_save(m, tmp, NULL));
@@ -479,7 +460,7 @@ static void test_save_refused(void **state)
     kg_weights *w = kg_weights_open(ctx, path);
     assert_int_equal(kg_weights_count(w), m->n_params);
     kg_weights_close(w);
-    unload(m);
+    kg_test_model_free(ctx, m);
     remove_dir(tmp);
     free(tmp);
 }
