@@ -62,9 +62,9 @@ char *kg_chat_template_render(kg_chat_template *t, const kg_chat_message *msgs, 
 {
     if (!t || kg_ctx_status(t->ctx) != KG_OK)
         return NULL;
-    if (n < 0 || (n > 0 && !msgs)) {
-        kg_set_error(t->ctx, KG_ERR_ARG, "kg_chat_template_render: %lld messages at %p",
-                     (long long)n, (const void *)msgs);
+    if (n <= 0 || !msgs) { /* transformers refuses an empty conversation too */
+        kg_set_error(t->ctx, KG_ERR_ARG, "kg_chat_template_render: %s",
+                     n == 0 ? "an empty conversation" : "no messages");
         return NULL;
     }
     return kg__jinja_render(t->ctx, t->j, msgs, n, add_generation_prompt, t->bos, t->eos);

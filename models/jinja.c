@@ -2676,7 +2676,11 @@ static bool exec_for(render *R, const node *s)
     bool ok = true;
     for (int64_t i = 0; i < n && ok; i++) {
         lp->i = i;
-        f = (frame){.parent = outer};
+        if (!step(R, s->line)) { /* an empty body still counts */
+            ok = false;
+            break;
+        }
+        f.n = 0; /* a fresh scope, reusing the last one's room: no value points into a frame */
         R->top = &f;
         if (s->s2) {
             const value *v = &items[i];

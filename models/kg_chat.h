@@ -28,9 +28,10 @@ kg_chat_template *kg_chat_template_new(kg_ctx *ctx, const char *source, const ch
  * tokenizer.chat_template; bos/eos token strings from the same files. NULL with the error
  * "PATH has no chat template" (or a parse error) otherwise. */
 kg_chat_template *kg_chat_template_load(kg_ctx *ctx, const char *model_path);
-/* Render n messages; add_generation_prompt as transformers' apply_chat_template. Returns a
- * malloc'd NUL-terminated string the caller frees; NULL with the context's error set (a
- * raise_exception in the template gives its message). */
+/* Render n messages (n >= 1; a NULL content is none in the template); add_generation_prompt
+ * as transformers' apply_chat_template. Returns a malloc'd NUL-terminated string the caller
+ * frees; NULL with the context's error set (a raise_exception in the template gives its
+ * message: "NAME: line L: raise_exception: MESSAGE"). */
 char *kg_chat_template_render(kg_chat_template *t, const kg_chat_message *msgs, int64_t n,
                               bool add_generation_prompt);
 const char *kg_chat_template_source(const kg_chat_template *t); /* for export to GGUF */
