@@ -500,10 +500,11 @@ static node *parse_expr(parser *P, bool with_cond);
 /* Filters, tests, functions and methods the renderer has; anything else is a parse error. */
 static const char *const known_filters[] = {
     "trim", "length", "count", "upper", "lower", "capitalize", "title", "tojson", "string",
-    "first", "last", "default", "d", "join", "reverse", "replace", "items", "list", "safe", NULL};
+    "first", "last", "default", "d", "join", "reverse", "replace", "items", "list", "safe",
+    "selectattr", "rejectattr", "map", NULL};
 static const char *const known_tests[] = {
     "defined", "undefined", "none", "string", "number", "integer", "boolean", "true", "false",
-    "mapping", "sequence", "iterable", "odd", "even", "divisibleby", NULL};
+    "mapping", "sequence", "iterable", "odd", "even", "divisibleby", "equalto", "eq", "ne", NULL};
 static const char *const known_functions[] = {"raise_exception", "namespace", "range", NULL};
 static const char *const known_methods[] = {
     "strip", "lstrip", "rstrip", "startswith", "endswith", "upper", "lower", "title",

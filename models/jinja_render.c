@@ -1067,6 +1067,9 @@ static bool call_function(render *R, const node *e, value *out)
     return true;
 }
 
+static bool attr_filter(render *R, int line, const char *op, const value *v, const args *A,
+                        value *out);
+
 static bool filter(render *R, const node *e, value *out)
 {
     value v;
@@ -1084,6 +1087,8 @@ static bool filter(render *R, const node *e, value *out)
     }
     if (!strcmp(op, "safe"))
         return *out = v, true;
+    if (!strcmp(op, "selectattr") || !strcmp(op, "rejectattr") || !strcmp(op, "map"))
+        return attr_filter(R, line, op, &v, &A, out);
     if (!strcmp(op, "tojson")) {
         value ind = arg(&A, 0, "indent");
         return tojson(R, line, &v, &ind, out);
@@ -1159,43 +1164,101 @@ static bool filter(render *R, const node *e, value *out)
     return string_op(R, line, op, &s, &A, out, &handled);
 }
 
+/* The test named name (n bytes) on v, with its argument (undefined when none), into *r. */
+static bool run_test(render *R, int line, const char *name, size_t n, const value *v,
+                     const value *argv, bool *r)
+{
+#define IS(w) (n == sizeof w - 1 && memcmp(name, w, n) == 0)
+    if (IS("defined"))
+        *r = v->k != V_UNDEF;
+    else if (IS("undefined"))
+        *r = v->k == V_UNDEF;
+    else if (IS("none"))
+        *r = v->k == V_NONE;
+    else if (IS("string"))
+        *r = v->k == V_STR;
+    else if (IS("number"))
+        *r = is_num(v);
+    else if (IS("integer"))
+        *r = v->k == V_INT;
+    else if (IS("boolean"))
+        *r = v->k == V_BOOL;
+    else if (IS("true") || IS("false"))
+        *r = v->k == V_BOOL && v->b == (name[0] == 't');
+    else if (IS("mapping"))
+        *r = v->k == V_DICT;
+    else if (IS("sequence") || IS("iterable"))
+        *r = v->k == V_STR || v->k == V_LIST || v->k == V_DICT;
+    else if (IS("equalto") || IS("eq") || IS("==") || IS("ne") || IS("!=")) {
+        if (!equal(R, line, v, argv, r))
+            return false;
+        *r = *r == (name[0] == 'e' || name[0] == '=');
+    } else if (IS("odd") || IS("even") || IS("divisibleby")) {
+        value d = IS("divisibleby") ? *argv : v_int(2);
+        if (!is_num(v) || !is_num(&d))
+            return rfail(R, KG_ERR_ARG, line, "test '%.*s' expects integers", (int)n, name);
+        if (num(&d) == 0)
+            return rfail(R, KG_ERR_ARG, line, "divisibleby(0)");
+        int64_t m = num(&d) == -1 ? 0 : num(v) % num(&d);
+        *r = IS("odd") ? m != 0 : m == 0;
+    } else {
+        return rfail(R, KG_ERR_ARG, line, "unsupported construct: test '%.*s'",
+                     (int)(n > 60 ? 60 : n), name);
+    }
+    return true;
+#undef IS
+}
+
 static bool test(render *R, const node *e, value *out)
 {
     value v;
     args A;
     if (!eval(R, e->a, &v) || !eval_args(R, e->list, e->line, &A))
         return false;
+    value a0 = arg(&A, 0, "argument");
     bool r;
-    if (name_is(e, "defined"))
-        r = v.k != V_UNDEF;
-    else if (name_is(e, "undefined"))
-        r = v.k == V_UNDEF;
-    else if (name_is(e, "none"))
-        r = v.k == V_NONE;
-    else if (name_is(e, "string"))
-        r = v.k == V_STR;
-    else if (name_is(e, "number"))
-        r = is_num(&v);
-    else if (name_is(e, "integer"))
-        r = v.k == V_INT;
-    else if (name_is(e, "boolean"))
-        r = v.k == V_BOOL;
-    else if (name_is(e, "true") || name_is(e, "false"))
-        r = v.k == V_BOOL && v.b == (e->s[0] == 't');
-    else if (name_is(e, "mapping"))
-        r = v.k == V_DICT;
-    else if (name_is(e, "sequence") || name_is(e, "iterable"))
-        r = v.k == V_STR || v.k == V_LIST || v.k == V_DICT;
-    else { /* odd, even, divisibleby */
-        value d = name_is(e, "divisibleby") ? arg(&A, 0, "num") : v_int(2);
-        if (!is_num(&v) || !is_num(&d))
-            return rfail(R, KG_ERR_ARG, e->line, "test '%.*s' expects integers", (int)e->n, e->s);
-        if (num(&d) == 0)
-            return rfail(R, KG_ERR_ARG, e->line, "divisibleby(0)");
-        int64_t m = num(&d) == -1 ? 0 : num(&v) % num(&d);
-        r = name_is(e, "odd") ? m != 0 : m == 0;
-    }
+    if (!run_test(R, e->line, e->s, e->n, &v, &a0, &r))
+        return false;
     *out = v_bool(r != e->neg);
+    return true;
+}
+
+/* selectattr / rejectattr (attribute[, test[, argument]]) and map(attribute=...): the items'
+ * attribute, kept by a test (truthiness when none) or collected. */
+static bool attr_filter(render *R, int line, const char *op, const value *v, const args *A,
+                        value *out)
+{
+    const value *items;
+    int64_t n;
+    bool map = op[0] == 'm';
+    value attr = arg(A, map ? A->n : 0, "attribute"), /* map: keyword only */ testv = arg(A, 1, "test"),
+          argv = arg(A, 2, "argument");
+    if (map && (A->n || !A->nkw))
+        return rfail(R, KG_ERR_ARG, line, "unsupported construct: map other than "
+                     "map(attribute='name')");
+    if (!want_str(R, line, &attr, op) || (testv.k != V_UNDEF && !want_str(R, line, &testv, op)) ||
+        !iterate(R, line, v, &items, &n))
+        return false;
+    jlist *l = new_list(R, line, n);
+    if (!l)
+        return false;
+    l->n = 0;
+    for (int64_t i = 0; i < n; i++) {
+        value a;
+        bool keep = true;
+        if (!get_member(R, line, &items[i], &attr, &a) || !step(R, line))
+            return false;
+        if (!map) {
+            if (testv.k == V_UNDEF)
+                keep = truthy(&a);
+            else if (!run_test(R, line, testv.s.p, testv.s.n, &a, &argv, &keep))
+                return false;
+            keep = keep == (op[0] == 's');
+        }
+        if (keep)
+            l->v[l->n++] = map ? a : items[i];
+    }
+    *out = (value){.k = V_LIST, .l = l};
     return true;
 }
 
