@@ -578,7 +578,8 @@ static node *parse_primary(parser *P)
             return parse_fail(P, t->line, "out of memory");
         size_t off = 0;
         for (; P->pos < k; P->pos++) {
-            memcpy(s + off, P->t[P->pos].s, P->t[P->pos].n);
+            if (P->t[P->pos].n) /* s is NULL when every piece is empty */
+                memcpy(s + off, P->t[P->pos].s, P->t[P->pos].n);
             off += P->t[P->pos].n;
         }
         n = mk(P, E_STR, t->line, NULL, NULL);
