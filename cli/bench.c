@@ -161,13 +161,14 @@ static bool make_batch(kg_model *m, const bench_opts *o, batch *b)
 /* The loss of the batch, on the tape (a one-element tensor). */
 static kg_tensor *loss_of(kg_model *m, const batch *b)
 {
-    kg_tensor *logits = kg_model_logits(m, &b->in, NULL);
-    if (m->cfg.head != KG_HEAD_CAUSAL_LM)
-        return kg_cross_entropy(logits, b->gold, -100); /* (B, K) against the gold choice */
+    if (m->cfg.head != KG_HEAD_CAUSAL_LM) /* (B, K) against the gold choice */
+        return kg_cross_entropy(kg_model_logits(m, &b->in, NULL), b->gold, -100);
     int64_t N = kg_tensor_dim(b->in.ids, 0), T = kg_tensor_dim(b->in.ids, 1);
-    int64_t V = m->cfg.vocab_size;
-    kg_tensor *head = kg_slice(logits, 1, 0, T - 1); /* (N, T-1, V): each position's next */
-    return kg_cross_entropy(kg_reshape(head, 2, (int64_t[]){N * (T - 1), V}), b->targets, -100);
+    int64_t C = m->cfg.hidden_size;
+    kg_tensor *h = kg_slice(kg_model_hidden(m, &b->in, NULL), 1, 0, T - 1); /* predicts next */
+    kg_tensor *lp = kg_linear_log_probs(&m->lm_head, kg_reshape(h, 2, (int64_t[]){N * (T - 1), C}),
+                                        b->targets, -100); /* (N·(T-1)): the LM head fused */
+    return kg_scale(kg_sum_all(lp), -1.0f / (float)(N * (T - 1)));
 }
 
 /* One training step as the trainer takes it (one micro-batch). */

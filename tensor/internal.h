@@ -73,6 +73,8 @@ typedef enum kg_op {
     KG_OP_CROSS_ENTROPY,
     KG_OP_ONE_HOT,
     KG_OP_CONCAT,
+    KG_OP_LINEAR_LOG_PROB,      /* the LM head and log-softmax at the targets, vocabulary chunked */
+    KG_OP_LINEAR_LOG_PROB_GRAD, /* internal: its backward, recomputing each chunk's logits */
     /* optimizer updates (in place) */
     KG_OP_ADAMW,
     KG_OP_SGD,
@@ -93,7 +95,8 @@ typedef union kg_opparams {
     struct { int64_t rows; } scatter;                 /* scatter_add_rows */
     struct { bool has_weight, has_bias, rms; float eps; } norm; /* rms: norm_stats only */
     struct { int64_t pos0; bool inverse; float theta; } rope;
-    struct { int64_t classes; int32_t ignore_index; } classes; /* one_hot, cross_entropy */
+    struct { int64_t classes; int32_t ignore_index; bool weight; } classes; /* one_hot,
+                                  * cross_entropy, linear_log_prob (weight: its backward's dW) */
     struct { int axis, user_axis; } concat;
     kg_adamw adamw;
     kg_sgd sgd;

@@ -56,6 +56,7 @@ static kg_tensor *f_rope(kg_tensor **x, void *a) { (void)a; return kg_rope(x[0],
 static kg_tensor *f_embedding(kg_tensor **x, void *a) { (void)a; return kg_embedding(x[0], x[1]); }
 static kg_tensor *f_scatter(kg_tensor **x, void *a) { (void)a; return kg_scatter_add_rows(x[0], x[1], 5); }
 static kg_tensor *f_cross_entropy(kg_tensor **x, void *a) { (void)a; return kg_cross_entropy(x[0], x[1], -100); }
+static kg_tensor *f_linear_log_prob(kg_tensor **x, void *a) { (void)a; return kg_linear_log_prob(x[0], x[1], x[2], -100); }
 static kg_tensor *f_masked_fill(kg_tensor **x, void *a) { (void)a; return kg_masked_fill(x[0], x[1], -3.0f); }
 static kg_tensor *f_dropout(kg_tensor **x, void *a) { (void)a; return kg_dropout(x[0], 0.4f, 1234); }
 static kg_tensor *f_concat(kg_tensor **x, void *a) { return kg_concat(x, 3, *(int *)a); }
@@ -206,6 +207,17 @@ static void cases_cross_entropy(check_fn check)
     check("cross_entropy", f_cross_entropy, NULL, 2, a, 100);
     a[0].transposed = true;
     check("cross_entropy strided", f_cross_entropy, NULL, 2, a, 101);
+    /* The fused LM head: x (4, 3) and W (6, 3) both differentiated (the backward's dX and dW
+     * modes), one row ignored, one target the last class. */
+    static const int32_t lt[] = {2, -100, 0, 5};
+    gc_input l[] = {{.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {4, 3}, .grad = true, .lo = -2,
+                     .hi = 2},
+                    {.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {6, 3}, .grad = true, .lo = -2,
+                     .hi = 2},
+                    {.dtype = KG_DTYPE_I32, .ndim = 1, .shape = {4}, .ids = lt}};
+    check("linear_log_prob", f_linear_log_prob, NULL, 3, l, 102);
+    l[1].transposed = true; /* a strided weight */
+    check("linear_log_prob strided", f_linear_log_prob, NULL, 3, l, 103);
 }
 
 static void cases_masked_fill_dropout(check_fn check)

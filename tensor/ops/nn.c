@@ -400,7 +400,7 @@ bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
 }
 
 /* Targets must be a class or the ignore index. */
-static bool check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
+bool kg__check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
 {
     for (int64_t i = 0; i < n; i++)
         if (t[i] != c->p.classes.ignore_index && (t[i] < 0 || t[i] >= classes))
@@ -416,7 +416,7 @@ bool kg__cpu_one_hot(const kg_opcall *c)
     const int32_t *t = kg_cpu_i32(c->in[0]);
     int64_t n = kg_tensor_numel(c->in[0]), V = c->p.classes.classes;
     float *o = kg_cpu_f32(c->out);
-    if (!check_targets(c, t, n, V))
+    if (!kg__check_targets(c, t, n, V))
         return false;
     memset(o, 0, sizeof(float) * (size_t)(n * V));
     for (int64_t i = 0; i < n; i++)
@@ -448,7 +448,7 @@ bool kg__cpu_cross_entropy(const kg_opcall *c)
     const kg_tensor *x = c->in[0];
     int64_t n = x->shape[0], V = x->shape[1];
     const int32_t *t = kg_cpu_i32(c->in[1]);
-    if (!check_targets(c, t, n, V))
+    if (!kg__check_targets(c, t, n, V))
         return false;
     double total = 0.0;
     int64_t count = 0;

@@ -382,6 +382,37 @@ bool kg__vk_rows(const kg_opcall *c)
     return kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, p.rows, c->in, c->n_in, c->out);
 }
 
+/* linear_log_prob and its backward: the logits Z = X·Wᵀ into scratch (the whole vocabulary at
+ * once here: device memory holds N × V floats for the op's duration), then a rows pass, and for
+ * the backward dZ = g·(onehot - softmax(Z)) and one more product: dX = dZ·W or dW = dZᵀ·X. */
+bool kg__vk_linear_log_prob(const kg_opcall *c)
+{
+    kg_tensor *x = c->in[0], *w = c->in[1];
+    int64_t N = x->shape[0], V = w->shape[0];
+    bool grad = c->op == KG_OP_LINEAR_LOG_PROB_GRAD;
+    kg_tensor *z = kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32, 2,
+                                    (int64_t[]){N, V}, false);
+    kg_tensor *dz = grad ? kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32, 2,
+                                            (int64_t[]){N, V}, false)
+                         : NULL;
+    bool ok = z && (dz || !grad) && matmul_into(c, z, x, w, false, true);
+    rows_push p = {.dst = kg_vk_addr(grad ? dz : c->out), .x = ok ? kg_vk_addr(z) : 0,
+                   .status = kg_vk_status_addr(c->ctx), .rows = u32(N), .C = u32(V),
+                   .targets = kg_vk_addr(c->in[2]), .ignore_index = c->p.classes.ignore_index,
+                   .mode = grad ? ROW_LOG_PROB_GRAD : ROW_LOG_PROB, .op = c->op};
+    if (grad)
+        p.weight = kg_vk_addr(c->in[4]);
+    kg_tensor *reads[3] = {z, c->in[2], grad ? c->in[4] : NULL};
+    ok = ok && kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, grad ? 3 : 2,
+                                 grad ? dz : c->out);
+    if (ok && grad)
+        ok = c->p.classes.weight ? matmul_into(c, c->out, dz, x, true, false)
+                                 : matmul_into(c, c->out, dz, w, false, false);
+    kg_tensor_free(z); /* released once the queued work is done */
+    kg_tensor_free(dz);
+    return ok;
+}
+
 /* ---- rope ----------------------------------------------------------------------------------- */
 
 /* rope's cos and sin as (T, D/2, 2) for positions pos0 .. pos0 + T - 1, made on the host the way
