@@ -128,6 +128,11 @@ typedef kg_opcall kg_node;
 /* Shape rule: check inputs, fill the output's shape, or set the context's error and return
  * false. CPU kernel: compute c->out from c->in (contiguous unless KG_OPF_STRIDED). Backward
  * rule: given the gradient of the output, set gin[i] for each input, using the public ops. */
+/* Whether t (at most 4 dims, or contiguous) is a stack of matrices a GEMM reads in place: its
+ * last two dims have one unit stride. Then *flip says the matrix is stored transposed (column
+ * major) and *ld is its leading dimension; its batch dims may have any strides, 0 included. */
+bool kg__matrix_view(const kg_tensor *t, bool *flip, int64_t *ld);
+
 typedef bool (*kg_shape_fn)(const kg_opcall *c, kg_shape *out);
 typedef bool (*kg_kernel_fn)(const kg_opcall *c);
 typedef void (*kg_backward_fn)(const kg_node *n, kg_tensor *gout, kg_tensor **gin);
@@ -139,6 +144,9 @@ enum {
                            returns its first input, and nothing is recorded on the tape */
     KG_OPF_QUANT = 8,   /* takes block-quantized inputs (its shape rule says which); other ops
                            refuse them before their shape rule runs */
+    KG_OPF_MATRIX = 16, /* reads each input as a stack of matrices through its strides (kernels
+                         * ask kg__matrix_view): transposed, sliced, permuted and broadcast
+                         * batch dims are read in place, other layouts copied first */
 };
 
 typedef struct kg_op_info {

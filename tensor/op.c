@@ -90,8 +90,11 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     }
     if (!(info->flags & KG_OPF_VIEW) && kg_tensor_numel(c.out) > 0) { /* no elements: no work */
         kg_opcall k = c; /* the kernel's call: contiguous copies where the kernel needs them */
+        bool flip;
+        int64_t ld;
         for (int i = 0; i < n_in; i++)
             if (!(info->flags & KG_OPF_STRIDED) && !kg_tensor_is_contiguous(c.in[i]) &&
+                !((info->flags & KG_OPF_MATRIX) && kg__matrix_view(c.in[i], &flip, &ld)) &&
                 !(k.in[i] = contiguous_for_kernel(c.in[i])))
                 break;
         bool ok = !c.ctx->status && c.ctx->be->run(&k);

@@ -17,6 +17,7 @@
 #define S KG_OPF_STRIDED
 #define I KG_OPF_INPLACE
 #define Q KG_OPF_QUANT
+#define M KG_OPF_MATRIX
 
 const kg_op_info kg_op_table[] = {
     /*                     name        inputs flags shape rule                CPU kernel                backward rule           Vulkan kernel */
@@ -47,7 +48,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_DROPOUT]     = {"dropout",     1, S, kg__shape_dropout,        kg__cpu_dropout,          kg__backward_dropout, VK(kg__vk_elementwise)},
     [KG_OP_SUM]         = {"sum",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_sum, VK(kg__vk_reduce)},
     [KG_OP_MAX]         = {"max",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_max, VK(kg__vk_reduce)},
-    [KG_OP_MATMUL]      = {"matmul",      2, 0, kg__shape_matmul,         kg__cpu_matmul,           kg__backward_matmul, VK(kg__vk_matmul)},
+    [KG_OP_MATMUL]      = {"matmul",      2, M, kg__shape_matmul,         kg__cpu_matmul,           kg__backward_matmul, VK(kg__vk_matmul)},
     [KG_OP_MATMUL_Q]    = {"matmul_q",    2, Q, kg__shape_matmul_q,       kg__cpu_matmul_q,         kg__backward_matmul_q, VK(kg__vk_matmul_q)},
     [KG_OP_KRON]        = {"kron",        2, 0, kg__shape_kron,           kg__cpu_kron,             kg__backward_kron, VK(kg__vk_kron)},
     [KG_OP_LOWRANK_LINEAR] = {"lowrank_linear", 3, 0, kg__shape_lowrank_linear, kg__cpu_lowrank_linear, kg__backward_lowrank_linear, VK(kg__vk_structured_linear)},

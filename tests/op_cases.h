@@ -39,6 +39,19 @@ static kg_tensor *f_matmul_tt(kg_tensor **x, void *a)
     const bool *t = a;
     return kg_matmul_t(x[0], x[1], t[0], t[1]);
 }
+/* (T, H, D) → heads (H, T, D) by a transpose, times (H, D, N): no copy on the way in. */
+static kg_tensor *f_matmul_heads(kg_tensor **x, void *a)
+{
+    (void)a;
+    return kg_matmul(kg_transpose(x[0], 0, 1), x[1]);
+}
+/* q (B, G, T, D) against k (B, 1, S, D) expanded to (B, G, S, D), transposed: stride 0. */
+static kg_tensor *f_matmul_expanded(kg_tensor **x, void *a)
+{
+    (void)a;
+    kg_tensor *k = kg_expand(x[1], 4, (int64_t[]){2, 3, 5, 4});
+    return kg_matmul_t(x[0], k, false, true);
+}
 /* x · op(W) with W (a constant input) stored as dtype: a frozen, quantized weight. */
 typedef struct matmul_q_arg { kg_dtype dtype; bool trans; } matmul_q_arg;
 static kg_tensor *f_matmul_q(kg_tensor **x, void *a)
@@ -143,6 +156,12 @@ static void cases_matmul(check_fn check)
     check("matmul rows x weight", f_matmul, NULL, 2, weight, 53);
     gc_input views[] = {F32T(3, 2, 3, 4), F32T(2, 4, 3)};
     check("matmul strided", f_matmul, NULL, 2, views, 54);
+    /* Inputs read through their strides (KG_OPF_MATRIX): heads split off by a transpose, and a
+     * key head expanded over its query group (batch stride 0), as attention passes them. */
+    check("matmul heads", f_matmul_heads, NULL, 2, (gc_input[]){F32(3, 3, 2, 4), F32(3, 2, 4, 5)},
+          59);
+    check("matmul expanded", f_matmul_expanded, NULL, 2,
+          (gc_input[]){F32(4, 2, 3, 3, 4), F32(4, 2, 1, 5, 4)}, 60);
     bool flags[4][2] = {{false, true}, {true, false}, {true, true}, {false, false}};
     for (int k = 0; k < 4; k++) {
         gc_input t[] = {F32(3, 2, flags[k][0] ? 4 : 3, flags[k][0] ? 3 : 4),

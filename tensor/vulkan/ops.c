@@ -188,28 +188,33 @@ bool kg__vk_reduce(const kg_opcall *c)
 /* ---- matmul and the structured ops -------------------------------------------------------- */
 
 /* Strides (elements) of t's two batch dims, aligned to out's and padded to two; 0 broadcasts. */
+/* t's batch strides, through its strides (0 where it broadcasts or is expanded). */
 static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t dst[2])
 {
-    int64_t mat = t->shape[t->ndim - 1] * t->shape[t->ndim - 2];
     int tb = t->ndim - 2, ob = out->ndim - 2;
-    int64_t s1 = tb >= 1 && t->shape[tb - 1] != 1 ? mat : 0;
-    int64_t s0 = tb >= 2 && t->shape[tb - 2] != 1 ? mat * t->shape[tb - 1] : 0;
+    int64_t s1 = tb >= 1 && t->shape[tb - 1] != 1 ? t->stride[tb - 1] : 0;
+    int64_t s0 = tb >= 2 && t->shape[tb - 2] != 1 ? t->stride[tb - 2] : 0;
     /* out has ob batch dims (0 to 2); dst[0] pairs with the outer one, dst[1] the inner one. */
     dst[0] = ob == 2 ? u32(tb == 2 ? s0 : 0) : 0;
     dst[1] = ob >= 1 ? u32(s1) : 0;
 }
 
-/* o = op(a)·op(b), for the op c (which names errors and timings). */
+/* o = op(a)·op(b), for the op c (which names errors and timings). a and b are stacks of
+ * matrices read through their strides (kg__matrix_view: the matmul op's KG_OPF_MATRIX); a
+ * matrix stored transposed flips its flag. */
 static bool matmul_into(const kg_opcall *c, const kg_tensor *o, kg_tensor *a, kg_tensor *b,
                         bool ta, bool tb)
 {
     int64_t m = o->shape[o->ndim - 2], n = o->shape[o->ndim - 1];
     int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
-    int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0;
+    int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0, lda, ldb;
+    bool fa, fb;
+    kg__matrix_view(a, &fa, &lda);
+    kg__matrix_view(b, &fb, &ldb);
     matmul_push p = {.c = kg_vk_addr(o), .a = kg_vk_addr(a), .b = kg_vk_addr(b),
-                     .lda = u32(a->shape[a->ndim - 1]), .ldb = u32(b->shape[b->ndim - 1]),
-                     .trans_a = ta, .trans_b = tb, .batch_outer = 1, .batch_inner = 1};
-    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k) {
+                     .lda = u32(lda), .ldb = u32(ldb), .trans_a = ta != fa, .trans_b = tb != fb,
+                     .batch_outer = 1, .batch_inner = 1};
+    if (b->ndim == 2 && !ta && kg_tensor_is_contiguous(a) && kg_tensor_numel(a) == batch * m * k) {
         m *= batch; /* a stack of rows times one matrix: one GEMM */
         batch = 1;
     }
