@@ -216,12 +216,15 @@ static void print_profile(kg_ctx *ctx, double step_seconds)
     for (int i = 0; i < n && i < 64; i++)
         total += t[i].seconds;
     printf("\n  time per op (one profiled step: %.3f s in ops of %.3f s)\n", total, step_seconds);
-    printf("  %-18s %8s %10s %7s\n", "op", "calls", "seconds", "share");
+    printf("  %-20s %8s %10s %7s %8s\n", "op", "calls", "seconds", "share", "GFLOPS");
     for (int i = 0; i < n && i < 64; i++) {
         if (t[i].seconds < 0.005 * total && i >= 8)
             break;
-        printf("  %-18s %8llu %10.4f %6.1f%%\n", t[i].op, (unsigned long long)t[i].calls,
+        printf("  %-20s %8llu %10.4f %6.1f%%", t[i].op, (unsigned long long)t[i].calls,
                t[i].seconds, total > 0 ? 100.0 * t[i].seconds / total : 0.0);
+        if (t[i].flops > 0 && t[i].seconds > 0)
+            printf(" %8.1f", t[i].flops / t[i].seconds / 1e9);
+        printf("\n");
     }
 }
 

@@ -206,6 +206,7 @@ struct kg_ctx {
     unsigned visit; /* generation counter for graph walks */
     bool profiling; /* kg_profile: per-op time tallies */
     double op_seconds[KG_OP_COUNT];
+    double op_flops[KG_OP_COUNT]; /* while profiling: the GEMM-like ops' FLOPs */
     uint64_t op_calls[KG_OP_COUNT];
     uint64_t op_made[KG_OP_COUNT]; /* results made through kg__op, always counted: tests check
                                       with it that every op of the table has a case */

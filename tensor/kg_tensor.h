@@ -96,6 +96,7 @@ typedef struct kg_op_time {
     const char *op;
     uint64_t calls;
     double seconds;
+    double flops; /* the multiply-adds ×2 of its products (the GEMM-like ops; 0 for the rest) */
 } kg_op_time;
 void kg_profile(kg_ctx *ctx, bool on);
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap);
