@@ -141,7 +141,8 @@ void log_prob_row(uint row) {
         F32(pc.dst).v[row] = F32(pc.x).v[row * pc.C + uint(target)] - ms.x - log(ms.y);
 }
 
-// Its backward over the same logits: dst = g·(onehot(target) - softmax(x)), g = weight[row].
+// Its gradient over the same logits: dst = g·(onehot(target) - softmax(x)), g = weight[row]
+// (g = 1 without weight: the unit gradients the forward keeps).
 void log_prob_grad_row(uint row) {
     uint t = gl_LocalInvocationID.x, base = row * pc.C;
     F32 x = F32(pc.x), dst = F32(pc.dst);
@@ -152,7 +153,7 @@ void log_prob_grad_row(uint row) {
         return;
     }
     vec2 ms = max_and_sum(base);
-    float g = F32(pc.weight).v[row], inv = 1.0 / ms.y;
+    float g = pc.weight != 0ul ? F32(pc.weight).v[row] : 1.0, inv = 1.0 / ms.y;
     for (uint k = t; k < pc.C; k += WG)
         dst.v[base + k] = g * ((int(k) == target ? 1.0 : 0.0) - exp(x.v[base + k] - ms.x) * inv);
 }

@@ -96,7 +96,7 @@ typedef union kg_opparams {
     struct { bool has_weight, has_bias, rms; float eps; } norm; /* rms: norm_stats only */
     struct { int64_t pos0; bool inverse; float theta; } rope;
     struct { int64_t classes; int32_t ignore_index; bool weight; } classes; /* one_hot,
-                                  * cross_entropy, linear_log_prob (weight: its backward's dW) */
+                                  * cross_entropy, linear_log_prob (weight: form x's unit gradients) */
     struct { int axis, user_axis; } concat;
     kg_adamw adamw;
     kg_sgd sgd;

@@ -65,7 +65,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_ONE_HOT]     = {"one_hot",     1, 0, kg__shape_one_hot,        kg__cpu_one_hot,          NULL, VK(kg__vk_gather)},
     [KG_OP_CONCAT]      = {"concat",     -1, 0, kg__shape_concat,         kg__cpu_concat,           kg__backward_concat, VK(kg__vk_concat)},
     [KG_OP_LINEAR_LOG_PROB] = {"linear_log_prob", 3, 0, kg__shape_linear_log_prob, kg__cpu_linear_log_prob, kg__backward_linear_log_prob, VK(kg__vk_linear_log_prob)},
-    [KG_OP_LINEAR_LOG_PROB_GRAD] = {"linear_log_prob_grad", 5, 0, kg__shape_linear_log_prob_grad, kg__cpu_linear_log_prob_grad, NULL, VK(kg__vk_linear_log_prob)},
+    [KG_OP_LINEAR_LOG_PROB_GRAD] = {"linear_log_prob_grad", 4, 0, kg__shape_linear_log_prob_grad, kg__cpu_linear_log_prob_grad, NULL, VK(kg__vk_linear_log_prob)},
     [KG_OP_ADAMW]       = {"adamw",       4, I, kg__shape_optim,          kg__cpu_adamw,            NULL, VK(kg__vk_optim)},
     [KG_OP_SGD]         = {"sgd",        -1, I, kg__shape_optim,          kg__cpu_sgd,              NULL, VK(kg__vk_optim)},
 };

@@ -226,8 +226,9 @@ static void cases_cross_entropy(check_fn check)
     check("cross_entropy", f_cross_entropy, NULL, 2, a, 100);
     a[0].transposed = true;
     check("cross_entropy strided", f_cross_entropy, NULL, 2, a, 101);
-    /* The fused LM head: x (4, 3) and W (6, 3) both differentiated (the backward's dX and dW
-     * modes), one row ignored, one target the last class. */
+    /* The fused LM head: x (4, 3) and W (6, 3) both differentiated (x's unit gradients formed
+     * by the forward, W's by the backward op), one row ignored, one target the last class; then
+     * W alone (no unit gradients) through a strided weight. */
     static const int32_t lt[] = {2, -100, 0, 5};
     gc_input l[] = {{.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {4, 3}, .grad = true, .lo = -2,
                      .hi = 2},
@@ -235,7 +236,8 @@ static void cases_cross_entropy(check_fn check)
                      .hi = 2},
                     {.dtype = KG_DTYPE_I32, .ndim = 1, .shape = {4}, .ids = lt}};
     check("linear_log_prob", f_linear_log_prob, NULL, 3, l, 102);
-    l[1].transposed = true; /* a strided weight */
+    l[0].grad = false;
+    l[1].transposed = true;
     check("linear_log_prob strided", f_linear_log_prob, NULL, 3, l, 103);
 }
 

@@ -1,7 +1,9 @@
 /* lm_head.c — the LM head fused with its log-softmax: each row's log-probability of its target,
- * log softmax(x·Wᵀ)[i, t_i], computed over the vocabulary in chunks so that the (N, V) logits
- * never exist, and a backward that recomputes each chunk's logits (as Liger Kernel's fused
- * linear cross entropy and Apple's cut-cross-entropy do).
+ * log softmax(x·Wᵀ)[i, t_i], computed a block of rows at a time so that the (N, V) logits never
+ * exist. As Liger Kernel's fused linear cross entropy does, the forward also forms the input's
+ * gradient while each block's logits are at hand: dy_i/dx_i = (onehot(t_i) - p_i)·W, so the
+ * backward of x is a per-row scale, and the LM head costs two GEMM passes, not three. W's own
+ * gradient (a trained head) recomputes each block's logits in the backward.
  */
 #include "ops.h"
 #include "../cpu/cpu.h"
@@ -9,9 +11,8 @@
 #include <math.h>
 #include <string.h>
 
-/* Vocabulary columns per GEMM: N × 1024 logits (4 MiB at N = 1024) stay in the cache between
- * the product and the pass over them. */
-#define LP_CHUNK 1024
+/* Logits per row block: 4 Mi floats (16 MiB; 85 rows of a 49,152-token vocabulary). */
+#define LP_BLOCK_FLOATS (1 << 22)
 /* Lanes of the row sums: a fixed-width inner loop the compiler turns into vector code. */
 #define LP_LANES 16
 
@@ -57,6 +58,15 @@ static float lp_max(const float *z, int64_t n)
     return m;
 }
 
+static int64_t lp_block_rows(int64_t N, int64_t V)
+{
+    int64_t nb = LP_BLOCK_FLOATS / V;
+    nb = nb < 16 ? 16 : nb;
+    return nb < N ? nb : N;
+}
+
+/* The forward's output, flat: N log-probabilities, then (with p.classes.weight, set when x
+ * wants a gradient) the (N, C) unit gradients dy_i/dx_i. */
 bool kg__shape_linear_log_prob(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0], *w = c->in[1], *t = c->in[2];
@@ -68,168 +78,133 @@ bool kg__shape_linear_log_prob(const kg_opcall *c, kg_shape *s)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob: x %s, weight %s, targets "
                             "%s; expected x (N, C), weight (V, C) with V >= 1 and targets (N)",
                             KG_DESC(x), KG_DESC(w), KG_DESC(t));
-    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 1, .dim = {x->shape[0]}};
+    int64_t N = x->shape[0];
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 1,
+                    .dim = {N * (c->op == KG_OP_LINEAR_LOG_PROB && c->p.classes.weight
+                                     ? 1 + x->shape[1] : 1)}};
     return true;
 }
 
-/* One chunk of the vocabulary at a time: Z = X·W_cᵀ (N, vc), then each row's running max and
- * Σ e^(z - max) updated (online log-sum-exp), and the target's logit picked where it falls. */
+/* One block of rows: z (rows, V) their logits. Each row's log-sum-exp; then its log-probability
+ * (forward), and where asked z turned in place into g_i·(onehot(t_i) - softmax(z_i)). */
 typedef struct lp_job {
     const kg_opcall *c;
-    const float *z;       /* (N, vc) this chunk's logits, or their gradient in place */
-    int64_t v0, vc;
-    float *mx, *sum, *zt; /* (N) running max, sum, and the target's logit */
-    const float *lse, *g; /* backward: each row's log-sum-exp and the output's gradient */
+    float *z;
+    int64_t r0, V;
+    float *y;       /* forward: (N) log-probabilities */
+    const float *g; /* backward: (N) the output's gradient; forward: NULL (g = 1) */
+    bool grad;      /* turn z into its gradient */
 } lp_job;
 
-static void lp_rows_forward(void *arg, int64_t lo, int64_t hi)
+static void lp_rows(void *arg, int64_t lo, int64_t hi)
 {
     lp_job *j = arg;
-    const int32_t *t = kg_cpu_i32(j->c->in[2]);
+    const int32_t *t = kg_cpu_i32(j->c->in[2]) + j->r0;
+    int32_t ignore = j->c->p.classes.ignore_index;
     for (int64_t i = lo; i < hi; i++) {
-        const float *z = j->z + i * j->vc;
-        float m = lp_max(z, j->vc);
-        if (m > j->mx[i]) { /* rescale what the earlier chunks summed to the new max */
-            j->sum[i] = j->sum[i] * lp_exp(j->mx[i] - m);
-            j->mx[i] = m;
+        float *z = j->z + i * j->V;
+        if (t[i] == ignore) {
+            if (j->y)
+                j->y[j->r0 + i] = 0.0f;
+            if (j->grad)
+                memset(z, 0, sizeof(float) * (size_t)j->V);
+            continue;
         }
-        j->sum[i] += lp_sum_exp(z, j->vc, j->mx[i]);
-        if (t[i] >= j->v0 && t[i] < j->v0 + j->vc)
-            j->zt[i] = z[t[i] - j->v0];
+        float m = lp_max(z, j->V), lse = m + logf(lp_sum_exp(z, j->V, m));
+        if (j->y)
+            j->y[j->r0 + i] = z[t[i]] - lse;
+        if (!j->grad)
+            continue;
+        float g = j->g ? j->g[j->r0 + i] : 1.0f;
+        for (int64_t k = 0; k < j->V; k++)
+            z[k] = -g * lp_exp(z[k] - lse);
+        z[t[i]] += g;
     }
+}
+
+/* Over blocks of rows: their logits Z = X_b·Wᵀ, the rows pass, then (unit gradients) U_b =
+ * dZ·W or (W's gradient) dW += dZᵀ·X_b. */
+static bool lp_blocks(const kg_opcall *c, float *y, const float *g, float *u, float *dw)
+{
+    const kg_tensor *x = c->in[0], *w = c->in[1];
+    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0], nb = lp_block_rows(N, V);
+    const float *X = kg_cpu_f32(x), *W = kg_cpu_f32(w);
+    size_t bytes = sizeof(float) * (size_t)(nb * V);
+    float *z = kg_cpu_scratch(c, bytes);
+    bool ok = z != NULL;
+    lp_job j = {.c = c, .z = z, .V = V, .y = y, .g = g, .grad = u || dw};
+    for (int64_t r0 = 0; ok && r0 < N; r0 += nb) {
+        int64_t rows = N - r0 < nb ? N - r0 : nb;
+        j.r0 = r0;
+        ok = kg_cpu_sgemm(false, true, rows, V, C, 1.0f, X + r0 * C, C, W, C, 0.0f, z, V);
+        if (!ok)
+            break;
+        kg_cpu_parallel_for(rows, 1 + 65536 / V, lp_rows, &j);
+        if (u)
+            ok = kg_cpu_sgemm(false, false, rows, C, V, 1.0f, z, V, W, C, 0.0f, u + r0 * C, C);
+        else if (dw)
+            ok = kg_cpu_sgemm(true, false, V, C, rows, 1.0f, z, V, X + r0 * C, C,
+                              r0 ? 1.0f : 0.0f, dw, C);
+    }
+    if (z)
+        kg_cpu_scratch_free(c, z, bytes);
+    return ok || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for its logits or "
+                              "the GEMM's packing buffer", kg_op_table[c->op].name);
 }
 
 bool kg__cpu_linear_log_prob(const kg_opcall *c)
 {
-    const kg_tensor *x = c->in[0], *w = c->in[1];
-    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0];
-    int32_t ignore = c->p.classes.ignore_index;
-    const int32_t *t = kg_cpu_i32(c->in[2]);
-    if (!kg__check_targets(c, t, N, V))
+    int64_t N = c->in[0]->shape[0];
+    if (!kg__check_targets(c, kg_cpu_i32(c->in[2]), N, c->in[1]->shape[0]))
         return false;
-    int64_t vc_max = V < LP_CHUNK ? V : LP_CHUNK;
-    size_t zbytes = sizeof(float) * (size_t)(N * vc_max), sbytes = sizeof(float) * (size_t)(3 * N);
-    float *z = kg_cpu_scratch(c, zbytes), *st = kg_cpu_scratch(c, sbytes);
-    bool ok = z && st;
-    lp_job j = {.c = c, .z = z, .mx = st, .sum = st + N, .zt = st + 2 * N};
-    for (int64_t i = 0; ok && i < N; i++)
-        j.mx[i] = -INFINITY, j.sum[i] = 0.0f, j.zt[i] = 0.0f;
-    for (int64_t v0 = 0; ok && v0 < V; v0 += LP_CHUNK) {
-        j.v0 = v0;
-        j.vc = V - v0 < LP_CHUNK ? V - v0 : LP_CHUNK;
-        ok = kg_cpu_sgemm(false, true, N, j.vc, C, 1.0f, kg_cpu_f32(x), C,
-                          kg_cpu_f32(w) + v0 * C, C, 0.0f, z, j.vc);
-        if (ok)
-            kg_cpu_parallel_for(N, 1 + 65536 / j.vc, lp_rows_forward, &j);
-    }
-    float *y = kg_cpu_f32(c->out);
-    for (int64_t i = 0; ok && i < N; i++)
-        y[i] = t[i] == ignore ? 0.0f : j.zt[i] - (j.mx[i] + logf(j.sum[i]));
-    if (z)
-        kg_cpu_scratch_free(c, z, zbytes);
-    if (st)
-        kg_cpu_scratch_free(c, st, sbytes);
-    return ok;
+    float *out = kg_cpu_f32(c->out);
+    return lp_blocks(c, out, NULL, c->p.classes.weight ? out + N : NULL, NULL);
 }
 
-/* ---- the backward: x, W, targets, the forward's output y, its gradient g → dx or dW ------ */
+/* ---- W's gradient: x, W, targets, the output's gradient g (N) → dW (V, C) --------------- */
 
 bool kg__shape_linear_log_prob_grad(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0], *w = c->in[1];
     if (!kg__shape_linear_log_prob(c, s)) /* x, W and targets as the forward took them */
         return false;
-    for (int i = 3; i < 5; i++)
-        if (!kg__want_dtype(c, i, KG_DTYPE_F32) || c->in[i]->ndim != 1 ||
-            c->in[i]->shape[0] != x->shape[0])
-            return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob (backward): input %d "
-                                "is %s; expected (%lld)", i, KG_DESC(c->in[i]),
-                                (long long)x->shape[0]);
-    kg__shape_of(c->p.classes.weight ? w : x, s);
+    if (!kg__want_dtype(c, 3, KG_DTYPE_F32) || c->in[3]->ndim != 1 ||
+        c->in[3]->shape[0] != x->shape[0])
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob (backward): the gradient "
+                            "is %s; expected (%lld)", KG_DESC(c->in[3]), (long long)x->shape[0]);
+    kg__shape_of(w, s);
     return true;
-}
-
-/* dz_ik = g_i·([k = t_i] - e^(z_ik - lse_i)), in place over the chunk's logits; 0 on rows whose
- * target is the ignore index. */
-static void lp_rows_backward(void *arg, int64_t lo, int64_t hi)
-{
-    lp_job *j = arg;
-    const int32_t *t = kg_cpu_i32(j->c->in[2]);
-    float *zc = (float *)j->z;
-    for (int64_t i = lo; i < hi; i++) {
-        float *z = zc + i * j->vc, g = j->g[i], l = j->lse[i];
-        if (t[i] == j->c->p.classes.ignore_index) {
-            memset(z, 0, sizeof(float) * (size_t)j->vc);
-            continue;
-        }
-        for (int64_t k = 0; k < j->vc; k++)
-            z[k] = -g * lp_exp(z[k] - l);
-        if (t[i] >= j->v0 && t[i] < j->v0 + j->vc)
-            z[t[i] - j->v0] += g;
-    }
 }
 
 bool kg__cpu_linear_log_prob_grad(const kg_opcall *c)
 {
-    const kg_tensor *x = c->in[0], *w = c->in[1];
-    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0];
-    const int32_t *t = kg_cpu_i32(c->in[2]);
-    const float *y = kg_cpu_f32(c->in[3]), *X = kg_cpu_f32(x), *W = kg_cpu_f32(w);
-    bool want_w = c->p.classes.weight;
-    if (!kg__check_targets(c, t, N, V))
+    if (!kg__check_targets(c, kg_cpu_i32(c->in[2]), c->in[0]->shape[0], c->in[1]->shape[0]))
         return false;
-    int64_t vc_max = V < LP_CHUNK ? V : LP_CHUNK;
-    size_t zbytes = sizeof(float) * (size_t)(N * vc_max), lbytes = sizeof(float) * (size_t)N;
-    float *z = kg_cpu_scratch(c, zbytes), *lse = kg_cpu_scratch(c, lbytes);
-    bool ok = z && lse;
-    /* y_i = z_{i,t_i} - lse_i, so the forward's log-sum-exp is the target's logit minus y: one
-     * dot product per row instead of another pass over the vocabulary, or a saved tensor. */
-    for (int64_t i = 0; ok && i < N; i++) {
-        double d = 0.0;
-        if (t[i] != c->p.classes.ignore_index)
-            for (int64_t k = 0; k < C; k++)
-                d += (double)X[i * C + k] * W[t[i] * C + k];
-        lse[i] = (float)d - y[i];
-    }
-    float *out = kg_cpu_f32(c->out);
-    if (ok && !want_w)
-        memset(out, 0, sizeof(float) * (size_t)(N * C));
-    lp_job j = {.c = c, .z = z, .lse = lse, .g = kg_cpu_f32(c->in[4])};
-    for (int64_t v0 = 0; ok && v0 < V; v0 += LP_CHUNK) {
-        j.v0 = v0;
-        j.vc = V - v0 < LP_CHUNK ? V - v0 : LP_CHUNK;
-        ok = kg_cpu_sgemm(false, true, N, j.vc, C, 1.0f, X, C, W + v0 * C, C, 0.0f, z, j.vc);
-        if (!ok)
-            break;
-        kg_cpu_parallel_for(N, 1 + 65536 / j.vc, lp_rows_backward, &j);
-        ok = want_w ? kg_cpu_sgemm(true, false, j.vc, C, N, 1.0f, z, j.vc, X, C, 0.0f,
-                                   out + v0 * C, C) /* dW_c = dZᵀ·X */
-                    : kg_cpu_sgemm(false, false, N, C, j.vc, 1.0f, z, j.vc, W + v0 * C, C, 1.0f,
-                                   out, C); /* dX += dZ·W_c */
-    }
-    if (z)
-        kg_cpu_scratch_free(c, z, zbytes);
-    if (lse)
-        kg_cpu_scratch_free(c, lse, lbytes);
-    return ok;
-}
-
-static kg_tensor *lp_grad(const kg_node *nd, kg_tensor *g, bool weight)
-{
-    kg_opparams p = {.classes = {.ignore_index = nd->p.classes.ignore_index, .weight = weight}};
-    kg_tensor *in[5] = {nd->in[0], nd->in[1], nd->in[2], nd->out, g};
-    return kg__op(KG_OP_LINEAR_LOG_PROB_GRAD, 5, in, &p);
+    return lp_blocks(c, NULL, kg_cpu_f32(c->in[3]), NULL, kg_cpu_f32(c->out));
 }
 
 void kg__backward_linear_log_prob(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
-    gin[0] = KG_GRAD(nd, 0, lp_grad(nd, g, false));
-    gin[1] = KG_GRAD(nd, 1, lp_grad(nd, g, true));
+    int64_t N = nd->in[0]->shape[0], C = nd->in[0]->shape[1];
+    kg_tensor *gy = kg_slice(g, 0, 0, N); /* the unit gradients' part of g is never used */
+    if (nd->in[0]->requires_grad) { /* dx_i = g_i · U_i, U formed by the forward */
+        kg_tensor *u = kg_reshape(kg_slice(nd->out, 0, N, N * C), 2, (int64_t[]){N, C});
+        gin[0] = kg_mul(u, kg_reshape(gy, 2, (int64_t[]){N, 1}));
+    }
+    if (nd->in[1]->requires_grad) {
+        kg_tensor *in[4] = {nd->in[0], nd->in[1], nd->in[2], gy};
+        gin[1] = kg__op(KG_OP_LINEAR_LOG_PROB_GRAD, 4, in, &nd->p);
+    }
 }
 
 kg_tensor *kg_linear_log_prob(kg_tensor *x, kg_tensor *weight, kg_tensor *targets,
                               int32_t ignore_index)
 {
-    kg_opparams p = {.classes = {.ignore_index = ignore_index}};
-    return kg__op(KG_OP_LINEAR_LOG_PROB, 3, (kg_tensor *[]){x, weight, targets}, &p);
+    if (!x)
+        return NULL;
+    /* the unit gradients only where the backward will ask for them */
+    kg_opparams p = {.classes = {.ignore_index = ignore_index,
+                                 .weight = x->requires_grad && !x->ctx->no_grad}};
+    kg_tensor *out = kg__op(KG_OP_LINEAR_LOG_PROB, 3, (kg_tensor *[]){x, weight, targets}, &p);
+    return out ? kg_slice(out, 0, 0, x->shape[0]) : NULL;
 }

@@ -187,7 +187,6 @@ bool kg__vk_reduce(const kg_opcall *c)
 
 /* ---- matmul and the structured ops -------------------------------------------------------- */
 
-/* Strides (elements) of t's two batch dims, aligned to out's and padded to two; 0 broadcasts. */
 /* t's batch strides, through its strides (0 where it broadcasts or is expanded). */
 static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t dst[2])
 {
@@ -387,32 +386,46 @@ bool kg__vk_rows(const kg_opcall *c)
     return kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, p.rows, c->in, c->n_in, c->out);
 }
 
-/* linear_log_prob and its backward: the logits Z = X·Wᵀ into scratch (the whole vocabulary at
- * once here: device memory holds N × V floats for the op's duration), then a rows pass, and for
- * the backward dZ = g·(onehot - softmax(Z)) and one more product: dX = dZ·W or dW = dZᵀ·X. */
+/* linear_log_prob: the logits Z = X·Wᵀ into scratch (the whole vocabulary at once here: device
+ * memory holds N × V floats for the op's duration), the log-probabilities by a rows pass, and
+ * where asked the unit gradients U = (onehot - softmax(Z))·W after them in the output. Its
+ * backward for W: dZ = g·(onehot - softmax(Z)), dW = dZᵀ·X. */
 bool kg__vk_linear_log_prob(const kg_opcall *c)
 {
     kg_tensor *x = c->in[0], *w = c->in[1];
-    int64_t N = x->shape[0], V = w->shape[0];
-    bool grad = c->op == KG_OP_LINEAR_LOG_PROB_GRAD;
+    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0];
+    bool grad_w = c->op == KG_OP_LINEAR_LOG_PROB_GRAD;
+    bool unit = !grad_w && c->p.classes.weight;
     kg_tensor *z = kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32, 2,
                                     (int64_t[]){N, V}, false);
-    kg_tensor *dz = grad ? kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32, 2,
-                                            (int64_t[]){N, V}, false)
-                         : NULL;
-    bool ok = z && (dz || !grad) && matmul_into(c, z, x, w, false, true);
-    rows_push p = {.dst = kg_vk_addr(grad ? dz : c->out), .x = ok ? kg_vk_addr(z) : 0,
-                   .status = kg_vk_status_addr(c->ctx), .rows = u32(N), .C = u32(V),
-                   .targets = kg_vk_addr(c->in[2]), .ignore_index = c->p.classes.ignore_index,
-                   .mode = grad ? ROW_LOG_PROB_GRAD : ROW_LOG_PROB, .op = c->op};
-    if (grad)
-        p.weight = kg_vk_addr(c->in[4]);
-    kg_tensor *reads[3] = {z, c->in[2], grad ? c->in[4] : NULL};
-    ok = ok && kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, grad ? 3 : 2,
-                                 grad ? dz : c->out);
-    if (ok && grad)
-        ok = c->p.classes.weight ? matmul_into(c, c->out, dz, x, true, false)
-                                 : matmul_into(c, c->out, dz, w, false, false);
+    kg_tensor *dz = grad_w || unit ? kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32,
+                                                      2, (int64_t[]){N, V}, false)
+                                   : NULL;
+    bool ok = z && (dz || !(grad_w || unit)) && matmul_into(c, z, x, w, false, true);
+    rows_push p = {.x = ok ? kg_vk_addr(z) : 0, .status = kg_vk_status_addr(c->ctx),
+                   .rows = u32(N), .C = u32(V), .targets = kg_vk_addr(c->in[2]),
+                   .ignore_index = c->p.classes.ignore_index, .op = c->op};
+    kg_tensor *reads[3] = {z, c->in[2], grad_w ? c->in[3] : NULL};
+    if (ok && !grad_w) {
+        p.mode = ROW_LOG_PROB;
+        p.dst = kg_vk_addr(c->out);
+        ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, 2, c->out);
+    }
+    if (ok && dz) {
+        p.mode = ROW_LOG_PROB_GRAD;
+        p.dst = kg_vk_addr(dz);
+        p.weight = grad_w ? kg_vk_addr(c->in[3]) : 0; /* 0: g = 1, the unit gradients */
+        ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, grad_w ? 3 : 2,
+                               dz);
+    }
+    if (ok && grad_w)
+        ok = matmul_into(c, c->out, dz, x, true, false); /* dW = dZᵀ·X */
+    if (ok && unit) { /* U = dZ·W, the (N, C) after the N log-probabilities */
+        kg_tensor *u = kg__tensor_view(c->out, "kg_linear_log_prob", 2, (int64_t[]){N, C},
+                                       (int64_t[]){C, 1}, c->out->offset + N);
+        ok = u && matmul_into(c, u, dz, w, false, false);
+        kg_tensor_free(u);
+    }
     kg_tensor_free(z); /* released once the queued work is done */
     kg_tensor_free(dz);
     return ok;
