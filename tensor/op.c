@@ -28,9 +28,9 @@ static double op_flops(const kg_opcall *c)
         double R = (double)b1->shape[1], A = (double)kg_tensor_numel(w);
         return 2.0 * rows * R * ((double)x->shape[x->ndim - 1] + A + out / rows);
     }
-    case KG_OP_LINEAR_LOG_PROB:
-        return 2.0 * rows * (double)w->shape[0] * (double)x->shape[1];
-    case KG_OP_LINEAR_LOG_PROB_GRAD: /* the logits again, then dX or dW */
+    case KG_OP_LINEAR_LOG_PROB: /* the logits, then the unit gradients where asked */
+        return (c->p.classes.weight ? 4.0 : 2.0) * rows * (double)w->shape[0] * (double)x->shape[1];
+    case KG_OP_LINEAR_LOG_PROB_GRAD: /* the logits again, then dW */
         return 4.0 * rows * (double)w->shape[0] * (double)x->shape[1];
     default:
         return 0.0;
