@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """torch_step.py — the step `krongrad bench train` times, in PyTorch + PEFT, for comparison.
 
-DistilBERT-base (random weights, the real config) with a multiple-choice head; B questions x
+--arch distilbert-base (default): DistilBERT-base (random weights, the real config) with a
+multiple-choice head; B questions x
 K choices x T tokens of random ids; dropout on (model.train()); cross entropy against a gold
 choice; backward; the gradients' global norm clipped to 1; AdamW (lr 2e-4). Adapters on every
 linear layer of the blocks (q_lin, k_lin, v_lin, out_lin, lin1, lin2), the head
@@ -11,6 +12,11 @@ linear layer of the blocks (q_lin, k_lin, v_lin, out_lin, lin1, lin2), the head
             forming dW (three small contractions; PEFT has no such adapter)
   lokr      PEFT LoKrConfig(r=R, alpha=2R)
   full      every parameter trained
+--arch smollm2-135m: SmolLM2-135M's config (LlamaForCausalLM: 30 blocks, 9 heads over 3 key/value
+heads, vocabulary 49,152, tied head), random weights, B·K rows of T random ids, the mean
+next-token NLL of every position (labels = ids, as krongrad bench's decoder loss); adapters on
+q/k/v/o_proj and gate/up/down_proj (PEFT's all-linear: the LM head stays frozen), nothing else
+trained; attention as transformers picks it (SDPA).
 --precision bf16 runs the forward under torch.autocast("cpu", torch.bfloat16).
 Prints the same figures as krongrad bench (median step, tokens/s, peak RSS) and, with --json,
 one JSON line. Not part of the tests; bench/side_by_side.sh runs it beside krongrad.
@@ -27,6 +33,7 @@ import time
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="distilbert-base", choices=["distilbert-base", "smollm2-135m"])
     p.add_argument("--adapter", default="lora", choices=["lora", "kronlora", "lokr", "full"])
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--kron-a", default="2x4", help="Kron-LoRA's A shape dA2xdA1")
@@ -48,12 +55,26 @@ def main():
         os.environ.setdefault(var, str(a.threads))
     import torch
     from torch import nn
-    from transformers import DistilBertConfig, DistilBertForMultipleChoice
+    import transformers
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    targets = ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
-    model = DistilBertForMultipleChoice(DistilBertConfig())  # distilbert-base-uncased's shapes
+    decoder = a.arch == "smollm2-135m"
+    if decoder:
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        heads = []
+        vocab = 49152
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+            num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+            max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+            tie_word_embeddings=True))
+    else:
+        targets = ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
+        heads = ["pre_classifier", "classifier"]
+        vocab = 30522
+        # distilbert-base-uncased's shapes
+        model = transformers.DistilBertForMultipleChoice(transformers.DistilBertConfig())
 
     class KronLoRA(nn.Module):
         """base(x) + s * x (A kron B1 B2)^T, never forming the (out, in) matrix."""
@@ -88,29 +109,34 @@ def main():
             for child_name, child in list(mod.named_children()):
                 if child_name in targets and isinstance(child, nn.Linear):
                     setattr(mod, child_name, KronLoRA(child, a.rank, a2, a1))
-        for head in (model.pre_classifier, model.classifier):
-            for p in head.parameters():
+        for head in heads:
+            for p in getattr(model, head).parameters():
                 p.requires_grad_(True)
     else:
         import peft
         cfg_cls = peft.LoraConfig if a.adapter == "lora" else peft.LoKrConfig
         kw = dict(r=a.rank, target_modules=targets,
-                  modules_to_save=["pre_classifier", "classifier"])
+                  modules_to_save=heads or None)
         kw["lora_alpha" if a.adapter == "lora" else "alpha"] = 2 * a.rank
         model = peft.get_peft_model(model, cfg_cls(**kw))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, 30522, (a.batch, a.choices, a.seq), generator=g)
+    ids = torch.randint(1, vocab, (a.batch, a.choices, a.seq), generator=g)
+    if decoder:
+        ids = ids.reshape(a.batch * a.choices, a.seq)
     gold = torch.arange(a.batch) % a.choices
     tokens = a.batch * a.choices * a.seq
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
-            logits = model(input_ids=ids).logits
-        loss = nn.functional.cross_entropy(logits.float(), gold)
+            if decoder:  # the mean NLL of each position's next token (HF shifts the labels)
+                loss = model(input_ids=ids, labels=ids).loss.float()
+            else:
+                logits = model(input_ids=ids).logits
+                loss = nn.functional.cross_entropy(logits.float(), gold)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -126,7 +152,7 @@ def main():
     med = statistics.median(secs)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     n_train = sum(p.numel() for p in params)
-    print(f"torch {torch.__version__} bench train: distilbert-base, {a.adapter} r{a.rank}, "
+    print(f"torch {torch.__version__} bench train: {a.arch}, {a.adapter} r{a.rank}, "
           f"{a.precision}, {torch.get_num_threads()} threads")
     print(f"  trainable params   {n_train:,}")
     print(f"  median step        {med:.3f} s (min {min(secs):.3f}, max {max(secs):.3f} over "
@@ -135,7 +161,7 @@ def main():
     print(f"  peak memory        {rss:.1f} MiB host RSS")
     print(f"  last loss          {loss:.4f}")
     if a.json:
-        print(json.dumps({"adapter": a.adapter, "precision": a.precision, "tokens": tokens,
+        print(json.dumps({"arch": a.arch, "adapter": a.adapter, "precision": a.precision, "tokens": tokens,
                           "step_s": med, "tokens_per_s": tokens / med, "rss_mib": rss,
                           "trainable": n_train}))
     sys.stdout.flush()

@@ -21,7 +21,7 @@ typedef struct bench_opts {
     const char *what, *arch, *adapter, *kron_a, *backend, *frozen;
     int64_t rank, batch, choices, seq, steps, warmup, layers;
     double alpha;
-    bool json;
+    bool json, gemm_shapes;
 } bench_opts;
 
 static const kg_flag flags[] = {
@@ -45,6 +45,8 @@ static const kg_flag flags[] = {
      "the frozen linear weights: f32, bf16, f16, q8_0, q4_0, q4_1 or nf4 (default f32)"},
     {"layers", KG_FLAG_INT, offsetof(bench_opts, layers), "N",
      "blocks (default: the model's; fewer fit a big model in memory)"},
+    {"gemm-shapes", KG_FLAG_BOOL, offsetof(bench_opts, gemm_shapes), NULL,
+     "then each of the step's GEMM shapes alone: the rate the step's products could reach"},
     {"json", KG_FLAG_BOOL, offsetof(bench_opts, json), NULL,
      "end with one JSON line of the figures (for bench/side_by_side.sh)"},
     {"backend", KG_FLAG_STRING, offsetof(bench_opts, backend), "cpu|vulkan",
@@ -161,13 +163,14 @@ static bool make_batch(kg_model *m, const bench_opts *o, batch *b)
 /* The loss of the batch, on the tape (a one-element tensor). */
 static kg_tensor *loss_of(kg_model *m, const batch *b)
 {
-    kg_tensor *logits = kg_model_logits(m, &b->in, NULL);
-    if (m->cfg.head != KG_HEAD_CAUSAL_LM)
-        return kg_cross_entropy(logits, b->gold, -100); /* (B, K) against the gold choice */
+    if (m->cfg.head != KG_HEAD_CAUSAL_LM) /* (B, K) against the gold choice */
+        return kg_cross_entropy(kg_model_logits(m, &b->in, NULL), b->gold, -100);
     int64_t N = kg_tensor_dim(b->in.ids, 0), T = kg_tensor_dim(b->in.ids, 1);
-    int64_t V = m->cfg.vocab_size;
-    kg_tensor *head = kg_slice(logits, 1, 0, T - 1); /* (N, T-1, V): each position's next */
-    return kg_cross_entropy(kg_reshape(head, 2, (int64_t[]){N * (T - 1), V}), b->targets, -100);
+    int64_t C = m->cfg.hidden_size;
+    kg_tensor *h = kg_slice(kg_model_hidden(m, &b->in, NULL), 1, 0, T - 1); /* predicts next */
+    kg_tensor *lp = kg_linear_log_probs(&m->lm_head, kg_reshape(h, 2, (int64_t[]){N * (T - 1), C}),
+                                        b->targets, -100); /* (N·(T-1)): the LM head fused */
+    return kg_scale(kg_sum_all(lp), -1.0f / (float)(N * (T - 1)));
 }
 
 /* One training step as the trainer takes it (one micro-batch). */
@@ -215,13 +218,63 @@ static void print_profile(kg_ctx *ctx, double step_seconds)
     for (int i = 0; i < n && i < 64; i++)
         total += t[i].seconds;
     printf("\n  time per op (one profiled step: %.3f s in ops of %.3f s)\n", total, step_seconds);
-    printf("  %-18s %8s %10s %7s\n", "op", "calls", "seconds", "share");
+    printf("  %-20s %8s %10s %7s %8s\n", "op", "calls", "seconds", "share", "GFLOPS");
     for (int i = 0; i < n && i < 64; i++) {
         if (t[i].seconds < 0.005 * total && i >= 8)
             break;
-        printf("  %-18s %8llu %10.4f %6.1f%%\n", t[i].op, (unsigned long long)t[i].calls,
+        printf("  %-20s %8llu %10.4f %6.1f%%", t[i].op, (unsigned long long)t[i].calls,
                t[i].seconds, total > 0 ? 100.0 * t[i].seconds / total : 0.0);
+        if (t[i].flops > 0 && t[i].seconds > 0)
+            printf(" %8.1f", t[i].flops / t[i].seconds / 1e9);
+        printf("\n");
     }
+}
+
+/* One GEMM shape of the step, (M, K)·op(B) → (M, N), timed alone (best of 3 after a warm-up): the
+ * figure the step's own products are set against (docs/performance.md). */
+static void gemm_shape(kg_ctx *ctx, const char *what, int64_t nb, int64_t M, int64_t N,
+                       int64_t K, bool tb)
+{
+    kg_scope scope = kg_scope_begin(ctx);
+    kg_tensor *a = kg_uniform(ctx, 3, (int64_t[]){nb, M, K}, -1, 1, 1);
+    kg_tensor *b = tb ? kg_uniform(ctx, 3, (int64_t[]){nb, N, K}, -1, 1, 2)
+                      : kg_uniform(ctx, 3, (int64_t[]){nb, K, N}, -1, 1, 2);
+    if (nb == 1) /* one weight: the linear layer's single GEMM */
+        b = kg_reshape(b, 2, tb ? (int64_t[]){N, K} : (int64_t[]){K, N});
+    double best = 1e30;
+    for (int r = 0; r < 4 && !kg_ctx_status(ctx); r++) {
+        kg_scope s = kg_scope_begin(ctx);
+        double t0 = now();
+        kg_matmul_t(a, b, false, tb);
+        kg_flush(ctx);
+        double t = now() - t0;
+        best = r > 0 && t < best ? t : best;
+        kg_scope_end(ctx, s);
+    }
+    printf("  %-26s %5lld x %6lld x %6lld x %4lld %8.1f\n", what, (long long)nb, (long long)M,
+           (long long)N, (long long)K, 2.0 * (double)(nb * M * N * K) / best / 1e9);
+    kg_scope_end(ctx, scope);
+}
+
+/* The step's GEMM shapes: each linear layer forward (x·Wᵀ) and its input gradient (g·W), the
+ * LM head, and attention's per-head products. */
+static void print_gemm_shapes(kg_ctx *ctx, const kg_model_config *c, int64_t rows, int64_t T)
+{
+    int64_t C = c->hidden_size, F = c->intermediate_size, D = c->head_dim ? c->head_dim
+                                                                          : C / c->n_heads;
+    int64_t q = c->n_heads * D, kv = c->n_kv_heads * D, G = c->n_heads / c->n_kv_heads;
+    int64_t N = rows * T;
+    printf("\n  each GEMM shape alone (best of 3)  batch x      M x      N x    K   GFLOPS\n");
+    gemm_shape(ctx, "q, o projection", 1, N, q, C, true);
+    if (kv != q)
+        gemm_shape(ctx, "k, v projection", 1, N, kv, C, true);
+    gemm_shape(ctx, "up, gate: x.W^T", 1, N, F, C, true);
+    gemm_shape(ctx, "down: x.W^T", 1, N, C, F, true);
+    gemm_shape(ctx, "up, gate input grad: g.W", 1, N, C, F, false);
+    gemm_shape(ctx, "down input grad: g.W", 1, N, F, C, false);
+    if (c->head == KG_HEAD_CAUSAL_LM)
+        gemm_shape(ctx, "LM head: x.W^T", 1, N - rows, c->vocab_size, C, true);
+    gemm_shape(ctx, "attention: q.k^T per head", rows * c->n_kv_heads, G * T, T, D, true);
 }
 
 static int run(kg_ctx *ctx, const bench_opts *o, const kg_model_config *mc,
@@ -297,6 +350,8 @@ static int run(kg_ctx *ctx, const bench_opts *o, const kg_model_config *mc,
                (double)peak / (1024.0 * 1024.0), kg_backend_name(ctx));
         printf("  %-18s %.4f\n", "last loss", loss);
         print_profile(ctx, profiled);
+        if (o->gemm_shapes)
+            print_gemm_shapes(ctx, mc, o->batch * o->choices, o->seq);
         if (o->json)
             printf("{\"arch\": \"%s\", \"adapter\": \"%s\", \"tokens\": %lld, \"step_s\": %.6f, "
                    "\"tokens_per_s\": %.1f, \"rss_mib\": %.1f, \"tensor_peak_mib\": %.1f, "

@@ -1,7 +1,7 @@
 /* attention.c — multi-head attention as HF's eager implementation computes it: projections,
- * optional rotate-half RoPE, grouped key/value heads repeated to the query heads (repeat_kv),
- * softmax of the scaled scores plus an additive mask (dropout on it while training), output
- * projection. Also the masks (padding, causal, sliding window) and the KV cache generation
+ * optional rotate-half RoPE, grouped key/value heads serving their query heads (repeat_kv's
+ * result, without its copies), softmax of the scaled scores plus an additive mask (dropout on
+ * it while training), output projection. Also the masks (padding, causal, sliding window) and the KV cache generation
  * reuses keys and values from.
  */
 #include "kg_nn.h"
@@ -111,18 +111,6 @@ static kg_tensor *split_heads(kg_tensor *x, int64_t n, int64_t D)
     return kg_transpose(kg_reshape(x, 4, (int64_t[]){B, T, n, D}), 1, 2);
 }
 
-/* (B, Hkv, S, D) → (B, Hkv·G, S, D), each key/value head serving G query heads in a row. */
-static kg_tensor *repeat_kv(kg_tensor *x, int64_t G)
-{
-    if (G == 1)
-        return x;
-    int64_t B = kg_tensor_dim(x, 0), Hkv = kg_tensor_dim(x, 1), S = kg_tensor_dim(x, 2),
-            D = kg_tensor_dim(x, 3);
-    kg_tensor *one = kg_reshape(x, 4, (int64_t[]){B, Hkv, 1, S * D});
-    kg_tensor *many = kg_expand(one, 4, (int64_t[]){B, Hkv, G, S * D});
-    return kg_reshape(many, 4, (int64_t[]){B, Hkv * G, S, D});
-}
-
 /* Append this call's keys and values (B, Hkv, T, D) to the cache; the cache's filled rows
  * (B, Hkv, len + T, D) come back through k and v. */
 static bool cache_append(kg_kv_cache *c, kg_tensor **k, kg_tensor **v)
@@ -181,16 +169,21 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
                      (long long)T, (long long)S, (long long)T, (long long)S);
         return NULL;
     }
-    k = repeat_kv(k, H / Hkv); /* (B, H, S, D) */
-    v = repeat_kv(v, H / Hkv);
+    /* GQA without repeat_kv: the G = H/Hkv query heads that share a key/value head are one
+     * (G·T, D) matrix against that head's keys, so K and V are read as they are (the matmul
+     * reads heads through their strides: no copies). */
+    int64_t G = H / Hkv;
     float scale = 1.0f / sqrtf((float)D);
     if (a->scale_query)
         q = kg_scale(q, scale);
-    kg_tensor *scores = kg_matmul_t(q, k, false, true); /* (B, H, T, S) */
+    q = kg_reshape(q, 4, (int64_t[]){B, Hkv, G * T, D});
+    kg_tensor *scores = kg_matmul_t(q, k, false, true); /* (B, Hkv, G·T, S) */
+    scores = kg_reshape(scores, 4, (int64_t[]){B, H, T, S});
     if (!a->scale_query)
         scores = kg_scale(scores, scale);
     kg_tensor *probs = kg_mode_dropout(a->mode, kg_softmax(scores, mask), a->dropout);
-    kg_tensor *out = kg_matmul(probs, v); /* (B, H, T, D) */
-    out = kg_reshape(kg_transpose(out, 1, 2), 3, (int64_t[]){B, T, H * D});
+    kg_tensor *out = kg_matmul(kg_reshape(probs, 4, (int64_t[]){B, Hkv, G * T, S}), v);
+    out = kg_reshape(kg_transpose(kg_reshape(out, 4, (int64_t[]){B, H, T, D}), 1, 2), 3,
+                     (int64_t[]){B, T, H * D});
     return kg_linear_forward(&a->o, out);
 }

@@ -27,6 +27,20 @@ kg_tensor *kg_linear_forward(const kg_linear *l, kg_tensor *x)
     return NULL;
 }
 
+kg_tensor *kg_linear_log_probs(const kg_linear *l, kg_tensor *x, kg_tensor *targets,
+                               int32_t ignore_index)
+{
+    if (!l || !x)
+        return NULL;
+    bool plain = (l->kind == KG_LINEAR_DENSE || l->ad.merged) && !l->bias &&
+                 kg_tensor_dtype(l->weight) == KG_DTYPE_F32;
+    if (plain)
+        return kg_linear_log_prob(x, l->weight, targets, ignore_index);
+    int64_t V = kg_tensor_dim(l->weight, 0);
+    kg_tensor *lp = kg_log_softmax(kg_linear_forward(l, x)); /* (N, V) */
+    return kg_sum(kg_mul(lp, kg_one_hot(targets, V, ignore_index)), -1, false);
+}
+
 kg_tensor *kg_embed_forward(const kg_embed *e, kg_tensor *ids)
 {
     return e ? kg_embedding(e->weight, ids) : NULL;

@@ -41,6 +41,8 @@
 #define ROW_NORM_STATS 4    /* each row's [mean, 1/std], as ROW_NORM computes them */
 #define ROW_CROSS_ENTROPY 5 /* per-row losses and valid flags, into scratch */
 #define ROW_CE_MEAN 6       /* the mean of those losses over the valid rows */
+#define ROW_LOG_PROB 7      /* each row's log-softmax at its target (linear_log_prob) */
+#define ROW_LOG_PROB_GRAD 8 /* g·(onehot - softmax) of each row, weight = g (its backward) */
 
 /* gather.comp */
 #define GA_EMBEDDING 1

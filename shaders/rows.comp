@@ -1,7 +1,8 @@
 #version 450
 // rows.comp — ops over the last axis, one workgroup per row, with shared-memory reductions:
 // softmax, log_softmax, layer_norm, rms_norm, norm_stats (the statistics the norms' backward
-// uses), and cross entropy (per-row losses, then a final one-workgroup mean).
+// uses), cross entropy (per-row losses, then a final one-workgroup mean), and the
+// log-probability at each row's target with its backward (linear_log_prob).
 // Push constants: rows_push (push.h).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -113,6 +114,50 @@ void cross_entropy_row(uint row) {
     }
 }
 
+// The row's target, or -1 for the ignore index (every invocation of the workgroup reads the
+// same); a target out of range is reported and read as ignored.
+int row_target(uint row) {
+    int target = I32(pc.targets).v[row];
+    if (target == pc.ignore_index)
+        return -1;
+    if (target < 0 || target >= int(pc.C)) {
+        if (gl_LocalInvocationID.x == 0)
+            report_range(pc.status, pc.op, int(row), target, int(pc.C));
+        return -1;
+    }
+    return target;
+}
+
+// linear_log_prob over the logits x (rows, C): dst[row] = x[target] - log Σ e^x, 0 if ignored.
+void log_prob_row(uint row) {
+    int target = row_target(row);
+    if (target < 0) {
+        if (gl_LocalInvocationID.x == 0)
+            F32(pc.dst).v[row] = 0.0;
+        return;
+    }
+    vec2 ms = max_and_sum(row * pc.C);
+    if (gl_LocalInvocationID.x == 0)
+        F32(pc.dst).v[row] = F32(pc.x).v[row * pc.C + uint(target)] - ms.x - log(ms.y);
+}
+
+// Its gradient over the same logits: dst = g·(onehot(target) - softmax(x)), g = weight[row]
+// (g = 1 without weight: the unit gradients the forward keeps).
+void log_prob_grad_row(uint row) {
+    uint t = gl_LocalInvocationID.x, base = row * pc.C;
+    F32 x = F32(pc.x), dst = F32(pc.dst);
+    int target = row_target(row);
+    if (target < 0) {
+        for (uint k = t; k < pc.C; k += WG)
+            dst.v[base + k] = 0.0;
+        return;
+    }
+    vec2 ms = max_and_sum(base);
+    float g = pc.weight != 0ul ? F32(pc.weight).v[row] : 1.0, inv = 1.0 / ms.y;
+    for (uint k = t; k < pc.C; k += WG)
+        dst.v[base + k] = g * ((int(k) == target ? 1.0 : 0.0) - exp(x.v[base + k] - ms.x) * inv);
+}
+
 // A row's mean (0 for RMS norm) and 1/√(var + eps): the norms and norm_stats take them from
 // here, so the backward sees the statistics the forward used. The second pass also sums the
 // deviations, whose mean corrects the first pass's rounding of the mean (the corrected two-pass
@@ -179,6 +224,8 @@ void main() {
     case ROW_NORM: norm_row(row); break;
     case ROW_NORM_STATS: norm_stats_row(row); break;
     case ROW_CROSS_ENTROPY: cross_entropy_row(row); break;
+    case ROW_LOG_PROB: log_prob_row(row); break;
+    case ROW_LOG_PROB_GRAD: log_prob_grad_row(row); break;
     default: // the output's layout is the mode's too: report only
         if (gl_LocalInvocationID.x == 0)
             bad_mode(pc.status, pc.op, pc.mode);

@@ -166,6 +166,7 @@ void kg_profile(kg_ctx *ctx, bool on)
     if (on) {
         memset(ctx->op_seconds, 0, sizeof ctx->op_seconds);
         memset(ctx->op_calls, 0, sizeof ctx->op_calls);
+        memset(ctx->op_flops, 0, sizeof ctx->op_flops);
     }
 }
 
@@ -178,7 +179,8 @@ int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap)
     for (int op = 0; op < KG_OP_COUNT; op++) {
         if (!ctx->op_calls[op])
             continue;
-        kg_op_time e = {kg_op_table[op].name, ctx->op_calls[op], ctx->op_seconds[op]};
+        kg_op_time e = {kg_op_table[op].name, ctx->op_calls[op], ctx->op_seconds[op],
+                        ctx->op_flops[op]};
         int i = n < cap ? n++ : cap; /* insertion by time, slowest first */
         while (i > 0 && out[i - 1].seconds < e.seconds) {
             if (i < cap)

@@ -73,6 +73,8 @@ typedef enum kg_op {
     KG_OP_CROSS_ENTROPY,
     KG_OP_ONE_HOT,
     KG_OP_CONCAT,
+    KG_OP_LINEAR_LOG_PROB,      /* the LM head and log-softmax at the targets, vocabulary chunked */
+    KG_OP_LINEAR_LOG_PROB_GRAD, /* internal: its backward, recomputing each chunk's logits */
     /* optimizer updates (in place) */
     KG_OP_ADAMW,
     KG_OP_SGD,
@@ -93,7 +95,8 @@ typedef union kg_opparams {
     struct { int64_t rows; } scatter;                 /* scatter_add_rows */
     struct { bool has_weight, has_bias, rms; float eps; } norm; /* rms: norm_stats only */
     struct { int64_t pos0; bool inverse; float theta; } rope;
-    struct { int64_t classes; int32_t ignore_index; } classes; /* one_hot, cross_entropy */
+    struct { int64_t classes; int32_t ignore_index; bool weight; } classes; /* one_hot,
+                                  * cross_entropy, linear_log_prob (weight: form x's unit gradients) */
     struct { int axis, user_axis; } concat;
     kg_adamw adamw;
     kg_sgd sgd;
@@ -125,6 +128,11 @@ typedef kg_opcall kg_node;
 /* Shape rule: check inputs, fill the output's shape, or set the context's error and return
  * false. CPU kernel: compute c->out from c->in (contiguous unless KG_OPF_STRIDED). Backward
  * rule: given the gradient of the output, set gin[i] for each input, using the public ops. */
+/* Whether t (at most 4 dims, or contiguous) is a stack of matrices a GEMM reads in place: its
+ * last two dims have one unit stride. Then *flip says the matrix is stored transposed (column
+ * major) and *ld is its leading dimension; its batch dims may have any strides, 0 included. */
+bool kg__matrix_view(const kg_tensor *t, bool *flip, int64_t *ld);
+
 typedef bool (*kg_shape_fn)(const kg_opcall *c, kg_shape *out);
 typedef bool (*kg_kernel_fn)(const kg_opcall *c);
 typedef void (*kg_backward_fn)(const kg_node *n, kg_tensor *gout, kg_tensor **gin);
@@ -136,6 +144,9 @@ enum {
                            returns its first input, and nothing is recorded on the tape */
     KG_OPF_QUANT = 8,   /* takes block-quantized inputs (its shape rule says which); other ops
                            refuse them before their shape rule runs */
+    KG_OPF_MATRIX = 16, /* reads each input as a stack of matrices through its strides (kernels
+                         * ask kg__matrix_view): transposed, sliced, permuted and broadcast
+                         * batch dims are read in place, other layouts copied first */
 };
 
 typedef struct kg_op_info {
@@ -195,6 +206,7 @@ struct kg_ctx {
     unsigned visit; /* generation counter for graph walks */
     bool profiling; /* kg_profile: per-op time tallies */
     double op_seconds[KG_OP_COUNT];
+    double op_flops[KG_OP_COUNT]; /* while profiling: the GEMM-like ops' FLOPs */
     uint64_t op_calls[KG_OP_COUNT];
     uint64_t op_made[KG_OP_COUNT]; /* results made through kg__op, always counted: tests check
                                       with it that every op of the table has a case */

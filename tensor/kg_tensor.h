@@ -96,6 +96,7 @@ typedef struct kg_op_time {
     const char *op;
     uint64_t calls;
     double seconds;
+    double flops; /* the multiply-adds ×2 of its products (the GEMM-like ops; 0 for the rest) */
 } kg_op_time;
 void kg_profile(kg_ctx *ctx, bool on);
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap);
@@ -312,6 +313,12 @@ kg_tensor *kg_rope(kg_tensor *x, int64_t pos0, float theta);
 /* Mean cross entropy of logits (N, V) against targets (N, i32), skipping ignore_index
  * (0, with zero gradient, when every target is ignored). */
 kg_tensor *kg_cross_entropy(kg_tensor *logits, kg_tensor *targets, int32_t ignore_index);
+/* Each row's log-probability of its target under the linear head W (V, C): log softmax(x·Wᵀ)
+ * [i, t_i] for x (N, C) and targets (N, i32), 0 (with zero gradient) where the target is
+ * ignore_index. The (N, V) logits are never stored: the CPU backend computes them a chunk of
+ * the vocabulary at a time, forward and again in the backward. */
+kg_tensor *kg_linear_log_prob(kg_tensor *x, kg_tensor *weight, kg_tensor *targets,
+                              int32_t ignore_index);
 /* One-hot rows (N, V) of targets (N, i32); a row whose target is ignore_index is all zero. */
 kg_tensor *kg_one_hot(kg_tensor *targets, int64_t classes, int32_t ignore_index);
 /* Join up to KG_MAX_INPUTS tensors along axis. */

@@ -8,6 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The FLOPs (2 per multiply-add) of the GEMM-like ops, for kg_profile's GFLOPS; 0 for the
+ * others, whose cost is memory traffic. */
+static double op_flops(const kg_opcall *c)
+{
+    const kg_tensor *x = c->in[0], *w = c->n_in > 1 ? c->in[1] : NULL;
+    double out = (double)kg_tensor_numel(c->out), rows = 1;
+    for (int d = 0; x && d < x->ndim - 1; d++)
+        rows *= (double)x->shape[d];
+    switch (c->op) {
+    case KG_OP_MATMUL:
+        return 2.0 * out * (double)x->shape[x->ndim - (c->p.matmul.trans_a ? 2 : 1)];
+    case KG_OP_MATMUL_Q:
+        return 2.0 * out * (double)w->shape[c->p.matmul.trans_b ? 1 : 0];
+    case KG_OP_LOWRANK_LINEAR: /* x (N, in), B1 (out, R), B2 (R, in) */
+        return 2.0 * rows * (double)w->shape[1] * (double)(x->shape[x->ndim - 1] + w->shape[0]);
+    case KG_OP_KRON_LINEAR: { /* x (N, in), A (dA2, dA1), B1 (dB2, R), B2 (R, dB1) */
+        const kg_tensor *b1 = c->in[2];
+        double R = (double)b1->shape[1], A = (double)kg_tensor_numel(w);
+        return 2.0 * rows * R * ((double)x->shape[x->ndim - 1] + A + out / rows);
+    }
+    case KG_OP_LINEAR_LOG_PROB: /* the logits, then the unit gradients where asked */
+        return (c->p.classes.weight ? 4.0 : 2.0) * rows * (double)w->shape[0] * (double)x->shape[1];
+    case KG_OP_LINEAR_LOG_PROB_GRAD: /* the logits again, then dW */
+        return 4.0 * rows * (double)w->shape[0] * (double)x->shape[1];
+    default:
+        return 0.0;
+    }
+}
+
 /* A contiguous copy of t for a kernel that needs one, recorded nowhere. */
 static kg_tensor *contiguous_for_kernel(kg_tensor *t)
 {
@@ -90,11 +119,16 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     }
     if (!(info->flags & KG_OPF_VIEW) && kg_tensor_numel(c.out) > 0) { /* no elements: no work */
         kg_opcall k = c; /* the kernel's call: contiguous copies where the kernel needs them */
+        bool flip;
+        int64_t ld;
         for (int i = 0; i < n_in; i++)
             if (!(info->flags & KG_OPF_STRIDED) && !kg_tensor_is_contiguous(c.in[i]) &&
+                !((info->flags & KG_OPF_MATRIX) && kg__matrix_view(c.in[i], &flip, &ld)) &&
                 !(k.in[i] = contiguous_for_kernel(c.in[i])))
                 break;
         bool ok = !c.ctx->status && c.ctx->be->run(&k);
+        if (ok && c.ctx->profiling)
+            c.ctx->op_flops[c.op] += op_flops(&k);
         for (int i = 0; i < n_in; i++)
             if (k.in[i] && k.in[i] != c.in[i])
                 kg_tensor_free(k.in[i]); /* backends keep storage alive while queued */

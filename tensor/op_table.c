@@ -17,6 +17,7 @@
 #define S KG_OPF_STRIDED
 #define I KG_OPF_INPLACE
 #define Q KG_OPF_QUANT
+#define M KG_OPF_MATRIX
 
 const kg_op_info kg_op_table[] = {
     /*                     name        inputs flags shape rule                CPU kernel                backward rule           Vulkan kernel */
@@ -47,7 +48,7 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_DROPOUT]     = {"dropout",     1, S, kg__shape_dropout,        kg__cpu_dropout,          kg__backward_dropout, VK(kg__vk_elementwise)},
     [KG_OP_SUM]         = {"sum",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_sum, VK(kg__vk_reduce)},
     [KG_OP_MAX]         = {"max",         1, 0, kg__shape_reduce,         kg__cpu_reduce,           kg__backward_max, VK(kg__vk_reduce)},
-    [KG_OP_MATMUL]      = {"matmul",      2, 0, kg__shape_matmul,         kg__cpu_matmul,           kg__backward_matmul, VK(kg__vk_matmul)},
+    [KG_OP_MATMUL]      = {"matmul",      2, M, kg__shape_matmul,         kg__cpu_matmul,           kg__backward_matmul, VK(kg__vk_matmul)},
     [KG_OP_MATMUL_Q]    = {"matmul_q",    2, Q, kg__shape_matmul_q,       kg__cpu_matmul_q,         kg__backward_matmul_q, VK(kg__vk_matmul_q)},
     [KG_OP_KRON]        = {"kron",        2, 0, kg__shape_kron,           kg__cpu_kron,             kg__backward_kron, VK(kg__vk_kron)},
     [KG_OP_LOWRANK_LINEAR] = {"lowrank_linear", 3, 0, kg__shape_lowrank_linear, kg__cpu_lowrank_linear, kg__backward_lowrank_linear, VK(kg__vk_structured_linear)},
@@ -63,6 +64,8 @@ const kg_op_info kg_op_table[] = {
     [KG_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 0, kg__shape_cross_entropy, kg__cpu_cross_entropy, kg__backward_cross_entropy, VK(kg__vk_rows)},
     [KG_OP_ONE_HOT]     = {"one_hot",     1, 0, kg__shape_one_hot,        kg__cpu_one_hot,          NULL, VK(kg__vk_gather)},
     [KG_OP_CONCAT]      = {"concat",     -1, 0, kg__shape_concat,         kg__cpu_concat,           kg__backward_concat, VK(kg__vk_concat)},
+    [KG_OP_LINEAR_LOG_PROB] = {"linear_log_prob", 3, 0, kg__shape_linear_log_prob, kg__cpu_linear_log_prob, kg__backward_linear_log_prob, VK(kg__vk_linear_log_prob)},
+    [KG_OP_LINEAR_LOG_PROB_GRAD] = {"linear_log_prob_grad", 4, 0, kg__shape_linear_log_prob_grad, kg__cpu_linear_log_prob_grad, NULL, VK(kg__vk_linear_log_prob)},
     [KG_OP_ADAMW]       = {"adamw",       4, I, kg__shape_optim,          kg__cpu_adamw,            NULL, VK(kg__vk_optim)},
     [KG_OP_SGD]         = {"sgd",        -1, I, kg__shape_optim,          kg__cpu_sgd,              NULL, VK(kg__vk_optim)},
 };

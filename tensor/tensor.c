@@ -406,6 +406,29 @@ bool kg_tensor_is_contiguous(const kg_tensor *t)
     return true;
 }
 
+bool kg__matrix_view(const kg_tensor *t, bool *flip, int64_t *ld)
+{
+    int64_t r = t->shape[t->ndim - 2], c = t->shape[t->ndim - 1];
+    int64_t sr = t->stride[t->ndim - 2], sc = t->stride[t->ndim - 1];
+    *flip = false;
+    *ld = c > 1 ? c : 1;
+    if (kg_tensor_is_contiguous(t))
+        return true;
+    if (t->ndim > 4) /* the device kernel walks at most two batch dims */
+        return false;
+    if ((c == 1 || sc == 1) && (r == 1 || sr >= *ld)) { /* rows apart by sr */
+        *ld = r == 1 ? *ld : sr;
+        return true;
+    }
+    *flip = true; /* columns apart by sc */
+    *ld = r > 1 ? r : 1;
+    if ((r == 1 || sr == 1) && (c == 1 || sc >= *ld)) {
+        *ld = c == 1 ? *ld : sc;
+        return true;
+    }
+    return false;
+}
+
 bool kg_tensor_to_host(const kg_tensor *t, void *dst, size_t capacity)
 {
     if (!t || t->ctx->status)

@@ -39,6 +39,19 @@ static kg_tensor *f_matmul_tt(kg_tensor **x, void *a)
     const bool *t = a;
     return kg_matmul_t(x[0], x[1], t[0], t[1]);
 }
+/* (T, H, D) → heads (H, T, D) by a transpose, times (H, D, N): no copy on the way in. */
+static kg_tensor *f_matmul_heads(kg_tensor **x, void *a)
+{
+    (void)a;
+    return kg_matmul(kg_transpose(x[0], 0, 1), x[1]);
+}
+/* q (B, G, T, D) against k (B, 1, S, D) expanded to (B, G, S, D), transposed: stride 0. */
+static kg_tensor *f_matmul_expanded(kg_tensor **x, void *a)
+{
+    (void)a;
+    kg_tensor *k = kg_expand(x[1], 4, (int64_t[]){2, 3, 5, 4});
+    return kg_matmul_t(x[0], k, false, true);
+}
 /* x · op(W) with W (a constant input) stored as dtype: a frozen, quantized weight. */
 typedef struct matmul_q_arg { kg_dtype dtype; bool trans; } matmul_q_arg;
 static kg_tensor *f_matmul_q(kg_tensor **x, void *a)
@@ -56,6 +69,7 @@ static kg_tensor *f_rope(kg_tensor **x, void *a) { (void)a; return kg_rope(x[0],
 static kg_tensor *f_embedding(kg_tensor **x, void *a) { (void)a; return kg_embedding(x[0], x[1]); }
 static kg_tensor *f_scatter(kg_tensor **x, void *a) { (void)a; return kg_scatter_add_rows(x[0], x[1], 5); }
 static kg_tensor *f_cross_entropy(kg_tensor **x, void *a) { (void)a; return kg_cross_entropy(x[0], x[1], -100); }
+static kg_tensor *f_linear_log_prob(kg_tensor **x, void *a) { (void)a; return kg_linear_log_prob(x[0], x[1], x[2], -100); }
 static kg_tensor *f_masked_fill(kg_tensor **x, void *a) { (void)a; return kg_masked_fill(x[0], x[1], -3.0f); }
 static kg_tensor *f_dropout(kg_tensor **x, void *a) { (void)a; return kg_dropout(x[0], 0.4f, 1234); }
 static kg_tensor *f_concat(kg_tensor **x, void *a) { return kg_concat(x, 3, *(int *)a); }
@@ -142,6 +156,12 @@ static void cases_matmul(check_fn check)
     check("matmul rows x weight", f_matmul, NULL, 2, weight, 53);
     gc_input views[] = {F32T(3, 2, 3, 4), F32T(2, 4, 3)};
     check("matmul strided", f_matmul, NULL, 2, views, 54);
+    /* Inputs read through their strides (KG_OPF_MATRIX): heads split off by a transpose, and a
+     * key head expanded over its query group (batch stride 0), as attention passes them. */
+    check("matmul heads", f_matmul_heads, NULL, 2, (gc_input[]){F32(3, 3, 2, 4), F32(3, 2, 4, 5)},
+          59);
+    check("matmul expanded", f_matmul_expanded, NULL, 2,
+          (gc_input[]){F32(4, 2, 3, 3, 4), F32(4, 2, 1, 5, 4)}, 60);
     bool flags[4][2] = {{false, true}, {true, false}, {true, true}, {false, false}};
     for (int k = 0; k < 4; k++) {
         gc_input t[] = {F32(3, 2, flags[k][0] ? 4 : 3, flags[k][0] ? 3 : 4),
@@ -206,6 +226,19 @@ static void cases_cross_entropy(check_fn check)
     check("cross_entropy", f_cross_entropy, NULL, 2, a, 100);
     a[0].transposed = true;
     check("cross_entropy strided", f_cross_entropy, NULL, 2, a, 101);
+    /* The fused LM head: x (4, 3) and W (6, 3) both differentiated (x's unit gradients formed
+     * by the forward, W's by the backward op), one row ignored, one target the last class; then
+     * W alone (no unit gradients) through a strided weight. */
+    static const int32_t lt[] = {2, -100, 0, 5};
+    gc_input l[] = {{.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {4, 3}, .grad = true, .lo = -2,
+                     .hi = 2},
+                    {.dtype = KG_DTYPE_F32, .ndim = 2, .shape = {6, 3}, .grad = true, .lo = -2,
+                     .hi = 2},
+                    {.dtype = KG_DTYPE_I32, .ndim = 1, .shape = {4}, .ids = lt}};
+    check("linear_log_prob", f_linear_log_prob, NULL, 3, l, 102);
+    l[0].grad = false;
+    l[1].transposed = true;
+    check("linear_log_prob strided", f_linear_log_prob, NULL, 3, l, 103);
 }
 
 static void cases_masked_fill_dropout(check_fn check)

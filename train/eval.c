@@ -173,7 +173,7 @@ static bool rows_add_item(const kg_mc_scorer *s, dec_rows *r, const kg_mc_item *
 static kg_tensor *token_log_probs(const kg_mc_scorer *s, const dec_rows *r)
 {
     kg_ctx *ctx = s->model->ctx;
-    int64_t R = r->n_rows, T = r->T, P = r->P, V = s->model->cfg.vocab_size;
+    int64_t R = r->n_rows, T = r->T, P = r->P;
     int32_t *ids = calloc((size_t)(R * T), sizeof *ids);
     int32_t *pick = malloc(sizeof *pick * (size_t)P), *target = malloc(sizeof *target * (size_t)P);
     kg_tensor *out = NULL;
@@ -194,9 +194,8 @@ static kg_tensor *token_log_probs(const kg_mc_scorer *s, const dec_rows *r)
         kg_tensor *h = kg_model_hidden(s->model, &in, NULL); /* (R, T, C) */
         kg_tensor *flat = kg_reshape(h, 2, (int64_t[]){R * T, -1});
         kg_tensor *sel = kg_embedding(flat, kg_from_host(ctx, KG_DTYPE_I32, 1, &P, pick));
-        kg_tensor *lp = kg_log_softmax(kg_linear_forward(&s->model->lm_head, sel)); /* (P, V) */
         kg_tensor *tgt = kg_from_host(ctx, KG_DTYPE_I32, 1, &P, target);
-        out = kg_sum(kg_mul(lp, kg_one_hot(tgt, V, -1)), -1, false); /* (P) */
+        out = kg_linear_log_probs(&s->model->lm_head, sel, tgt, -1); /* (P), the head fused */
     }
     free(ids);
     free(pick);

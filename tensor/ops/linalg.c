@@ -54,18 +54,16 @@ bool kg__shape_matmul(const kg_opcall *c, kg_shape *s)
     return true;
 }
 
-/* Offset of batch index `bi` (flat over out's batch dims) in a contiguous t, broadcasting. */
+/* Offset of batch index `bi` (flat over out's batch dims) in t, through t's strides: a
+ * broadcast dim (size 1) or an expanded one (stride 0) stays at the same matrix. */
 static int64_t batch_offset(const kg_tensor *t, const kg_tensor *out, int64_t bi)
 {
-    int64_t off = 0, mat = t->shape[t->ndim - 1] * t->shape[t->ndim - 2], stride = mat;
+    int64_t off = 0;
     for (int d = out->ndim - 3, k = t->ndim - 3; d >= 0; d--, k--) {
         int64_t idx = bi % out->shape[d];
         bi /= out->shape[d];
-        if (k >= 0) {
-            if (t->shape[k] != 1)
-                off += idx * stride;
-            stride *= t->shape[k];
-        }
+        if (k >= 0 && t->shape[k] != 1)
+            off += idx * t->stride[k];
     }
     return off;
 }
@@ -93,19 +91,25 @@ static void matmul_batch(void *arg, int64_t lo, int64_t hi)
 bool kg__cpu_matmul(const kg_opcall *c)
 {
     const kg_tensor *a = c->in[0], *b = c->in[1], *o = c->out;
-    bool ta = c->p.matmul.trans_a, tb = c->p.matmul.trans_b;
-    int64_t m, k, n, batch = 1;
+    int64_t m, k, n, batch = 1, lda, ldb;
     for (int d = 0; d < o->ndim - 2; d++)
         batch *= o->shape[d];
-    mat_dims(a, ta, &m, &k);
-    mat_dims(b, tb, &k, &n);
+    mat_dims(a, c->p.matmul.trans_a, &m, &k);
+    mat_dims(b, c->p.matmul.trans_b, &k, &n);
     if (m == 0 || n == 0)
         return true;
-    int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
+    /* Inputs are read through their strides (KG_OPF_MATRIX): a head split off by a transpose,
+     * a slice of the KV cache or a key head expanded over its query group is read in place;
+     * a matrix stored transposed flips its GEMM flag. */
+    bool fa, fb;
+    kg__matrix_view(a, &fa, &lda);
+    kg__matrix_view(b, &fb, &ldb);
+    bool ta = c->p.matmul.trans_a != fa, tb = c->p.matmul.trans_b != fb;
     const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
     float *C = kg_cpu_f32(o);
     /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
-    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k)
+    if (b->ndim == 2 && !c->p.matmul.trans_a && kg_tensor_is_contiguous(a) &&
+        kg_tensor_numel(a) == batch * m * k)
         return gemm(c, false, tb, batch * m, n, k, A, lda, B, ldb, C, n);
     /* A batch of products (attention's heads): one per thread at a time, each on its thread,
      * rather than each split over the threads (a wake-up per small product). */

@@ -340,31 +340,49 @@ bool kg__shape_rope(const kg_opcall *c, kg_shape *s)
     return true;
 }
 
+/* rope's rows read cos and sin from a (T, D/2, 2) table made once per call: the same f32
+ * angles, but T·D/2 calls of powf, cosf and sinf instead of one of each per element. */
+typedef struct rope_job {
+    const kg_opcall *c;
+    int64_t C;
+    const float *table;
+} rope_job;
+
 static void rope_rows(void *arg, int64_t lo, int64_t hi)
 {
-    const rows_job *j = arg;
+    const rope_job *j = arg;
     const kg_opcall *c = j->c;
     int64_t T = c->in[0]->shape[c->in[0]->ndim - 2], half = j->C / 2;
     float sign = c->p.rope.inverse ? -1.0f : 1.0f;
     for (int64_t r = lo; r < hi; r++) {
-        const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
+        const float *x = kg_cpu_f32(c->in[0]) + r * j->C, *cs = j->table + (r % T) * j->C;
         float *y = kg_cpu_f32(c->out) + r * j->C;
-        float pos = (float)(c->p.rope.pos0 + r % T);
         for (int64_t i = 0; i < half; i++) {
-            /* As HF: inv_freq = 1 / θ^(2i/D) and the angle in f32. */
-            float inv_freq = 1.0f / powf(c->p.rope.theta, (float)(2 * i) / (float)j->C);
-            float ang = pos * inv_freq, cs = cosf(ang), sn = sign * sinf(ang);
-            float x1 = x[i], x2 = x[i + half];
-            y[i] = x1 * cs - x2 * sn;
-            y[i + half] = x2 * cs + x1 * sn;
+            float co = cs[2 * i], sn = sign * cs[2 * i + 1], x1 = x[i], x2 = x[i + half];
+            y[i] = x1 * co - x2 * sn;
+            y[i + half] = x2 * co + x1 * sn;
         }
     }
 }
 
 bool kg__cpu_rope(const kg_opcall *c)
 {
-    rows_job j = {c, last_dim(c->in[0])};
-    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), rope_rows, &j);
+    int64_t C = last_dim(c->in[0]), T = c->in[0]->shape[c->in[0]->ndim - 2], half = C / 2;
+    size_t bytes = sizeof(float) * (size_t)(T * C);
+    float *table = kg_cpu_scratch(c, bytes);
+    if (!table)
+        return false;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < half; i++) {
+            /* As HF: inv_freq = 1 / θ^(2i/D) and the angle in f32. */
+            float inv_freq = 1.0f / powf(c->p.rope.theta, (float)(2 * i) / (float)C);
+            float ang = (float)(c->p.rope.pos0 + t) * inv_freq;
+            table[t * C + 2 * i] = cosf(ang);
+            table[t * C + 2 * i + 1] = sinf(ang);
+        }
+    rope_job j = {c, C, table};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (C + 1), rope_rows, &j);
+    kg_cpu_scratch_free(c, table, bytes);
     return true;
 }
 
@@ -400,7 +418,7 @@ bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s)
 }
 
 /* Targets must be a class or the ignore index. */
-static bool check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
+bool kg__check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes)
 {
     for (int64_t i = 0; i < n; i++)
         if (t[i] != c->p.classes.ignore_index && (t[i] < 0 || t[i] >= classes))
@@ -416,7 +434,7 @@ bool kg__cpu_one_hot(const kg_opcall *c)
     const int32_t *t = kg_cpu_i32(c->in[0]);
     int64_t n = kg_tensor_numel(c->in[0]), V = c->p.classes.classes;
     float *o = kg_cpu_f32(c->out);
-    if (!check_targets(c, t, n, V))
+    if (!kg__check_targets(c, t, n, V))
         return false;
     memset(o, 0, sizeof(float) * (size_t)(n * V));
     for (int64_t i = 0; i < n; i++)
@@ -448,7 +466,7 @@ bool kg__cpu_cross_entropy(const kg_opcall *c)
     const kg_tensor *x = c->in[0];
     int64_t n = x->shape[0], V = x->shape[1];
     const int32_t *t = kg_cpu_i32(c->in[1]);
-    if (!check_targets(c, t, n, V))
+    if (!kg__check_targets(c, t, n, V))
         return false;
     double total = 0.0;
     int64_t count = 0;

@@ -84,6 +84,12 @@ KG_OP_FUNCS(cross_entropy)
 bool kg__shape_one_hot(const kg_opcall *c, kg_shape *s);
 bool kg__cpu_one_hot(const kg_opcall *c);
 KG_OP_FUNCS(concat)
+bool kg__check_targets(const kg_opcall *c, const int32_t *t, int64_t n, int64_t classes);
+
+/* lm_head.c */
+KG_OP_FUNCS(linear_log_prob)
+bool kg__shape_linear_log_prob_grad(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_linear_log_prob_grad(const kg_opcall *c);
 
 /* optim.c */
 bool kg__shape_optim(const kg_opcall *c, kg_shape *s);

@@ -187,29 +187,33 @@ bool kg__vk_reduce(const kg_opcall *c)
 
 /* ---- matmul and the structured ops -------------------------------------------------------- */
 
-/* Strides (elements) of t's two batch dims, aligned to out's and padded to two; 0 broadcasts. */
+/* t's batch strides, through its strides (0 where it broadcasts or is expanded). */
 static void batch_strides(const kg_tensor *t, const kg_tensor *out, uint32_t dst[2])
 {
-    int64_t mat = t->shape[t->ndim - 1] * t->shape[t->ndim - 2];
     int tb = t->ndim - 2, ob = out->ndim - 2;
-    int64_t s1 = tb >= 1 && t->shape[tb - 1] != 1 ? mat : 0;
-    int64_t s0 = tb >= 2 && t->shape[tb - 2] != 1 ? mat * t->shape[tb - 1] : 0;
+    int64_t s1 = tb >= 1 && t->shape[tb - 1] != 1 ? t->stride[tb - 1] : 0;
+    int64_t s0 = tb >= 2 && t->shape[tb - 2] != 1 ? t->stride[tb - 2] : 0;
     /* out has ob batch dims (0 to 2); dst[0] pairs with the outer one, dst[1] the inner one. */
     dst[0] = ob == 2 ? u32(tb == 2 ? s0 : 0) : 0;
     dst[1] = ob >= 1 ? u32(s1) : 0;
 }
 
-/* o = op(a)·op(b), for the op c (which names errors and timings). */
+/* o = op(a)·op(b), for the op c (which names errors and timings). a and b are stacks of
+ * matrices read through their strides (kg__matrix_view: the matmul op's KG_OPF_MATRIX); a
+ * matrix stored transposed flips its flag. */
 static bool matmul_into(const kg_opcall *c, const kg_tensor *o, kg_tensor *a, kg_tensor *b,
                         bool ta, bool tb)
 {
     int64_t m = o->shape[o->ndim - 2], n = o->shape[o->ndim - 1];
     int64_t k = ta ? a->shape[a->ndim - 2] : a->shape[a->ndim - 1];
-    int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0;
+    int64_t batch = m * n != 0 ? kg_tensor_numel(o) / (m * n) : 0, lda, ldb;
+    bool fa, fb;
+    kg__matrix_view(a, &fa, &lda);
+    kg__matrix_view(b, &fb, &ldb);
     matmul_push p = {.c = kg_vk_addr(o), .a = kg_vk_addr(a), .b = kg_vk_addr(b),
-                     .lda = u32(a->shape[a->ndim - 1]), .ldb = u32(b->shape[b->ndim - 1]),
-                     .trans_a = ta, .trans_b = tb, .batch_outer = 1, .batch_inner = 1};
-    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k) {
+                     .lda = u32(lda), .ldb = u32(ldb), .trans_a = ta != fa, .trans_b = tb != fb,
+                     .batch_outer = 1, .batch_inner = 1};
+    if (b->ndim == 2 && !ta && kg_tensor_is_contiguous(a) && kg_tensor_numel(a) == batch * m * k) {
         m *= batch; /* a stack of rows times one matrix: one GEMM */
         batch = 1;
     }
@@ -380,6 +384,51 @@ bool kg__vk_rows(const kg_opcall *c)
         return no_case(c);
     }
     return kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, p.rows, c->in, c->n_in, c->out);
+}
+
+/* linear_log_prob: the logits Z = X·Wᵀ into scratch (the whole vocabulary at once here: device
+ * memory holds N × V floats for the op's duration), the log-probabilities by a rows pass, and
+ * where asked the unit gradients U = (onehot - softmax(Z))·W after them in the output. Its
+ * backward for W: dZ = g·(onehot - softmax(Z)), dW = dZᵀ·X. */
+bool kg__vk_linear_log_prob(const kg_opcall *c)
+{
+    kg_tensor *x = c->in[0], *w = c->in[1];
+    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0];
+    bool grad_w = c->op == KG_OP_LINEAR_LOG_PROB_GRAD;
+    bool unit = !grad_w && c->p.classes.weight;
+    kg_tensor *z = kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32, 2,
+                                    (int64_t[]){N, V}, false);
+    kg_tensor *dz = grad_w || unit ? kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32,
+                                                      2, (int64_t[]){N, V}, false)
+                                   : NULL;
+    bool ok = z && (dz || !(grad_w || unit)) && matmul_into(c, z, x, w, false, true);
+    rows_push p = {.x = ok ? kg_vk_addr(z) : 0, .status = kg_vk_status_addr(c->ctx),
+                   .rows = u32(N), .C = u32(V), .targets = kg_vk_addr(c->in[2]),
+                   .ignore_index = c->p.classes.ignore_index, .op = c->op};
+    kg_tensor *reads[3] = {z, c->in[2], grad_w ? c->in[3] : NULL};
+    if (ok && !grad_w) {
+        p.mode = ROW_LOG_PROB;
+        p.dst = kg_vk_addr(c->out);
+        ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, 2, c->out);
+    }
+    if (ok && dz) {
+        p.mode = ROW_LOG_PROB_GRAD;
+        p.dst = kg_vk_addr(dz);
+        p.weight = grad_w ? kg_vk_addr(c->in[3]) : 0; /* 0: g = 1, the unit gradients */
+        ok = kg_vk_dispatch_1d(c, KG_VK_ROWS, &p, sizeof p, (uint64_t)N, reads, grad_w ? 3 : 2,
+                               dz);
+    }
+    if (ok && grad_w)
+        ok = matmul_into(c, c->out, dz, x, true, false); /* dW = dZᵀ·X */
+    if (ok && unit) { /* U = dZ·W, the (N, C) after the N log-probabilities */
+        kg_tensor *u = kg__tensor_view(c->out, "kg_linear_log_prob", 2, (int64_t[]){N, C},
+                                       (int64_t[]){C, 1}, c->out->offset + N);
+        ok = u && matmul_into(c, u, dz, w, false, false);
+        kg_tensor_free(u);
+    }
+    kg_tensor_free(z); /* released once the queued work is done */
+    kg_tensor_free(dz);
+    return ok;
 }
 
 /* ---- rope ----------------------------------------------------------------------------------- */

@@ -199,6 +199,7 @@ bool kg__vk_matmul_q(const kg_opcall *c); /* matmul_q.comp, with dequant.comp fo
 bool kg__vk_kron(const kg_opcall *c);
 bool kg__vk_structured_linear(const kg_opcall *c);
 bool kg__vk_rows(const kg_opcall *c);
+bool kg__vk_linear_log_prob(const kg_opcall *c);
 bool kg__vk_rope(const kg_opcall *c);
 bool kg__vk_gather(const kg_opcall *c);
 bool kg__vk_concat(const kg_opcall *c);

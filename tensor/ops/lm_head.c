@@ -1,0 +1,210 @@
+/* lm_head.c — the LM head fused with its log-softmax: each row's log-probability of its target,
+ * log softmax(x·Wᵀ)[i, t_i], computed a block of rows at a time so that the (N, V) logits never
+ * exist. As Liger Kernel's fused linear cross entropy does, the forward also forms the input's
+ * gradient while each block's logits are at hand: dy_i/dx_i = (onehot(t_i) - p_i)·W, so the
+ * backward of x is a per-row scale, and the LM head costs two GEMM passes, not three. W's own
+ * gradient (a trained head) recomputes each block's logits in the backward.
+ */
+#include "ops.h"
+#include "../cpu/cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Logits per row block: 4 Mi floats (16 MiB; 85 rows of a 49,152-token vocabulary). */
+#define LP_BLOCK_FLOATS (1 << 22)
+/* Lanes of the row sums: a fixed-width inner loop the compiler turns into vector code. */
+#define LP_LANES 16
+
+/* e^x for x <= 0 to ~2 ulp (Cephes' polynomial on x - n·ln 2, times 2^n): libm's expf is a call
+ * per element, which does not vectorize and costs more than the GEMM's share per logit. */
+static inline float lp_exp(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    float n = floorf(x * 1.44269504f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } two = {.i = ((int32_t)n + 127) << 23};
+    return p * two.f;
+}
+
+/* Σ_k e^(z[k] - m) over n entries. */
+static float lp_sum_exp(const float *z, int64_t n, float m)
+{
+    float acc[LP_LANES] = {0};
+    int64_t k = 0;
+    for (; k + LP_LANES <= n; k += LP_LANES)
+        for (int j = 0; j < LP_LANES; j++)
+            acc[j] += lp_exp(z[k + j] - m);
+    float s = 0.0f;
+    for (; k < n; k++)
+        s += lp_exp(z[k] - m);
+    for (int j = 0; j < LP_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+static float lp_max(const float *z, int64_t n)
+{
+    float m = -INFINITY;
+    for (int64_t k = 0; k < n; k++)
+        m = z[k] > m ? z[k] : m;
+    return m;
+}
+
+static int64_t lp_block_rows(int64_t N, int64_t V)
+{
+    int64_t nb = LP_BLOCK_FLOATS / V;
+    nb = nb < 16 ? 16 : nb;
+    return nb < N ? nb : N;
+}
+
+/* The forward's output, flat: N log-probabilities, then (with p.classes.weight, set when x
+ * wants a gradient) the (N, C) unit gradients dy_i/dx_i. */
+bool kg__shape_linear_log_prob(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *w = c->in[1], *t = c->in[2];
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32) ||
+        !kg__want_dtype(c, 2, KG_DTYPE_I32))
+        return false;
+    if (x->ndim != 2 || w->ndim != 2 || t->ndim != 1 || w->shape[1] != x->shape[1] ||
+        t->shape[0] != x->shape[0] || w->shape[0] < 1)
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob: x %s, weight %s, targets "
+                            "%s; expected x (N, C), weight (V, C) with V >= 1 and targets (N)",
+                            KG_DESC(x), KG_DESC(w), KG_DESC(t));
+    int64_t N = x->shape[0];
+    *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 1,
+                    .dim = {N * (c->op == KG_OP_LINEAR_LOG_PROB && c->p.classes.weight
+                                     ? 1 + x->shape[1] : 1)}};
+    return true;
+}
+
+/* One block of rows: z (rows, V) their logits. Each row's log-sum-exp; then its log-probability
+ * (forward), and where asked z turned in place into g_i·(onehot(t_i) - softmax(z_i)). */
+typedef struct lp_job {
+    const kg_opcall *c;
+    float *z;
+    int64_t r0, V;
+    float *y;       /* forward: (N) log-probabilities */
+    const float *g; /* backward: (N) the output's gradient; forward: NULL (g = 1) */
+    bool grad;      /* turn z into its gradient */
+} lp_job;
+
+static void lp_rows(void *arg, int64_t lo, int64_t hi)
+{
+    lp_job *j = arg;
+    const int32_t *t = kg_cpu_i32(j->c->in[2]) + j->r0;
+    int32_t ignore = j->c->p.classes.ignore_index;
+    for (int64_t i = lo; i < hi; i++) {
+        float *z = j->z + i * j->V;
+        if (t[i] == ignore) {
+            if (j->y)
+                j->y[j->r0 + i] = 0.0f;
+            if (j->grad)
+                memset(z, 0, sizeof(float) * (size_t)j->V);
+            continue;
+        }
+        float m = lp_max(z, j->V), lse = m + logf(lp_sum_exp(z, j->V, m));
+        if (j->y)
+            j->y[j->r0 + i] = z[t[i]] - lse;
+        if (!j->grad)
+            continue;
+        float g = j->g ? j->g[j->r0 + i] : 1.0f;
+        for (int64_t k = 0; k < j->V; k++)
+            z[k] = -g * lp_exp(z[k] - lse);
+        z[t[i]] += g;
+    }
+}
+
+/* Over blocks of rows: their logits Z = X_b·Wᵀ, the rows pass, then (unit gradients) U_b =
+ * dZ·W or (W's gradient) dW += dZᵀ·X_b. */
+static bool lp_blocks(const kg_opcall *c, float *y, const float *g, float *u, float *dw)
+{
+    const kg_tensor *x = c->in[0], *w = c->in[1];
+    int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0], nb = lp_block_rows(N, V);
+    const float *X = kg_cpu_f32(x), *W = kg_cpu_f32(w);
+    size_t bytes = sizeof(float) * (size_t)(nb * V);
+    float *z = kg_cpu_scratch(c, bytes);
+    bool ok = z != NULL;
+    lp_job j = {.c = c, .z = z, .V = V, .y = y, .g = g, .grad = u || dw};
+    for (int64_t r0 = 0; ok && r0 < N; r0 += nb) {
+        int64_t rows = N - r0 < nb ? N - r0 : nb;
+        j.r0 = r0;
+        ok = kg_cpu_sgemm(false, true, rows, V, C, 1.0f, X + r0 * C, C, W, C, 0.0f, z, V);
+        if (!ok)
+            break;
+        kg_cpu_parallel_for(rows, 1 + 65536 / V, lp_rows, &j);
+        if (u)
+            ok = kg_cpu_sgemm(false, false, rows, C, V, 1.0f, z, V, W, C, 0.0f, u + r0 * C, C);
+        else if (dw)
+            ok = kg_cpu_sgemm(true, false, V, C, rows, 1.0f, z, V, X + r0 * C, C,
+                              r0 ? 1.0f : 0.0f, dw, C);
+    }
+    if (z)
+        kg_cpu_scratch_free(c, z, bytes);
+    return ok || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for its logits or "
+                              "the GEMM's packing buffer", kg_op_table[c->op].name);
+}
+
+bool kg__cpu_linear_log_prob(const kg_opcall *c)
+{
+    int64_t N = c->in[0]->shape[0];
+    if (!kg__check_targets(c, kg_cpu_i32(c->in[2]), N, c->in[1]->shape[0]))
+        return false;
+    float *out = kg_cpu_f32(c->out);
+    return lp_blocks(c, out, NULL, c->p.classes.weight ? out + N : NULL, NULL);
+}
+
+/* ---- W's gradient: x, W, targets, the output's gradient g (N) → dW (V, C) --------------- */
+
+bool kg__shape_linear_log_prob_grad(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *w = c->in[1];
+    if (!kg__shape_linear_log_prob(c, s)) /* x, W and targets as the forward took them */
+        return false;
+    if (!kg__want_dtype(c, 3, KG_DTYPE_F32) || c->in[3]->ndim != 1 ||
+        c->in[3]->shape[0] != x->shape[0])
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob (backward): the gradient "
+                            "is %s; expected (%lld)", KG_DESC(c->in[3]), (long long)x->shape[0]);
+    kg__shape_of(w, s);
+    return true;
+}
+
+bool kg__cpu_linear_log_prob_grad(const kg_opcall *c)
+{
+    if (!kg__check_targets(c, kg_cpu_i32(c->in[2]), c->in[0]->shape[0], c->in[1]->shape[0]))
+        return false;
+    return lp_blocks(c, NULL, kg_cpu_f32(c->in[3]), NULL, kg_cpu_f32(c->out));
+}
+
+void kg__backward_linear_log_prob(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
+{
+    int64_t N = nd->in[0]->shape[0], C = nd->in[0]->shape[1];
+    kg_tensor *gy = kg_slice(g, 0, 0, N); /* the unit gradients' part of g is never used */
+    if (nd->in[0]->requires_grad) { /* dx_i = g_i · U_i, U formed by the forward */
+        kg_tensor *u = kg_reshape(kg_slice(nd->out, 0, N, N * C), 2, (int64_t[]){N, C});
+        gin[0] = kg_mul(u, kg_reshape(gy, 2, (int64_t[]){N, 1}));
+    }
+    if (nd->in[1]->requires_grad) {
+        kg_tensor *in[4] = {nd->in[0], nd->in[1], nd->in[2], gy};
+        gin[1] = kg__op(KG_OP_LINEAR_LOG_PROB_GRAD, 4, in, &nd->p);
+    }
+}
+
+kg_tensor *kg_linear_log_prob(kg_tensor *x, kg_tensor *weight, kg_tensor *targets,
+                              int32_t ignore_index)
+{
+    if (!x)
+        return NULL;
+    /* the unit gradients only where the backward will ask for them */
+    kg_opparams p = {.classes = {.ignore_index = ignore_index,
+                                 .weight = x->requires_grad && !x->ctx->no_grad}};
+    kg_tensor *out = kg__op(KG_OP_LINEAR_LOG_PROB, 3, (kg_tensor *[]){x, weight, targets}, &p);
+    return out ? kg_slice(out, 0, 0, x->shape[0]) : NULL;
+}
