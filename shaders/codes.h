@@ -9,6 +9,12 @@
 #ifndef KG_SHADER_CODES_H
 #define KG_SHADER_CODES_H
 
+/* The most iterations one invocation spends in a loop whose trip count is a tensor's size.
+ * Lavapipe (gallivm) silently ends a shader's loops after 65,535 iterations in all (its guard
+ * against runaway shaders): a sum over 120,000 elements stopped at 65,534. Such work is split
+ * into passes of at most this many (reduce: partial results; scatter_add_rows: runs of ids). */
+#define KG_LOOP_CHUNK 32768
+
 /* elementwise.comp */
 #define EW_ADD 1
 #define EW_SUB 2
@@ -48,6 +54,7 @@
 #define GA_EMBEDDING 1
 #define GA_SCATTER_ADD_ROWS 2
 #define GA_ONE_HOT 3
+#define GA_ZERO 4 /* dst's n elements set to 0 (before scatter_add_rows's passes) */
 
 /* optim.comp */
 #define OPT_ADAMW 1

@@ -9,16 +9,15 @@
 layout(push_constant) uniform Push { gather_push pc; };
 layout(local_size_x = 256) in;
 
-// dst (limit, C): column e of the sum of src's rows into the rows their ids name.
+// dst (limit, C), zeroed by a GA_ZERO pass: column e of src's rows first .. first + KG_LOOP_CHUNK
+// added into the rows their ids name (ops.c runs one pass per run of ids).
 void scatter_add_rows(uint e) {
     F32 dst = F32(pc.dst), src = F32(pc.src);
     I32 ids = I32(pc.ids);
     uint C = pc.C, limit = pc.limit;
     if (e >= C)
         return;
-    for (uint r = 0; r < limit; r++)
-        dst.v[r * C + e] = 0.0;
-    for (uint i = 0; i < pc.n; i++) {
+    for (uint i = pc.first; i < min(pc.n, pc.first + KG_LOOP_CHUNK); i++) {
         int id = ids.v[i];
         if (id < 0 || id >= int(limit)) {
             if (e == 0)
@@ -54,6 +53,11 @@ void main() {
     uint e = flat_id(256);
     if (pc.mode == GA_SCATTER_ADD_ROWS) { // one invocation per column, not per element
         scatter_add_rows(e);
+        return;
+    }
+    if (pc.mode == GA_ZERO) {
+        if (e < pc.n)
+            F32(pc.dst).v[e] = 0.0;
         return;
     }
     if (e >= pc.n * pc.C)

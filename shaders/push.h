@@ -62,6 +62,7 @@ KG_PUSH(reduce_push) {
     uint32_t mode; /* RED_* */
     uint32_t outer, n, inner;
     uint32_t op;
+    uint32_t chunk; /* each invocation reduces at most this many of the n (KG_LOOP_CHUNK) */
 };
 KG_PUSH_FITS(reduce_push)
 
@@ -123,6 +124,7 @@ KG_PUSH(gather_push) {
     uint32_t limit;                 /* rows of the table (embedding) or of out (scatter) */
     int32_t ignore_index;           /* one_hot */
     uint32_t op;
+    uint32_t first;                 /* scatter_add_rows: the first id of this pass */
 };
 KG_PUSH_FITS(gather_push)
 

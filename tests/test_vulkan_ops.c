@@ -128,6 +128,44 @@ static void test_tensor_over_the_binding_limit(void **state)
     assert_no_validation_messages();
 }
 
+/* Lavapipe ends a shader's loops after 65,535 iterations in all, silently (KG_LOOP_CHUNK in
+ * shaders/codes.h): a sum over 120,000 elements came out as the sum of its first 65,534. Axes
+ * and id lists past that length are worked in passes; each op here crosses the limit. */
+static void test_loops_past_the_lavapipe_limit(void **state)
+{
+    (void)state;
+    const int64_t R = 3, n = 70001, rows = 70003, C = 2;
+    int32_t *ids = malloc(sizeof *ids * n);
+    assert_non_null(ids);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)((i * 7919 + 3) % rows);
+    float *got[2][4];
+    int64_t len[4] = {R, R, n, rows * C};
+    kg_ctx *ctxs[2] = {cpu, vk};
+    for (int b = 0; b < 2; b++) {
+        kg_scope s = kg_scope_begin(ctxs[b]);
+        kg_tensor *x = kg_uniform(ctxs[b], 2, (int64_t[]){R, n}, -1, 1, 7);
+        kg_tensor *xt = kg_contiguous(kg_transpose(x, 0, 1)); /* (n, R): a long outer axis */
+        kg_tensor *src = kg_uniform(ctxs[b], 2, (int64_t[]){n, C}, -1, 1, 8);
+        kg_tensor *id = kg_from_host(ctxs[b], KG_DTYPE_I32, 1, &n, ids);
+        got[b][0] = kg_tensor_to_f32(kg_sum(x, -1, false));
+        got[b][1] = kg_tensor_to_f32(kg_max(x, -1, false));
+        got[b][2] = kg_tensor_to_f32(kg_sum(xt, -1, false));
+        got[b][3] = kg_tensor_to_f32(kg_scatter_add_rows(src, id, rows));
+        kg_scope_end(ctxs[b], s);
+        assert_ok(ctxs[b]);
+    }
+    const char *what[4] = {"sum over 70,001", "max over 70,001", "sum of 70,001 rows of 3",
+                           "scatter_add_rows of 70,001 ids"};
+    for (int k = 0; k < 4; k++) {
+        assert_close(got[1][k], got[0][k], len[k], 1e-3f, 1e-4f, what[k]);
+        free(got[0][k]);
+        free(got[1][k]);
+    }
+    free(ids);
+    assert_no_validation_messages();
+}
+
 static void test_device_out_of_memory_is_an_error(void **state)
 {
     (void)state;
@@ -553,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_every_op_has_a_case), /* after the op cases */
         cmocka_unit_test(test_bad_index_is_reported_at_flush),
         cmocka_unit_test(test_tensor_over_the_binding_limit),
+        cmocka_unit_test(test_loops_past_the_lavapipe_limit),
         cmocka_unit_test(test_device_out_of_memory_is_an_error),
         cmocka_unit_test(test_memory_is_reused_and_released),
         cmocka_unit_test(test_profile_counts_ops),

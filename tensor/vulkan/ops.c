@@ -181,8 +181,30 @@ bool kg__vk_reduce(const kg_opcall *c)
         inner *= x->shape[i];
     p.outer = u32(outer);
     p.inner = u32(inner);
-    return kg_vk_dispatch_1d(c, KG_VK_REDUCE, &p, sizeof p, GROUPS(outer * inner, 256), c->in, 1,
-                             c->out);
+    p.chunk = p.n ? p.n : 1;
+    if (p.n <= KG_LOOP_CHUNK)
+        return kg_vk_dispatch_1d(c, KG_VK_REDUCE, &p, sizeof p, GROUPS(outer * inner, 256),
+                                 c->in, 1, c->out);
+    /* A long axis (past KG_LOOP_CHUNK, lavapipe's loop limit) is reduced in chunks into partial
+     * results (outer, parts, inner), which a second pass reduces (parts ≤ KG_LOOP_CHUNK as
+     * n < 2^31): the sum of partial sums, the max of partial maxima. */
+    int64_t parts = (p.n + KG_LOOP_CHUNK - 1) / KG_LOOP_CHUNK;
+    kg_tensor *part = kg__tensor_alloc(c->ctx, kg_op_table[c->op].name, KG_DTYPE_F32, 1,
+                                       (int64_t[]){outer * parts * inner}, false);
+    if (!part)
+        return false;
+    p.chunk = KG_LOOP_CHUNK;
+    p.dst = kg_vk_addr(part);
+    reduce_push second = p;
+    second.x = p.dst;
+    second.dst = kg_vk_addr(c->out);
+    second.n = second.chunk = u32(parts);
+    bool ok = kg_vk_dispatch_1d(c, KG_VK_REDUCE, &p, sizeof p, GROUPS(outer * parts * inner, 256),
+                                c->in, 1, part) &&
+              kg_vk_dispatch_1d(c, KG_VK_REDUCE, &second, sizeof second,
+                                GROUPS(outer * inner, 256), &part, 1, c->out);
+    kg_tensor_free(part); /* released once the queued work is done */
+    return ok;
 }
 
 /* ---- matmul and the structured ops -------------------------------------------------------- */
@@ -497,6 +519,26 @@ bool kg__vk_rope(const kg_opcall *c)
 
 /* ---- indexed ops ---------------------------------------------------------------------------- */
 
+/* scatter_add_rows: out set to 0 in a pass of its own, then the ids in runs of KG_LOOP_CHUNK
+ * (lavapipe's loop limit), each run one invocation a column adding its rows in order: the sum
+ * order stays fixed and no atomics are needed. */
+static bool scatter_add_rows(const kg_opcall *c, gather_push *p)
+{
+    gather_push zero = *p;
+    zero.mode = GA_ZERO;
+    zero.n = p->limit * p->C;
+    if (!kg_vk_dispatch_1d(c, KG_VK_GATHER, &zero, sizeof zero, GROUPS(zero.n, 256), NULL, 0,
+                           c->out))
+        return false;
+    for (uint32_t first = 0; first < p->n; first += KG_LOOP_CHUNK) {
+        p->first = first;
+        if (!kg_vk_dispatch_1d(c, KG_VK_GATHER, p, sizeof *p, GROUPS(p->C, 256), c->in, c->n_in,
+                               c->out))
+            return false;
+    }
+    return true;
+}
+
 bool kg__vk_gather(const kg_opcall *c)
 {
     gather_push p = {.dst = kg_vk_addr(c->out), .status = kg_vk_status_addr(c->ctx), .op = c->op};
@@ -526,8 +568,7 @@ bool kg__vk_gather(const kg_opcall *c)
         p.n = u32(kg_tensor_numel(c->in[1]));
         p.C = u32(c->out->shape[1]);
         p.limit = u32(c->out->shape[0]);
-        groups = GROUPS(p.C, 256);
-        break;
+        return scatter_add_rows(c, &p);
     default:
         return no_case(c);
     }
