@@ -240,11 +240,19 @@ int main(int argc, char **argv)
     kg_tensor *ids = kg_from_host(ctx, KG_DTYPE_I32, 2, (int64_t[]){1, T}, idv);
     kg_tensor *targets = kg_from_host(ctx, KG_DTYPE_I32, 1, (int64_t[]){T}, tv);
     kg_tensor *mask = kg_attention_mask(ctx, NULL, T, 0, true, WINDOW);
+    /* Each frozen product runs three times a step (forward, recompute, dx = dy·W), 2·T FLOP per
+     * weight each; the head twice (no recompute); in the first layer q, k, v, gate and up need
+     * no dx (their input, the embedding, takes no gradient). */
+    double per_layer = 2.0 * (double)(H * D) * C + 2.0 * (double)(HKV * D) * C + 3.0 * (double)F * C;
+    double first_no_dx = (double)(H * D + 2 * HKV * D + 2 * F) * C;
+    double frozen_flop =
+        2.0 * T * (3.0 * per_layer * layers - first_no_dx + 2.0 * (double)V * C);
     for (int s = 1; ok && s <= steps; s++) {
         double loss, t1 = now();
         ok = train_step(&bm, ctx, ids, targets, mask, s, &loss);
         if (ok)
-            printf("step %d: loss %.4f, %.1f s\n", s, loss, now() - t1);
+            printf("step %d: loss %.4f, %.1f s (%.1f GFLOPS in the frozen GEMMs)\n", s, loss,
+                   now() - t1, frozen_flop / (now() - t1) / 1e9);
     }
     kg_memory(ctx, &cur, &peak);
     if (ok)

@@ -257,6 +257,10 @@ void kg__shape_of(const kg_tensor *t, kg_shape *s);
 static inline bool kg__dtype_is_block(kg_dtype d) { return d >= KG_DTYPE_Q8_0 && d < KG_DTYPE_COUNT; }
 void kg__dequantize_rows(const void *q, kg_dtype dtype, int64_t n, int64_t k, int64_t r0,
                          int64_t nr, float *out);
+/* Elements [first, first + count) of the flat (row-major) tensor of numel elements; first and
+ * count are multiples of 32 for the GGML dtypes and even for nf4 (half blocks decode alone). */
+void kg__dequantize_range(const void *q, kg_dtype dtype, int64_t numel, int64_t first,
+                          int64_t count, float *out);
 /* Quantize x [N, K] (f32) into out (kg_dtype_bytes(dtype, N·K) bytes); false when out of
  * host memory. */
 bool kg__quantize(const float *x, kg_dtype dtype, int64_t n, int64_t k, void *out);

@@ -283,19 +283,20 @@ static bool quantize_nf4(const float *x, int64_t n, uint8_t *out)
     return true;
 }
 
+/* Elements [first, first + count) of an nf4 tensor of n elements; first and count even. */
 static void dequantize_nf4(const uint8_t *q, int64_t n, int64_t first, int64_t count, float *y)
 {
     nf4_layout l = nf4_layout_of(n);
     float offset, a2 = 0.0f;
     memcpy(&offset, q + l.offset, 4);
-    for (int64_t i = first; i < first + count; i += NF4_BLOCK) {
-        int64_t b = i / NF4_BLOCK;
+    for (int64_t i = first, end = first + count; i < end;) {
+        int64_t b = i / NF4_BLOCK, stop = (b + 1) * NF4_BLOCK < end ? (b + 1) * NF4_BLOCK : end;
         memcpy(&a2, q + l.absmax2 + 4 * (size_t)(b / NF4_GROUP), 4);
         float am = dynamic_code[q[l.codes + (size_t)b]] * a2 + offset;
-        for (int j = 0; j < NF4_BLOCK / 2; j++) {
-            uint8_t v = q[(i >> 1) + j];
-            y[i - first + 2 * j] = nf4_code[v >> 4] * am;
-            y[i - first + 2 * j + 1] = nf4_code[v & 0xf] * am;
+        for (; i < stop; i += 2) {
+            uint8_t v = q[i >> 1];
+            y[i - first] = nf4_code[v >> 4] * am;
+            y[i - first + 1] = nf4_code[v & 0xf] * am;
         }
     }
 }
@@ -312,23 +313,29 @@ bool kg__quantize(const float *x, kg_dtype dtype, int64_t n, int64_t k, void *ou
     return true;
 }
 
-void kg__dequantize_rows(const void *q, kg_dtype dtype, int64_t n, int64_t k, int64_t r0,
-                         int64_t nr, float *out)
+void kg__dequantize_range(const void *q, kg_dtype dtype, int64_t numel, int64_t first,
+                          int64_t count, float *out)
 {
     switch (dtype) {
     case KG_DTYPE_Q8_0: case KG_DTYPE_Q4_0: case KG_DTYPE_Q4_1: {
         size_t bb = ggml_block_bytes(dtype);
-        const uint8_t *p = (const uint8_t *)q + (size_t)(r0 * k / QK) * bb;
-        for (int64_t b = 0; b < nr * k / QK; b++)
+        const uint8_t *p = (const uint8_t *)q + (size_t)(first / QK) * bb;
+        for (int64_t b = 0; b < count / QK; b++)
             dequantize_ggml_block(p + (size_t)b * bb, dtype, out + b * QK);
         break;
     }
-    case KG_DTYPE_NF4: dequantize_nf4(q, n * k, r0 * k, nr * k, out); break;
+    case KG_DTYPE_NF4: dequantize_nf4(q, numel, first, count, out); break;
     default: /* f32, f16, bf16: a conversion */
-        for (int64_t i = 0; i < nr * k; i++)
-            out[i] = (float)kg__load(q, dtype, r0 * k + i);
+        for (int64_t i = 0; i < count; i++)
+            out[i] = (float)kg__load(q, dtype, first + i);
         break;
     }
+}
+
+void kg__dequantize_rows(const void *q, kg_dtype dtype, int64_t n, int64_t k, int64_t r0,
+                         int64_t nr, float *out)
+{
+    kg__dequantize_range(q, dtype, n * k, r0 * k, nr * k, out);
 }
 
 kg_tensor *kg_quantize(kg_tensor *w, kg_dtype dtype)

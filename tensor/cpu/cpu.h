@@ -51,6 +51,23 @@ bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 bool kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
+/* matmul_q's GEMM on a frozen weight W [n, k] of a 16-bit or block-quantized dtype (gemm_packed.c):
+ * Y [m, ·] = X · Wᵀ (trans) or X · W, with W decoded inside the packing of B's panels.
+ *   KG_GEMM_PANEL        no AVX-512: W is dequantized a panel of rows at a time into f32 and
+ *                        multiplied by kg_cpu_sgemm (gemm_quant.c)
+ *   KG_GEMM_AVX512       an AVX-512F kernel on f32 panels decoded from W
+ *   KG_GEMM_AVX512_BF16  bf16 W only: vdpbf16ps on bf16 panels, X rounded to bf16 (nearest
+ *                        even) in its packing, f32 accumulation
+ * kg_cpu_gemm_w_path gives the best one this CPU runs for dtype d (detected at run time);
+ * KG_GEMM_PATH=panel|avx512 in the environment, or kg_cpu_gemm_w_cap (tests), allows no better
+ * one than named. kg_cpu_gemm_w needs kg_cpu_gemm_w_scratch() bytes of scratch and a path other
+ * than KG_GEMM_PANEL; it cannot fail. */
+typedef enum kg_gemm_path { KG_GEMM_PANEL, KG_GEMM_AVX512, KG_GEMM_AVX512_BF16 } kg_gemm_path;
+kg_gemm_path kg_cpu_gemm_w_path(kg_dtype d);
+void kg_cpu_gemm_w_cap(kg_gemm_path cap);
+size_t kg_cpu_gemm_w_scratch(void);
+void kg_cpu_gemm_w(kg_gemm_path path, const void *w, kg_dtype dtype, int64_t n, int64_t k,
+                   bool trans, int64_t m, const float *X, float *Y, void *scratch);
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 

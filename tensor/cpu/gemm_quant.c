@@ -1,7 +1,8 @@
 /* gemm_quant.c — the CPU kernel of matmul_q: y = x · Wᵀ (or x · W) with W [N, K] stored in
- * f16, bf16 or a block-quantized dtype. W is dequantized one panel of rows at a time into a
- * small scratch buffer (the pool's threads split the rows), and each panel goes through the
- * ordinary SGEMM (kg_cpu_sgemm): the f32 copy of W never exists whole.
+ * f16, bf16 or a block-quantized dtype. With AVX-512, gemm_packed.c's kernels decode W inside
+ * their packing. Without it, W is dequantized one panel of rows at a time into a small scratch
+ * buffer (the pool's threads split the rows), and each panel goes through the ordinary SGEMM
+ * (kg_cpu_sgemm): the f32 copy of W never exists whole.
  */
 #include "cpu.h"
 #include "../ops/ops.h"
@@ -35,6 +36,15 @@ bool kg__cpu_matmul_q(const kg_opcall *c)
     if (w->dtype == KG_DTYPE_F32) /* nothing to convert: one GEMM on W itself */
         return kg_cpu_sgemm(false, trans, m, out, in, 1.0f, X, in, kg_cpu_f32(w), k, 0.0f, Y, out) ||
                kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_matmul_q: out of host memory for the GEMM");
+    kg_gemm_path path = kg_cpu_gemm_w_path(w->dtype);
+    if (path != KG_GEMM_PANEL) { /* decoded inside the kernel's packing */
+        void *packed = kg_cpu_scratch(c, kg_cpu_gemm_w_scratch());
+        if (!packed)
+            return false;
+        kg_cpu_gemm_w(path, kg_cpu_raw(w), w->dtype, n, k, trans, m, X, Y, packed);
+        kg_cpu_scratch_free(c, packed, kg_cpu_gemm_w_scratch());
+        return true;
+    }
     int64_t rows = PANEL_FLOATS / k > 0 ? PANEL_FLOATS / k : 1;
     if (rows > n)
         rows = n;
