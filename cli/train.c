@@ -1,6 +1,6 @@
 /* train.c — `krongrad train`: fine-tune a model with an adapter on a multiple-choice task (or,
  * with --tasks, on several in turn: continual fine-tuning with its accuracy matrix and
- * forgetting), with a progress line on a terminal, metrics as JSON lines, atomic checkpoints,
+ * forgetting; or, with --task sft, on your own text / prompt-completion / chat rows), with a progress line on a terminal, metrics as JSON lines, atomic checkpoints,
  * --resume, the PEFT adapter in --out and a summary table. Launched by `mpirun -np N`, the N
  * processes train one adapter data-parallel (docs/distributed.md); rank 0 prints and writes.
  */
@@ -12,6 +12,9 @@
 
 typedef struct train_opts {
     finetune_opts ft;
+    const char *loss_on; /* --task sft: "all", or NULL for the completion / assistant turns */
+    bool packing;
+    int64_t eval_every;
 } train_opts;
 
 static const kg_flag flags[] = {
@@ -27,6 +30,13 @@ static const kg_flag flags[] = {
      "write the checkpoint every N steps (default 50; always at the end)"},
     {"stop-at", KG_FLAG_INT, offsetof(train_opts, ft.stop_at), "N",
      "stop after step N, as if interrupted (--resume continues)"},
+    {"loss-on", KG_FLAG_STRING, offsetof(train_opts, loss_on), "completion|all",
+     "--task sft: the loss on the completion / assistant turns (default), or on every token"},
+    {"packing", KG_FLAG_BOOL, offsetof(train_opts, packing), NULL,
+     "--task sft: batches of rows of similar length (length-grouped; attention never crosses "
+     "rows)"},
+    {"eval-every", KG_FLAG_INT, offsetof(train_opts, eval_every), "N",
+     "--task sft: the held-out loss and perplexity every N steps too (metrics.jsonl)"},
 };
 
 static void defaults(void *p)
@@ -197,6 +207,83 @@ static int run_continual(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
     return rc;
 }
 
+static void print_sft_data(const char *label, const kg_sft_data *d, int64_t max_length)
+{
+    printf("  %-18s %s: %lld rows (%s), %lld tokens, %lld of them learned", label, d->path,
+           (long long)d->n_rows, kg_sft_layout_name(d->layout), (long long)d->tokens,
+           (long long)d->loss_tokens);
+    if (d->truncated)
+        printf("; %lld rows cut to --max-length %lld", (long long)d->truncated,
+               (long long)max_length);
+    if (d->dropped)
+        printf("; %lld rows left out: nothing to learn within --max-length", (long long)d->dropped);
+    printf("\n");
+}
+
+/* --task sft: rows of the three TRL layouts, the loss on their labels, held-out perplexity. */
+static int run_sft(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
+{
+    if (o->ft.data.n != 1 || o->ft.eval_data.n > 1)
+        return usage_error("--task sft takes one --data FILE.jsonl (and at most one --eval-data)");
+    if (o->loss_on && strcmp(o->loss_on, "all") != 0 && strcmp(o->loss_on, "completion") != 0)
+        return usage_error("--loss-on takes completion or all");
+    if (o->eval_every < 0 || (o->eval_every > 0 && !o->ft.eval_data.n))
+        return usage_error("--eval-every takes N >= 1 and needs --eval-data FILE");
+    kg_sft_options so = {.max_length = cfg->max_length,
+                         .loss_on_all = o->loss_on && strcmp(o->loss_on, "all") == 0};
+    kg_tokenizer *tok = kg_tokenizer_load(ctx, o->ft.model);
+    kg_sft_data *train = tok ? kg_sft_read(ctx, o->ft.data.item[0], tok, o->ft.model, &so) : NULL;
+    kg_sft_data *eval = train && o->ft.eval_data.n
+                            ? kg_sft_read(ctx, o->ft.eval_data.item[0], tok, o->ft.model, &so)
+                            : NULL;
+    kg_model *m = train && (eval || !o->ft.eval_data.n)
+                      ? finetune_model(ctx, o->ft.model, o->ft.frozen, &cfg->adapter, cfg->seed)
+                      : NULL;
+    kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
+                         .checkpoint_every = o->ft.checkpoint_every, .stop_at = o->ft.stop_at,
+                         .eval_every = o->eval_every, .progress = finetune_progress,
+                         .base_model = o->ft.model};
+    kg_run_result r = {0};
+    int rc = 1;
+    if (m && kg_sft_run(m, train, eval, cfg, &ro, o->packing, &r)) {
+        finetune_progress_end();
+        if (kg_dist_rank() == 0) {
+            char b[32];
+            printf("\n");
+            print_adapter(&cfg->adapter, o->ft.targets);
+            printf("  %-18s %s\n", "trainable params", finetune_count(r.trainable, b, sizeof b));
+            print_sft_data("train data", train, cfg->max_length);
+            if (eval)
+                print_sft_data("held-out data", eval, cfg->max_length);
+            printf("  %-18s %lld this run (of %lld; batch %lld x %lld%s)\n", "steps",
+                   (long long)r.steps, (long long)cfg->steps, (long long)cfg->batch,
+                   (long long)cfg->accumulate, o->packing ? ", grouped by length" : "");
+            if (r.steps > 0) {
+                printf("  %-18s %.4f -> %.4f (first and last 10%% of steps)\n", "loss",
+                       r.first_loss, r.last_loss);
+                printf("  %-18s %.1f MiB\n", "peak memory",
+                       (double)r.peak_bytes / (1024.0 * 1024.0));
+                printf("  %-18s %.3f s (%.0f tokens/s)\n", "mean step time",
+                       r.mean_step_seconds, r.tokens_per_second);
+            }
+            if (eval && !isnan(r.eval_loss))
+                printf("  %-18s %.4f (perplexity %.3f) over %lld tokens\n", "held-out loss",
+                       r.eval_loss, r.eval_perplexity, (long long)r.eval_loss_tokens);
+            printf("  %-18s %s\n", "saved in", o->ft.out);
+        }
+        rc = 0;
+    } else {
+        finetune_progress_end();
+        rc = fail(ctx);
+    }
+    free(r.losses);
+    kg_model_free(m);
+    kg_sft_free(train);
+    kg_sft_free(eval);
+    kg_tokenizer_free(tok);
+    return rc;
+}
+
 static int run_train(void *p)
 {
     const train_opts *o = p;
@@ -204,6 +291,9 @@ static int run_train(void *p)
         return usage_error("--model PATH and --out DIR are required");
     if (!o->ft.task == !o->ft.tasks)
         return usage_error("give exactly one of --task NAME and --tasks LIST");
+    bool sft = o->ft.task && strcmp(o->ft.task, "sft") == 0;
+    if (!sft && (o->loss_on || o->packing || o->eval_every))
+        return usage_error("--loss-on, --packing and --eval-every are for --task sft");
     if (o->ft.task && (o->ft.data.n > 1 || o->ft.eval_data.n > 1))
         return usage_error("one --task takes one --data and one --eval-data (several: --tasks)");
     kg_train_config cfg;
@@ -232,6 +322,8 @@ static int run_train(void *p)
         rc = fail(ctx);
     } else if (o->ft.tasks) {
         rc = run_continual(o, ctx, &cfg);
+    } else if (strcmp(o->ft.task, "sft") == 0) {
+        rc = run_sft(o, ctx, &cfg);
     } else {
         kg_task *train = finetune_task(ctx, o->ft.task, o->ft.data.n ? o->ft.data.item[0] : NULL,
                                        KG_SPLIT_TRAIN);
@@ -271,8 +363,11 @@ static int run_train(void *p)
 
 const kg_command kg_cmd_train = {
     .name = "train",
-    .summary = "Fine-tune a model with an adapter on a multiple-choice task (or several in turn).",
+    .summary = "Fine-tune a model with an adapter on a multiple-choice task (or several in turn), "
+               "or on your own SFT data.",
     .usage = "--model PATH --task NAME [--data FILE] [--eval-data FILE] --out DIR [options]\n"
+             "       krongrad train --model PATH --task sft --data FILE.jsonl [--eval-data FILE] "
+             "--out DIR\n"
              "       krongrad train --model PATH --tasks A,B --data A.jsonl --data B.jsonl "
              "--eval-data ... --out DIR",
     .flags = flags,
