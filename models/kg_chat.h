@@ -19,7 +19,7 @@ typedef struct kg_chat_template kg_chat_template;
 /* Parse a Jinja chat template. `name` names it in errors ("tokenizer_config.json: chat_template").
  * NULL with the context's error set on a syntax error or a construct the renderer lacks
  * (the error names the template, the line and the construct). bos_token and eos_token may be
- * NULL (then "" in the template). The template copies every string it is given; the caller
+ * NULL (then undefined in the template, which prints as ""). The template copies every string it is given; the caller
  * frees it with kg_chat_template_free. Errors of later calls go to ctx. */
 kg_chat_template *kg_chat_template_new(kg_ctx *ctx, const char *source, const char *name,
                                        const char *bos_token, const char *eos_token);
