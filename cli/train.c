@@ -76,15 +76,11 @@ static void print_adapter(const kg_adapter_config *a, const char *targets)
     printf(", targets %s\n", targets ? targets : "all-linear");
 }
 
-static void print_summary(const train_opts *o, const kg_train_config *cfg, const kg_run_result *r,
-                          const kg_task *eval)
+/* The summary's lines about the steps: how many, the loss, memory and time. */
+static void print_steps(const kg_train_config *cfg, const kg_run_result *r, const char *how)
 {
-    char b[32];
-    printf("\n");
-    print_adapter(&cfg->adapter, o->ft.targets);
-    printf("  %-18s %s\n", "trainable params", finetune_count(r->trainable, b, sizeof b));
-    printf("  %-18s %lld this run (of %lld; batch %lld x %lld)\n", "steps", (long long)r->steps,
-           (long long)cfg->steps, (long long)cfg->batch, (long long)cfg->accumulate);
+    printf("  %-18s %lld this run (of %lld; batch %lld x %lld%s)\n", "steps", (long long)r->steps,
+           (long long)cfg->steps, (long long)cfg->batch, (long long)cfg->accumulate, how);
     if (r->steps > 0) {
         printf("  %-18s %.4f -> %.4f (first and last 10%% of steps)\n", "loss", r->first_loss,
                r->last_loss);
@@ -92,6 +88,16 @@ static void print_summary(const train_opts *o, const kg_train_config *cfg, const
         printf("  %-18s %.3f s (%.0f tokens/s)\n", "mean step time", r->mean_step_seconds,
                r->tokens_per_second);
     }
+}
+
+static void print_summary(const train_opts *o, const kg_train_config *cfg, const kg_run_result *r,
+                          const kg_task *eval)
+{
+    char b[32];
+    printf("\n");
+    print_adapter(&cfg->adapter, o->ft.targets);
+    printf("  %-18s %s\n", "trainable params", finetune_count(r->trainable, b, sizeof b));
+    print_steps(cfg, r, "");
     if (r->evaluated) {
         printf("  %-18s %.4f", "accuracy", r->eval.acc);
         if (!isnan(r->eval.acc_norm))
@@ -255,17 +261,7 @@ static int run_sft(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
             print_sft_data("train data", train, cfg->max_length);
             if (eval)
                 print_sft_data("held-out data", eval, cfg->max_length);
-            printf("  %-18s %lld this run (of %lld; batch %lld x %lld%s)\n", "steps",
-                   (long long)r.steps, (long long)cfg->steps, (long long)cfg->batch,
-                   (long long)cfg->accumulate, o->packing ? ", grouped by length" : "");
-            if (r.steps > 0) {
-                printf("  %-18s %.4f -> %.4f (first and last 10%% of steps)\n", "loss",
-                       r.first_loss, r.last_loss);
-                printf("  %-18s %.1f MiB\n", "peak memory",
-                       (double)r.peak_bytes / (1024.0 * 1024.0));
-                printf("  %-18s %.3f s (%.0f tokens/s)\n", "mean step time",
-                       r.mean_step_seconds, r.tokens_per_second);
-            }
+            print_steps(cfg, &r, o->packing ? ", grouped by length" : "");
             if (eval && !isnan(r.eval_loss))
                 printf("  %-18s %.4f (perplexity %.3f) over %lld tokens\n", "held-out loss",
                        r.eval_loss, r.eval_perplexity, (long long)r.eval_loss_tokens);

@@ -316,8 +316,95 @@ static void test_run_learns(void **state)
     fixture_close(&f);
 }
 
+/* ---- The real model (`test_sft real`, suite 'real') ------------------------------------------ */
+
+static char real_model[512], real_data[512];
+
+/* SmolLM2's own ChatML template from its GGUF on real dialogs: each assistant turn's labels are
+ * exactly its text and the end-of-turn marker, "CONTENT<|im_end|>\n", and every prefix's tokens
+ * begin the whole's (the boundary rule of sft.c equals tokenizing the whole text here). */
+static void test_real_chatml_spans(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tokenizer *tok = kg_tokenizer_load(ctx, real_model);
+    kg_sft_data *d = kg_sft_read(ctx, real_data, tok, real_model, &(kg_sft_options){0});
+    kg_chat_template *t = kg_chat_template_load(ctx, real_model);
+    assert_ok(ctx);
+    json_error_t err;
+    FILE *f = fopen(real_data, "r");
+    char line[8192];
+    for (int64_t i = 0; i < d->n_rows && fgets(line, sizeof line, f); i++) {
+        json_t *row = json_loads(line, 0, &err), *msgs = json_object_get(row, "messages");
+        const kg_sft_row *w = &d->rows[i];
+        int64_t j = 0, n_msgs = (int64_t)json_array_size(msgs);
+        kg_chat_message m[16];
+        assert_true(n_msgs <= 16);
+        for (int64_t k = 0; k < n_msgs; k++) {
+            json_t *e = json_array_get(msgs, (size_t)k);
+            m[k] = (kg_chat_message){json_string_value(json_object_get(e, "role")),
+                                     json_string_value(json_object_get(e, "content"))};
+        }
+        for (int64_t k = 0; k < n_msgs; k++) {
+            /* The prefixes' tokens begin the row's: the conversation up to turn k, and before an
+             * assistant turn with the generation prompt. */
+            bool reply = strcmp(m[k].role, "assistant") == 0;
+            for (int gen = 0; gen < (k > 0 && reply ? 2 : 1); gen++) {
+                char *head = kg_chat_template_render(t, m, gen ? k : k + 1, gen);
+                int64_t nh;
+                int32_t *h = kg_tokenizer_encode(tok, head, false, &nh);
+                if (nh > w->n || memcmp(h, w->ids, sizeof *h * (size_t)nh) != 0)
+                    fail_msg("%s line %lld: the tokens of \"%s\" do not begin the row's",
+                             real_data, (long long)w->line, head);
+                free(head);
+                free(h);
+            }
+            if (!reply)
+                continue;
+            while (j < w->n && !w->mask[j])
+                j++;
+            int64_t start = j;
+            while (j < w->n && w->mask[j])
+                j++;
+            char *got = kg_tokenizer_decode(tok, w->ids + start, j - start, false), want[4096];
+            snprintf(want, sizeof want, "%s<|im_end|>\n", m[k].content);
+            if (strcmp(got, want) != 0)
+                fail_msg("%s line %lld: labels \"%s\"; expected \"%s\"", real_data,
+                         (long long)w->line, got, want);
+            free(got);
+        }
+        json_decref(row);
+    }
+    fclose(f);
+    kg_chat_template_free(t);
+    kg_sft_free(d);
+    kg_tokenizer_free(tok);
+    kg_ctx_free(ctx);
+}
+
+static int run_real(void)
+{
+    const char *dir = getenv("KG_MODELS"), *home = getenv("HOME");
+    char base[400];
+    if (dir && *dir)
+        snprintf(base, sizeof base, "%s", dir);
+    else
+        snprintf(base, sizeof base, "%s/.cache/krongrad/models", home ? home : ".");
+    snprintf(real_model, sizeof real_model,
+             "%s/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf", base);
+    snprintf(real_data, sizeof real_data, "%s/chatterbot-english/test.jsonl", base);
+    if (access(real_model, R_OK) != 0 || access(real_data, R_OK) != 0) {
+        fprintf(stderr, "skipped: run ./scripts/fetch-models.sh\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_real_chatml_spans)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "real") == 0)
+        return run_real();
     if (!kg_test_backend(argc, argv, &backend))
         return 77;
     const struct CMUnitTest tests[] = {

@@ -114,9 +114,13 @@ static const char *eos_after(const sft_reader *r, const char *text)
 }
 
 /* How many leading tokens of encode(prefix) agree with ids[0..n-1]: where a label span starts
- * or ends. Equal to the prefix's own length whenever its tokens are a prefix of the whole's
- * (a special token or a newline at the boundary, as in ChatML and [INST] templates); where a
- * token merges across the boundary, that token goes to the side after it. */
+ * or ends. This is tokenizing the whole text and cutting it where the prefix ends whenever the
+ * prefix's tokens begin the whole's: a special token or a lone newline at the boundary, as
+ * ChatML has (test_sft's fixture template; test_sft real checks SmolLM2's own template on real
+ * dialogs: each turn's labels are exactly "CONTENT<|im_end|>\n"). Where a token merges across
+ * the boundary (a prompt ending inside a word its completion finishes), that token goes to the
+ * side after it: it is learned. TRL cuts at len(encode(prompt)) there instead, mislabelling the
+ * token after it. */
 static bool boundary(const sft_reader *r, const char *prefix, bool add_special,
                      const int32_t *ids, int64_t n, int64_t *at)
 {
@@ -132,10 +136,16 @@ static bool boundary(const sft_reader *r, const char *prefix, bool add_special,
     return true;
 }
 
-/* The row of ids (owned by the caller until it is appended) and its mask, cut to max_length. */
-static bool append_row(sft_reader *r, int32_t *ids, uint8_t *mask, int64_t n)
+/* The row of ids and its mask (both now the data's, or freed), cut to max_length; ok false
+ * (the line failed): freed. */
+static bool keep_row(sft_reader *r, bool ok, int32_t *ids, uint8_t *mask, int64_t n)
 {
     kg_sft_data *d = r->d;
+    if (!ok) {
+        free(ids);
+        free(mask);
+        return false;
+    }
     int64_t max = r->o->max_length;
     if (max > 0 && n > max) {
         n = max;
@@ -196,12 +206,7 @@ static bool read_text(sft_reader *r, const json_t *obj)
     int64_t n = 0;
     bool ok = full && encode_masked(r, full, true, 1, &ids, &mask, &n);
     free(full);
-    if (!ok) {
-        free(ids);
-        free(mask);
-        return false;
-    }
-    return append_row(r, ids, mask, n);
+    return keep_row(r, ok, ids, mask, n);
 }
 
 static bool read_prompt_completion(sft_reader *r, const json_t *obj)
@@ -223,12 +228,7 @@ static bool read_prompt_completion(sft_reader *r, const json_t *obj)
     free(full);
     if (ok)
         memset(mask, 0, (size_t)start);
-    if (!ok) {
-        free(ids);
-        free(mask);
-        return false;
-    }
-    return append_row(r, ids, mask, n);
+    return keep_row(r, ok, ids, mask, n);
 }
 
 /* messages[] as role/content pairs pointing into obj; n of them in *n. */
@@ -340,12 +340,7 @@ static bool read_conversation(sft_reader *r, const json_t *obj)
     }
     free(full);
     free(msgs);
-    if (!ok) {
-        free(ids);
-        free(mask);
-        return false;
-    }
-    return append_row(r, ids, mask, n);
+    return keep_row(r, ok, ids, mask, n);
 }
 
 static bool read_line_fn(void *user, int64_t line, const char *text, size_t len)
