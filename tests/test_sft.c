@@ -307,7 +307,7 @@ static void test_run_learns(void **state)
     while (fgets(line, sizeof line, mf))
         evals += strstr(line, "\"eval_perplexity\"") != NULL;
     fclose(mf);
-    assert_int_equal(evals, 3); /* steps 4, 8 and the end (12) */
+    assert_int_equal(evals, 4); /* before the first step, after 4, 8 and at the end (12) */
     free(r.losses);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -86,7 +86,8 @@ bool kg_sft_evaluate(kg_model *m, const kg_sft_data *d, int64_t batch, kg_sft_ev
 
 /* Train m (an adapter attached) on train's rows as kg_train_run trains on a task (the same
  * steps, accumulation, schedule, checkpoints, --resume and saved adapter); with eval (may be
- * NULL) its loss and perplexity after every opts->eval_every steps and at the end, as lines
+ * NULL) its loss and perplexity after every opts->eval_every steps (and before the first of a
+ * fresh run) and at the end, as lines
  * {"step", "eval_loss", "eval_perplexity", "eval_tokens"} in metrics.jsonl and in out.
  * group_by_length: batches of rows of similar length (kg_train_source.lengths). */
 bool kg_sft_run(kg_model *m, const kg_sft_data *train, const kg_sft_data *eval,

@@ -30,7 +30,8 @@ kg_tensor *kg__trainer_state(const kg_trainer *t, int slot, int i);
 void kg__trainer_set_step(kg_trainer *t, int64_t step);
 
 /* A run's held-out figures: called by rank 0 after step `step` when opts->eval_every divides it
- * (last false) and once the run is done (last true), with the metrics file (NULL when none) to
+ * (last false; also at step 0, before a fresh run's first step) and once the run is done (last
+ * true), with the metrics file (NULL when none) to
  * add a line to; fills out's figures. False with the context's error set. */
 typedef bool (*kg__run_eval_fn)(void *user, kg_trainer *t, int64_t step, bool last,
                                 FILE *metrics, kg_run_result *out);

@@ -610,6 +610,10 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
     if (ok && !out->losses)
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
     ok = all_ok(ctx, ok, "kg_train_run");
+    /* A fresh run's held-out figures before its first step: the baseline of the curve. */
+    if (ok && eval && lead && opts->eval_every > 0 && first == 0)
+        ok = eval(eval_user, t, 0, false, mf, out);
+    ok = all_ok(ctx, ok, "kg_train_run");
     kg_memory_reset_peak(ctx);
     double seconds = 0;
     int64_t tokens = 0;
