@@ -14,7 +14,6 @@ typedef struct train_opts {
     finetune_opts ft;
     const char *loss_on; /* --task sft: "all", or NULL for the completion / assistant turns */
     bool packing;
-    int64_t eval_every;
 } train_opts;
 
 static const kg_flag flags[] = {
@@ -35,8 +34,6 @@ static const kg_flag flags[] = {
     {"packing", KG_FLAG_BOOL, offsetof(train_opts, packing), NULL,
      "--task sft: batches of rows of similar length (length-grouped; attention never crosses "
      "rows)"},
-    {"eval-every", KG_FLAG_INT, offsetof(train_opts, eval_every), "N",
-     "--task sft: the held-out loss and perplexity every N steps too (metrics.jsonl)"},
 };
 
 static void defaults(void *p)
@@ -233,8 +230,8 @@ static int run_sft(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
         return usage_error("--task sft takes one --data FILE.jsonl (and at most one --eval-data)");
     if (o->loss_on && strcmp(o->loss_on, "all") != 0 && strcmp(o->loss_on, "completion") != 0)
         return usage_error("--loss-on takes completion or all");
-    if (o->eval_every < 0 || (o->eval_every > 0 && !o->ft.eval_data.n))
-        return usage_error("--eval-every takes N >= 1 and needs --eval-data FILE");
+    if (o->ft.eval_every > 0 && !o->ft.eval_data.n)
+        return usage_error("--eval-every needs --eval-data FILE");
     kg_sft_options so = {.max_length = cfg->max_length,
                          .loss_on_all = o->loss_on && strcmp(o->loss_on, "all") == 0};
     kg_tokenizer *tok = kg_tokenizer_load(ctx, o->ft.model);
@@ -247,7 +244,7 @@ static int run_sft(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
                       : NULL;
     kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
                          .checkpoint_every = o->ft.checkpoint_every, .stop_at = o->ft.stop_at,
-                         .eval_every = o->eval_every, .progress = finetune_progress,
+                         .eval_every = o->ft.eval_every, .progress = finetune_progress,
                          .base_model = o->ft.model};
     kg_run_result r = {0};
     int rc = 1;
@@ -288,8 +285,8 @@ static int run_train(void *p)
     if (!o->ft.task == !o->ft.tasks)
         return usage_error("give exactly one of --task NAME and --tasks LIST");
     bool sft = o->ft.task && strcmp(o->ft.task, "sft") == 0;
-    if (!sft && (o->loss_on || o->packing || o->eval_every))
-        return usage_error("--loss-on, --packing and --eval-every are for --task sft");
+    if (!sft && (o->loss_on || o->packing))
+        return usage_error("--loss-on and --packing are for --task sft");
     if (o->ft.task && (o->ft.data.n > 1 || o->ft.eval_data.n > 1))
         return usage_error("one --task takes one --data and one --eval-data (several: --tasks)");
     kg_train_config cfg;

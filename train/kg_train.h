@@ -197,8 +197,8 @@ typedef struct kg_run_options {
                                  * written; --resume continues); the schedule still spans
                                  * cfg->steps */
     int64_t eval_limit;         /* items of the eval task scored (0: all) */
-    int64_t eval_every;         /* > 0: score the held-out data after every N steps too, and
-                                 * before the first step of a fresh run */
+    int64_t eval_every;         /* > 0: also score the eval task before the first step and after
+                                 * every N-th (a learning curve: metrics.jsonl, out->curve) */
     kg_progress_fn progress;    /* NULL, or after every step */
     void *user;
     const char *base_model;     /* recorded in adapter_config.json */

@@ -615,6 +615,7 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
         ok = eval(eval_user, t, 0, false, mf, out);
     ok = all_ok(ctx, ok, "kg_train_run");
     kg_memory_reset_peak(ctx);
+    size_t current, peak = 0;
     double seconds = 0;
     int64_t tokens = 0;
     /* Every rank runs the same steps; a failure on one is known to all (kg_trainer_step), as is
@@ -631,17 +632,22 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
             metrics_line(mf, &s);
         if (opts->progress && lead)
             opts->progress(opts->user, &s, total);
-        /* Held-out figures along the way (rank 0: every rank holds the same adapter). */
+        /* Held-out figures along the way (rank 0: every rank holds the same adapter); the peak
+         * memory is the training's, what scoring takes set aside. */
         if (eval && lead && opts->eval_every > 0 && s.step % opts->eval_every == 0 &&
-            s.step < total)
+            s.step < total) {
+            kg_memory(ctx, &current, &out->peak_bytes);
+            peak = out->peak_bytes > peak ? out->peak_bytes : peak;
             ok = eval(eval_user, t, s.step, false, mf, out);
+            kg_memory_reset_peak(ctx);
+        }
         ok = all_ok(ctx, ok, "kg_train_run");
         if (ok && ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
             s.step < stop)
             ok = all_ok(ctx, !lead || kg_checkpoint_save(t, ckpt), "kg_train_run");
     }
-    size_t current;
     kg_memory(ctx, &current, &out->peak_bytes);
+    out->peak_bytes = out->peak_bytes > peak ? out->peak_bytes : peak;
     if (ok && ckpt && lead)
         ok = kg_checkpoint_save(t, ckpt);
     if (ok && opts->out_dir && lead && kg_trainer_steps_done(t) >= total)
