@@ -16,5 +16,6 @@
 #include "models/kg_chat.h"
 #include "train/kg_tasks.h"
 #include "train/kg_train.h"
+#include "train/kg_sft.h"
 
 #endif

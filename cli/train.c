@@ -1,6 +1,6 @@
 /* train.c — `krongrad train`: fine-tune a model with an adapter on a multiple-choice task (or,
  * with --tasks, on several in turn: continual fine-tuning with its accuracy matrix and
- * forgetting), with a progress line on a terminal, metrics as JSON lines, atomic checkpoints,
+ * forgetting; or, with --task sft, on your own text / prompt-completion / chat rows), with a progress line on a terminal, metrics as JSON lines, atomic checkpoints,
  * --resume, the PEFT adapter in --out and a summary table. Launched by `mpirun -np N`, the N
  * processes train one adapter data-parallel (docs/distributed.md); rank 0 prints and writes.
  */
@@ -12,6 +12,8 @@
 
 typedef struct train_opts {
     finetune_opts ft;
+    const char *loss_on; /* --task sft: "all", or NULL for the completion / assistant turns */
+    bool packing;
 } train_opts;
 
 static const kg_flag flags[] = {
@@ -27,6 +29,11 @@ static const kg_flag flags[] = {
      "write the checkpoint every N steps (default 50; always at the end)"},
     {"stop-at", KG_FLAG_INT, offsetof(train_opts, ft.stop_at), "N",
      "stop after step N, as if interrupted (--resume continues)"},
+    {"loss-on", KG_FLAG_STRING, offsetof(train_opts, loss_on), "completion|all",
+     "--task sft: the loss on the completion / assistant turns (default), or on every token"},
+    {"packing", KG_FLAG_BOOL, offsetof(train_opts, packing), NULL,
+     "--task sft: batches of rows of similar length (length-grouped; attention never crosses "
+     "rows)"},
 };
 
 static void defaults(void *p)
@@ -66,15 +73,11 @@ static void print_adapter(const kg_adapter_config *a, const char *targets)
     printf(", targets %s\n", targets ? targets : "all-linear");
 }
 
-static void print_summary(const train_opts *o, const kg_train_config *cfg, const kg_run_result *r,
-                          const kg_task *eval)
+/* The summary's lines about the steps: how many, the loss, memory and time. */
+static void print_steps(const kg_train_config *cfg, const kg_run_result *r, const char *how)
 {
-    char b[32];
-    printf("\n");
-    print_adapter(&cfg->adapter, o->ft.targets);
-    printf("  %-18s %s\n", "trainable params", finetune_count(r->trainable, b, sizeof b));
-    printf("  %-18s %lld this run (of %lld; batch %lld x %lld)\n", "steps", (long long)r->steps,
-           (long long)cfg->steps, (long long)cfg->batch, (long long)cfg->accumulate);
+    printf("  %-18s %lld this run (of %lld; batch %lld x %lld%s)\n", "steps", (long long)r->steps,
+           (long long)cfg->steps, (long long)cfg->batch, (long long)cfg->accumulate, how);
     if (r->steps > 0) {
         printf("  %-18s %.4f -> %.4f (first and last 10%% of steps)\n", "loss", r->first_loss,
                r->last_loss);
@@ -82,6 +85,16 @@ static void print_summary(const train_opts *o, const kg_train_config *cfg, const
         printf("  %-18s %.3f s (%.0f tokens/s)\n", "mean step time", r->mean_step_seconds,
                r->tokens_per_second);
     }
+}
+
+static void print_summary(const train_opts *o, const kg_train_config *cfg, const kg_run_result *r,
+                          const kg_task *eval)
+{
+    char b[32];
+    printf("\n");
+    print_adapter(&cfg->adapter, o->ft.targets);
+    printf("  %-18s %s\n", "trainable params", finetune_count(r->trainable, b, sizeof b));
+    print_steps(cfg, r, "");
     if (r->evaluated) {
         printf("  %-18s %.4f", "accuracy", r->eval.acc);
         if (!isnan(r->eval.acc_norm))
@@ -197,6 +210,73 @@ static int run_continual(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
     return rc;
 }
 
+static void print_sft_data(const char *label, const kg_sft_data *d, int64_t max_length)
+{
+    printf("  %-18s %s: %lld rows (%s), %lld tokens, %lld of them learned", label, d->path,
+           (long long)d->n_rows, kg_sft_layout_name(d->layout), (long long)d->tokens,
+           (long long)d->loss_tokens);
+    if (d->truncated)
+        printf("; %lld rows cut to --max-length %lld", (long long)d->truncated,
+               (long long)max_length);
+    if (d->dropped)
+        printf("; %lld rows left out: nothing to learn within --max-length", (long long)d->dropped);
+    printf("\n");
+}
+
+/* --task sft: rows of the three TRL layouts, the loss on their labels, held-out perplexity. */
+static int run_sft(const train_opts *o, kg_ctx *ctx, kg_train_config *cfg)
+{
+    if (o->ft.data.n != 1 || o->ft.eval_data.n > 1)
+        return usage_error("--task sft takes one --data FILE.jsonl (and at most one --eval-data)");
+    if (o->loss_on && strcmp(o->loss_on, "all") != 0 && strcmp(o->loss_on, "completion") != 0)
+        return usage_error("--loss-on takes completion or all");
+    if (o->ft.eval_every > 0 && !o->ft.eval_data.n)
+        return usage_error("--eval-every needs --eval-data FILE");
+    kg_sft_options so = {.max_length = cfg->max_length,
+                         .loss_on_all = o->loss_on && strcmp(o->loss_on, "all") == 0};
+    kg_tokenizer *tok = kg_tokenizer_load(ctx, o->ft.model);
+    kg_sft_data *train = tok ? kg_sft_read(ctx, o->ft.data.item[0], tok, o->ft.model, &so) : NULL;
+    kg_sft_data *eval = train && o->ft.eval_data.n
+                            ? kg_sft_read(ctx, o->ft.eval_data.item[0], tok, o->ft.model, &so)
+                            : NULL;
+    kg_model *m = train && (eval || !o->ft.eval_data.n)
+                      ? finetune_model(ctx, o->ft.model, o->ft.frozen, &cfg->adapter, cfg->seed)
+                      : NULL;
+    kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
+                         .checkpoint_every = o->ft.checkpoint_every, .stop_at = o->ft.stop_at,
+                         .eval_every = o->ft.eval_every, .progress = finetune_progress,
+                         .base_model = o->ft.model};
+    kg_run_result r = {0};
+    int rc = 1;
+    if (m && kg_sft_run(m, train, eval, cfg, &ro, o->packing, &r)) {
+        finetune_progress_end();
+        if (kg_dist_rank() == 0) {
+            char b[32];
+            printf("\n");
+            print_adapter(&cfg->adapter, o->ft.targets);
+            printf("  %-18s %s\n", "trainable params", finetune_count(r.trainable, b, sizeof b));
+            print_sft_data("train data", train, cfg->max_length);
+            if (eval)
+                print_sft_data("held-out data", eval, cfg->max_length);
+            print_steps(cfg, &r, o->packing ? ", grouped by length" : "");
+            if (eval && !isnan(r.eval_loss))
+                printf("  %-18s %.4f (perplexity %.3f) over %lld tokens\n", "held-out loss",
+                       r.eval_loss, r.eval_perplexity, (long long)r.eval_loss_tokens);
+            printf("  %-18s %s\n", "saved in", o->ft.out);
+        }
+        rc = 0;
+    } else {
+        finetune_progress_end();
+        rc = fail(ctx);
+    }
+    free(r.losses);
+    kg_model_free(m);
+    kg_sft_free(train);
+    kg_sft_free(eval);
+    kg_tokenizer_free(tok);
+    return rc;
+}
+
 static int run_train(void *p)
 {
     const train_opts *o = p;
@@ -204,6 +284,9 @@ static int run_train(void *p)
         return usage_error("--model PATH and --out DIR are required");
     if (!o->ft.task == !o->ft.tasks)
         return usage_error("give exactly one of --task NAME and --tasks LIST");
+    bool sft = o->ft.task && strcmp(o->ft.task, "sft") == 0;
+    if (!sft && (o->loss_on || o->packing))
+        return usage_error("--loss-on and --packing are for --task sft");
     if (o->ft.task && (o->ft.data.n > 1 || o->ft.eval_data.n > 1))
         return usage_error("one --task takes one --data and one --eval-data (several: --tasks)");
     kg_train_config cfg;
@@ -232,6 +315,8 @@ static int run_train(void *p)
         rc = fail(ctx);
     } else if (o->ft.tasks) {
         rc = run_continual(o, ctx, &cfg);
+    } else if (strcmp(o->ft.task, "sft") == 0) {
+        rc = run_sft(o, ctx, &cfg);
     } else {
         kg_task *train = finetune_task(ctx, o->ft.task, o->ft.data.n ? o->ft.data.item[0] : NULL,
                                        KG_SPLIT_TRAIN);
@@ -271,8 +356,11 @@ static int run_train(void *p)
 
 const kg_command kg_cmd_train = {
     .name = "train",
-    .summary = "Fine-tune a model with an adapter on a multiple-choice task (or several in turn).",
+    .summary = "Fine-tune a model with an adapter on a multiple-choice task (or several in turn), "
+               "or on your own SFT data.",
     .usage = "--model PATH --task NAME [--data FILE] [--eval-data FILE] --out DIR [options]\n"
+             "       krongrad train --model PATH --task sft --data FILE.jsonl [--eval-data FILE] "
+             "--out DIR\n"
              "       krongrad train --model PATH --tasks A,B --data A.jsonl --data B.jsonl "
              "--eval-data ... --out DIR",
     .flags = flags,

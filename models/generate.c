@@ -136,6 +136,8 @@ int64_t kg_model_generate(const kg_model *m, const int32_t *prompt, int64_t n_pr
             break;
         }
         seq[n++] = out[made++] = (int32_t)id;
+        if (g->on_token && !g->on_token(g->user, (int32_t)id))
+            break;
         if (!g->ignore_eos && id == m->cfg.eos_token_id)
             break;
     }

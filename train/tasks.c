@@ -244,6 +244,24 @@ static bool is_blank(const char *s, size_t n)
     return true;
 }
 
+bool kg__jsonl_each(kg_ctx *ctx, const char *path, kg__line_fn fn, void *user)
+{
+    line_reader r = {.path = path};
+    r.f = fopen(path, "rb");
+    if (!r.f)
+        return kg_set_error(ctx, KG_ERR_ARG, "cannot open %s: %s", path, strerror(errno));
+    bool ok = true;
+    char *text;
+    size_t len;
+    int got;
+    while (ok && (got = read_line(ctx, &r, &text, &len)) == 1)
+        if (!is_blank(text, len))
+            ok = fn(user, r.line, text, len);
+    free(r.buf);
+    fclose(r.f);
+    return ok && got == 0;
+}
+
 /* ---- Label files ------------------------------------------------------------------------- */
 
 /* NAME.jsonl -> NAME-labels.lst, or NULL when path does not end in .jsonl. */

@@ -42,4 +42,10 @@ bool kg__parse_item(const kg_task_line *l, kg_task_layout layout, const json_t *
 /* The layout of a JSON object, told from its fields; false when none fits (no error set). */
 bool kg__detect_layout(const json_t *obj, kg_task_layout *layout);
 
+/* Call fn on each non-blank line of a JSONL file (bounded, BOM and CRLF removed, as the task
+ * reader reads them) with its 1-based number, until fn returns false. False with the context's
+ * error set (fn's, or the file's: missing, unreadable, a line too long). */
+typedef bool (*kg__line_fn)(void *user, int64_t line, const char *text, size_t len);
+bool kg__jsonl_each(kg_ctx *ctx, const char *path, kg__line_fn fn, void *user);
+
 #endif

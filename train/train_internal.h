@@ -29,4 +29,16 @@ kg_model *kg__trainer_model(const kg_trainer *t);
 kg_tensor *kg__trainer_state(const kg_trainer *t, int slot, int i);
 void kg__trainer_set_step(kg_trainer *t, int64_t step);
 
+/* A run's held-out figures: called by rank 0 after step `step` when opts->eval_every divides it
+ * (last false; also at step 0, before a fresh run's first step) and once the run is done (last
+ * true), with the metrics file (NULL when none) to
+ * add a line to; fills out's figures. False with the context's error set. */
+typedef bool (*kg__run_eval_fn)(void *user, kg_trainer *t, int64_t step, bool last,
+                                FILE *metrics, kg_run_result *out);
+/* kg_train_run around a trainer made by the caller (which frees it): the steps, metrics,
+ * checkpoints, --resume, the adapter saved, and eval (may be NULL). out is zeroed by the caller,
+ * first_loss and last_loss NaN. */
+bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_eval_fn eval,
+                           void *eval_user, kg_run_result *out);
+
 #endif

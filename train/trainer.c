@@ -15,15 +15,21 @@
 
 #define TRAINER_STATE_SLOTS 2 /* AdamW: m and v; SGD: the momentum buffer (slot 0) */
 
+/* An example and its length, for grouping a micro-batch's examples by length. */
+typedef struct keyed { int64_t length, example; } keyed;
+
 struct kg_trainer {
     kg_model *m;
     kg_train_config cfg;
-    kg_mc_scorer scorer;
-    const kg_mc_item **items; /* the labeled items of the task */
-    int64_t n_items;
+    kg_train_source src;      /* what the micro-batches are drawn from and their loss */
+    kg_mc_scorer scorer;      /* a multiple-choice task: */
+    const kg_mc_item **items; /* its labeled items, the source's examples */
+    const kg_mc_item **batch; /* one micro-batch of them */
+    int64_t *picked;          /* the source's examples of one micro-batch */
     kg_tensor **state[TRAINER_STATE_SLOTS]; /* per trainable tensor; NULL where unused */
     int64_t step;                           /* optimizer steps done */
     int64_t *order;                         /* the shuffled item order of epoch order_epoch */
+    keyed *keyed;                           /* the source's lengths given: sorting room */
     int64_t order_epoch;
     kg_tensor **grads; /* this step's gradient of each trainable tensor (NULL: none reached it) */
     /* In a job of several ranks: every trainable tensor's gradient in turn (zeros where none),
@@ -124,19 +130,31 @@ void kg_trainer_free(kg_trainer *t)
         free(t->state[s]);
     }
     free(t->items);
+    free(t->batch);
+    free(t->picked);
     free(t->order);
+    free(t->keyed);
     free(t->grads);
     free(t->flat);
     free(t);
 }
 
-kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
-                           const kg_train_config *cfg)
+/* The mean loss of a micro-batch of a multiple-choice task's labeled items. */
+static kg_tensor *mc_loss(void *user, const int64_t *examples, int64_t n, int64_t *tokens)
+{
+    kg_trainer *t = user;
+    for (int64_t j = 0; j < n; j++)
+        t->batch[j] = t->items[examples[j]];
+    return kg_mc_loss_of(&t->scorer, t->cfg.loss, t->batch, (int)n, tokens);
+}
+
+/* A trainer without its source (the caller sets it), or NULL with the context's error set. */
+static kg_trainer *trainer_make(kg_model *m, const kg_train_config *cfg)
 {
     if (!m || kg_ctx_status(m->ctx))
         return NULL;
     kg_ctx *ctx = m->ctx;
-    if (!tok || !task || !cfg) {
+    if (!cfg) {
         kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: NULL argument");
         return NULL;
     }
@@ -158,27 +176,15 @@ kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
         kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_new: out of host memory");
         return NULL;
     }
-    *t = (kg_trainer){.m = m, .cfg = *cfg, .order_epoch = -1,
-                      .scorer = {.model = m, .tok = tok, .kind = task->kind,
-                                 .max_length = cfg->max_length}};
+    *t = (kg_trainer){.m = m, .cfg = *cfg, .order_epoch = -1};
     /* The adapter's strings were the caller's: the copy keeps none. */
     t->cfg.adapter.targets = t->cfg.adapter.modules_to_save = NULL;
-    t->items = malloc(sizeof *t->items * (size_t)task->n_items);
-    t->order = malloc(sizeof *t->order * (size_t)task->n_items);
+    t->picked = malloc(sizeof *t->picked * (size_t)cfg->batch);
     t->grads = calloc((size_t)m->n_trainable, sizeof *t->grads);
-    bool ok = t->items && t->order && t->grads;
+    bool ok = t->picked && t->grads;
     if (ok && kg_dist_size() > 1) {
         t->flat_n = kg_model_trainable_count(m) + m->n_trainable;
         ok = (t->flat = malloc(sizeof *t->flat * (size_t)t->flat_n)) != NULL;
-    }
-    for (int64_t i = 0; ok && i < task->n_items; i++)
-        if (task->items[i].gold >= 0)
-            t->items[t->n_items++] = &task->items[i];
-    if (ok && t->n_items == 0) {
-        kg_set_error(ctx, KG_ERR_ARG, "kg_trainer_new: %s has no labeled items to train on",
-                     task->path ? task->path : task->name);
-        kg_trainer_free(t);
-        return NULL;
     }
     /* The optimizer's state: zeros beside each trainable tensor, kept past any scope. */
     int slots = cfg->optimizer == KG_OPTIM_ADAMW ? 2 : cfg->momentum > 0 ? 1 : 0;
@@ -201,12 +207,83 @@ kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
     return t;
 }
 
+/* The trainer's source, and room for an epoch's order of its examples. */
+static bool set_source(kg_trainer *t, const kg_train_source *src)
+{
+    t->src = *src;
+    if (src->n < 1)
+        return kg_set_error(t->m->ctx, KG_ERR_ARG, "kg_trainer_new: %s has no examples to "
+                            "train on", src->name ? src->name : "the data");
+    t->order = malloc(sizeof *t->order * (size_t)src->n);
+    if (src->lengths)
+        t->keyed = malloc(sizeof *t->keyed * (size_t)src->n);
+    return (t->order && (t->keyed || !src->lengths)) || kg_set_error(t->m->ctx, KG_ERR_NOMEM, "kg_trainer_new: out of host memory");
+}
+
+kg_trainer *kg_trainer_new(kg_model *m, kg_tokenizer *tok, const kg_task *task,
+                           const kg_train_config *cfg)
+{
+    if (m && !kg_ctx_status(m->ctx) && (!tok || !task)) {
+        kg_set_error(m->ctx, KG_ERR_ARG, "kg_trainer_new: NULL argument");
+        return NULL;
+    }
+    kg_trainer *t = trainer_make(m, cfg);
+    if (!t)
+        return NULL;
+    t->scorer = (kg_mc_scorer){.model = m, .tok = tok, .kind = task->kind,
+                               .max_length = cfg->max_length};
+    t->items = malloc(sizeof *t->items * (size_t)(task->n_items ? task->n_items : 1));
+    t->batch = malloc(sizeof *t->batch * (size_t)cfg->batch);
+    bool ok = (t->items && t->batch) ||
+              kg_set_error(m->ctx, KG_ERR_NOMEM, "kg_trainer_new: out of host memory");
+    int64_t n = 0;
+    for (int64_t i = 0; ok && i < task->n_items; i++)
+        if (task->items[i].gold >= 0)
+            t->items[n++] = &task->items[i];
+    const char *name = task->path ? task->path : task->name;
+    if (ok && n == 0)
+        ok = kg_set_error(m->ctx, KG_ERR_ARG, "kg_trainer_new: %s has no labeled items to train "
+                          "on", name);
+    if (!ok || !set_source(t, &(kg_train_source){.n = n, .loss = mc_loss, .user = t,
+                                                 .name = name})) {
+        kg_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+kg_trainer *kg_trainer_new_source(kg_model *m, const kg_train_source *src,
+                                  const kg_train_config *cfg)
+{
+    if (m && !kg_ctx_status(m->ctx) && (!src || !src->loss)) {
+        kg_set_error(m->ctx, KG_ERR_ARG, "kg_trainer_new_source: NULL argument");
+        return NULL;
+    }
+    kg_trainer *t = trainer_make(m, cfg);
+    if (t && !set_source(t, src)) {
+        kg_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 int64_t kg_trainer_steps_done(const kg_trainer *t) { return t ? t->step : 0; }
 
-/* The item at position pos of the endless stream of epochs, each a fresh shuffle. */
-static const kg_mc_item *item_at(kg_trainer *t, int64_t pos)
+/* Longest first; ties keep the shuffle's order (qsort is not stable, the index makes it so). */
+static int by_length_desc(const void *a, const void *b)
 {
-    int64_t n = t->n_items, epoch = pos / n;
+    const keyed *x = a, *y = b;
+    if (x->length != y->length)
+        return x->length < y->length ? 1 : -1;
+    return (x->example > y->example) - (x->example < y->example);
+}
+
+/* The example at position pos of the endless stream of epochs, each a fresh shuffle; with the
+ * source's lengths, each run of 50 steps' worth of the shuffle is sorted longest first, so a
+ * micro-batch pads to rows of about its own length (transformers' LengthGroupedSampler). */
+static int64_t example_at(kg_trainer *t, int64_t pos)
+{
+    int64_t n = t->src.n, epoch = pos / n;
     if (epoch != t->order_epoch) { /* Fisher–Yates from (seed, epoch) */
         uint64_t rng = mix64(t->cfg.seed * 0x100000001b3ULL + (uint64_t)epoch);
         for (int64_t i = 0; i < n; i++)
@@ -217,9 +294,18 @@ static const kg_mc_item *item_at(kg_trainer *t, int64_t pos)
             t->order[i] = t->order[j];
             t->order[j] = x;
         }
+        int64_t mega = 50 * t->cfg.batch * t->cfg.accumulate;
+        for (int64_t i = 0; t->keyed && i < n; i += mega) {
+            int64_t len = n - i < mega ? n - i : mega;
+            for (int64_t j = 0; j < len; j++)
+                t->keyed[j] = (keyed){t->src.lengths[t->order[i + j]], t->order[i + j]};
+            qsort(t->keyed, (size_t)len, sizeof *t->keyed, by_length_desc);
+            for (int64_t j = 0; j < len; j++)
+                t->order[i + j] = t->keyed[j].example;
+        }
         t->order_epoch = epoch;
     }
-    return t->items[t->order[pos % n]];
+    return t->order[pos % n];
 }
 
 /* The global L2 norm of the step's gradients, read once. */
@@ -296,9 +382,6 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
     double t0 = kg__now(), loss_sum = 0;
     int64_t tokens = 0, B = c->batch, K = c->accumulate;
     int R = kg_dist_size(), r = kg_dist_rank();
-    const kg_mc_item **batch = malloc(sizeof *batch * (size_t)B);
-    if (!batch && !kg_ctx_status(ctx))
-        kg_set_error(ctx, KG_ERR_NOMEM, "kg_trainer_step: out of host memory");
     for (int i = 0; i < m->n_trainable; i++)
         kg_zero_grad(m->trainable[i].tensor);
     uint64_t step_seed = mix64(c->seed ^ mix64((uint64_t)t->step + 1));
@@ -309,17 +392,16 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
          * rank runs it. */
         kg_model_train(m, true, step_seed ^ (uint64_t)k * 0x9e3779b97f4a7c15ULL);
         for (int64_t j = 0; j < B; j++)
-            batch[j] = item_at(t, (t->step * K + k) * B + j);
+            t->picked[j] = example_at(t, (t->step * K + k) * B + j);
         kg_scope scope = kg_scope_begin(ctx);
         int64_t n_tok = 0;
-        kg_tensor *loss = kg_mc_loss_of(&t->scorer, c->loss, batch, (int)B, &n_tok);
+        kg_tensor *loss = t->src.loss(t->src.user, t->picked, B, &n_tok);
         /* Each micro-batch adds 1/K of its mean loss's gradient: the step sees the mean. */
         kg_backward(kg_scale(loss, 1.0f / (float)K));
         loss_sum += kg_item(loss);
         tokens += n_tok;
         kg_scope_end(ctx, scope);
     }
-    free(batch);
     /* Every rank ok, then the sums: the step's loss and tokens, and the gradients through host
      * memory (GPU-aware MPI is not assumed). */
     double c0 = kg__now();
@@ -486,21 +568,15 @@ static bool share_state(kg_trainer *t)
     return all_ok(ctx, ok, "kg_train_run");
 }
 
-bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
-                  const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out)
+bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_eval_fn eval,
+                           void *eval_user, kg_run_result *out)
 {
-    if (!m || kg_ctx_status(m->ctx) || !out)
-        return all_ok(m ? m->ctx : NULL, false, "kg_train_run");
+    kg_model *m = t->m;
     kg_ctx *ctx = m->ctx;
+    const kg_train_config *cfg = &t->cfg;
     const kg_run_options none = {0};
     if (!opts)
         opts = &none;
-    *out = (kg_run_result){.first_loss = NAN, .last_loss = NAN};
-    kg_trainer *t = kg_trainer_new(m, tok, train, cfg);
-    if (!all_ok(ctx, t != NULL, "kg_train_run")) {
-        kg_trainer_free(t);
-        return false;
-    }
     /* Rank 0 alone reads and writes files; the others receive its state. */
     bool lead = kg_dist_rank() == 0;
     char *ckpt = NULL, *metrics = NULL;
@@ -534,7 +610,12 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
     if (ok && !out->losses)
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
     ok = all_ok(ctx, ok, "kg_train_run");
+    /* A fresh run's held-out figures before its first step: the baseline of the curve. */
+    if (ok && eval && lead && opts->eval_every > 0 && first == 0)
+        ok = eval(eval_user, t, 0, false, mf, out);
+    ok = all_ok(ctx, ok, "kg_train_run");
     kg_memory_reset_peak(ctx);
+    size_t current, peak = 0;
     double seconds = 0;
     int64_t tokens = 0;
     /* Every rank runs the same steps; a failure on one is known to all (kg_trainer_step), as is
@@ -551,12 +632,22 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
             metrics_line(mf, &s);
         if (opts->progress && lead)
             opts->progress(opts->user, &s, total);
-        if (ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
+        /* Held-out figures along the way (rank 0: every rank holds the same adapter); the peak
+         * memory is the training's, what scoring takes set aside. */
+        if (eval && lead && opts->eval_every > 0 && s.step % opts->eval_every == 0 &&
+            s.step < total) {
+            kg_memory(ctx, &current, &out->peak_bytes);
+            peak = out->peak_bytes > peak ? out->peak_bytes : peak;
+            ok = eval(eval_user, t, s.step, false, mf, out);
+            kg_memory_reset_peak(ctx);
+        }
+        ok = all_ok(ctx, ok, "kg_train_run");
+        if (ok && ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
             s.step < stop)
             ok = all_ok(ctx, !lead || kg_checkpoint_save(t, ckpt), "kg_train_run");
     }
-    size_t current;
     kg_memory(ctx, &current, &out->peak_bytes);
+    out->peak_bytes = out->peak_bytes > peak ? out->peak_bytes : peak;
     if (ok && ckpt && lead)
         ok = kg_checkpoint_save(t, ckpt);
     if (ok && opts->out_dir && lead && kg_trainer_steps_done(t) >= total)
@@ -574,27 +665,59 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
         out->mean_step_seconds = seconds / (double)out->steps;
         out->tokens_per_second = seconds > 0 ? (double)tokens / seconds : 0;
     }
-    /* Rank 0 alone scores the eval task: every rank holds the same adapter. */
-    if (ok && eval && lead && kg_trainer_steps_done(t) >= total) {
-        kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
-                          .max_length = cfg->max_length};
-        kg_eval_options eo = {.limit = opts->eval_limit};
-        ok = kg_mc_evaluate(&s, eval, &eo, &out->eval);
-        out->evaluated = ok;
-        if (ok && mf) {
-            fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ",
-                    (long long)total, (long long)out->eval.labeled);
-            kg__json_number(mf, out->eval.acc);
-            fputs(", \"eval_acc_norm\": ", mf);
-            kg__json_number(mf, out->eval.acc_norm);
-            fputs("}\n", mf);
-        }
-    }
+    /* Rank 0 alone scores the held-out data: every rank holds the same adapter. */
+    if (ok && eval && lead && kg_trainer_steps_done(t) >= total)
+        ok = eval(eval_user, t, total, true, mf, out);
     kg_model_train(m, false, 0);
     if (mf && fclose(mf) != 0 && ok)
         ok = kg_set_error(ctx, KG_ERR_ARG, "kg_train_run: writing %s failed", metrics);
     free(ckpt);
     free(metrics);
+    return ok;
+}
+
+typedef struct mc_eval_of {
+    const kg_task *task;
+    int64_t limit; /* items scored (0: all) */
+} mc_eval_of;
+
+/* The eval task scored once the run is done. */
+static bool mc_eval(void *user, kg_trainer *t, int64_t step, bool last, FILE *mf,
+                    kg_run_result *out)
+{
+    const mc_eval_of *e = user;
+    const kg_task *eval = e->task;
+    if (!last)
+        return true;
+    kg_mc_scorer s = {.model = t->m, .tok = t->scorer.tok, .kind = eval->kind,
+                      .max_length = t->cfg.max_length};
+    kg_eval_options eo = {.limit = e->limit};
+    bool ok = kg_mc_evaluate(&s, eval, &eo, &out->eval);
+    out->evaluated = ok;
+    if (ok && mf) {
+        fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ", (long long)step,
+                (long long)out->eval.labeled);
+        kg__json_number(mf, out->eval.acc);
+        fputs(", \"eval_acc_norm\": ", mf);
+        kg__json_number(mf, out->eval.acc_norm);
+        fputs("}\n", mf);
+    }
+    return ok;
+}
+
+bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
+                  const kg_train_config *cfg, const kg_run_options *opts, kg_run_result *out)
+{
+    if (!m || kg_ctx_status(m->ctx) || !out)
+        return all_ok(m ? m->ctx : NULL, false, "kg_train_run");
+    *out = (kg_run_result){.first_loss = NAN, .last_loss = NAN};
+    kg_trainer *t = kg_trainer_new(m, tok, train, cfg);
+    if (!all_ok(m->ctx, t != NULL, "kg_train_run")) {
+        kg_trainer_free(t);
+        return false;
+    }
+    mc_eval_of e = {.task = eval, .limit = opts ? opts->eval_limit : 0};
+    bool ok = kg__train_run_trainer(t, opts, eval ? mc_eval : NULL, &e, out);
     kg_trainer_free(t);
     return ok;
 }
