@@ -99,6 +99,16 @@ typedef struct kg_op_time {
 } kg_op_time;
 void kg_profile(kg_ctx *ctx, bool on);
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap);
+/* The framework's own host time while profiling, beside the kernels kg_profile_read times:
+ * op_seconds is the whole time spent in ops (checks, shape rules, output allocation, the
+ * kernel or its queueing, tape recording), alloc_seconds the part allocating outputs and view
+ * headers, release_seconds the time kg_scope_end spent freeing a step's tensors. Counts: ops
+ * run, tensors made (outputs and views), tape nodes recorded. Zero when profiling is off. */
+typedef struct kg_profile_host {
+    double op_seconds, alloc_seconds, release_seconds;
+    uint64_t ops, tensors, tape_nodes;
+} kg_profile_host;
+kg_profile_host kg_profile_host_read(const kg_ctx *ctx);
 
 /* A description of every Vulkan device (type, driver, memory, subgroup size, shared memory,
  * storage-buffer range, features used) written into buf as text; returns the length it needed.

@@ -51,6 +51,13 @@ bool kg_cpu_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha
 bool kg_cpu_sgemm_portable(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc);
+/* y (N) = W · x (K) for one vector x, W [N, K] row-major in its stored dtype (gemv.c): the
+ * decode path's product, at the memory-bandwidth limit. kg_cpu_gemv_supports says whether this
+ * CPU and dtype have a kernel (else the GEMM path runs); kg_cpu_gemv_isa names the one chosen. */
+bool kg_cpu_gemv_supports(kg_dtype dtype);
+void kg_cpu_gemv(kg_dtype dtype, const void *w, int64_t N, int64_t K, const float *x, float *y);
+const char *kg_cpu_gemv_isa(void);
+
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 

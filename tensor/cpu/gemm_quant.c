@@ -32,6 +32,10 @@ bool kg__cpu_matmul_q(const kg_opcall *c)
     int64_t in = trans ? k : n, out = trans ? n : k, m = kg_tensor_numel(x) / in;
     const float *X = kg_cpu_f32(x);
     float *Y = kg_cpu_f32(c->out);
+    if (m == 1 && trans && kg_cpu_gemv_supports(w->dtype)) { /* one token: decode (gemv.c) */
+        kg_cpu_gemv(w->dtype, kg_cpu_raw(w), n, k, X, Y);
+        return true;
+    }
     if (w->dtype == KG_DTYPE_F32) /* nothing to convert: one GEMM on W itself */
         return kg_cpu_sgemm(false, trans, m, out, in, 1.0f, X, in, kg_cpu_f32(w), k, 0.0f, Y, out) ||
                kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_matmul_q: out of host memory for the GEMM");

@@ -104,7 +104,13 @@ bool kg__cpu_matmul(const kg_opcall *c)
     int64_t lda = a->shape[a->ndim - 1], ldb = b->shape[b->ndim - 1];
     const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
     float *C = kg_cpu_f32(o);
-    /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
+    /* A stack of rows times one matrix (every linear layer) is a single GEMM; one row times a
+     * weight (decoding one token) is a matrix-vector product. */
+    if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k && batch * m == 1 && tb &&
+        kg_cpu_gemv_supports(KG_DTYPE_F32)) {
+        kg_cpu_gemv(KG_DTYPE_F32, B, n, k, A, C);
+        return true;
+    }
     if (b->ndim == 2 && !ta && kg_tensor_numel(a) == batch * m * k)
         return gemm(c, false, tb, batch * m, n, k, A, lda, B, ldb, C, n);
     /* A batch of products (attention's heads): one per thread at a time, each on its thread,
