@@ -48,7 +48,45 @@ struct kg_decoder {
     kg_kv_cache *cache;
     float *logits;      /* V: the last step's */
     prob_id *probs;     /* V: sampling's sort buffer */
+    kg_linear head;     /* the LM head as decoding reads it (see packed_head) */
 };
+
+/* The LM head for decoding: an f32 head (every GGUF's token embedding, dequantized on load)
+ * that q8_0 holds exactly — a file that packed it as q8_0 — is read packed, a quarter of the
+ * bytes of the step's largest product. Checked element for element (requantizing q8_0's
+ * values is lossless, their block scale being amax/127), so the logits do not change; any other
+ * head, or one with an adapter or bias, is used as it is. */
+static bool q8_0_exact(kg_tensor *w, kg_tensor *q)
+{
+    kg_scope scope = kg_scope_begin(kg_tensor_ctx(w));
+    kg_tensor *diff = kg_sub(kg_cast(q, KG_DTYPE_F32), w);
+    kg_tensor *sq = kg_sum_all(kg_mul(diff, diff));
+    bool exact = sq && kg_item(sq) == 0.0;
+    kg_scope_end(kg_tensor_ctx(w), scope);
+    return exact;
+}
+
+static kg_linear packed_head(const kg_model *m)
+{
+    const kg_linear *h = &m->lm_head;
+    kg_ctx *ctx = m->ctx;
+    if (h->kind != KG_LINEAR_DENSE || h->bias || kg_tensor_dtype(h->weight) != KG_DTYPE_F32 ||
+        kg_tensor_dim(h->weight, 1) % 32 != 0)
+        return *h;
+    kg_linear packed = *h;
+    kg_no_grad_begin(ctx);
+    kg_scope scope = kg_scope_begin(ctx); /* first one row, so an f32 head costs no more */
+    kg_tensor *row = kg_slice(h->weight, 0, 0, 1);
+    bool maybe = q8_0_exact(row, kg_quantize(row, KG_DTYPE_Q8_0));
+    kg_scope_end(ctx, scope);
+    kg_tensor *q = maybe ? kg_tensor_keep(kg_quantize(h->weight, KG_DTYPE_Q8_0)) : NULL;
+    if (q && q8_0_exact(h->weight, q) && !kg_ctx_status(ctx))
+        packed.weight = q;
+    else
+        kg_tensor_free(q);
+    kg_no_grad_end(ctx);
+    return packed;
+}
 
 kg_decoder *kg_decoder_new(const kg_model *m, int64_t max_len, bool cache)
 {
@@ -68,6 +106,7 @@ kg_decoder *kg_decoder_new(const kg_model *m, int64_t max_len, bool cache)
                           .logits = malloc(sizeof *d->logits * V),
                           .probs = malloc(sizeof *d->probs * V)};
         d->cache = cache ? kg_model_cache_new(m, 1, max_len) : NULL;
+        d->head = cache ? packed_head(m) : m->lm_head; /* the reference stays as it was */
     }
     if (!d || !d->seq || !d->logits || !d->probs || (cache && !d->cache)) {
         if (!kg_ctx_status(ctx))
@@ -83,6 +122,8 @@ void kg_decoder_free(kg_decoder *d)
     if (!d)
         return;
     kg_kv_cache_free(d->cache, (int)d->m->cfg.n_layers);
+    if (d->head.weight != d->m->lm_head.weight)
+        kg_tensor_free(d->head.weight);
     free(d->seq);
     free(d->logits);
     free(d->probs);
@@ -92,6 +133,20 @@ void kg_decoder_free(kg_decoder *d)
 int64_t kg_decoder_len(const kg_decoder *d)
 {
     return d ? d->n : 0;
+}
+
+void kg_decoder_reset(kg_decoder *d)
+{
+    if (!d)
+        return;
+    d->n = 0;
+    for (int64_t l = 0; d->cache && l < d->m->cfg.n_layers; l++)
+        d->cache[l].len = 0;
+}
+
+const kg_linear *kg_decoder_head(const kg_decoder *d)
+{
+    return d ? &d->head : NULL;
 }
 
 const float *kg_decoder_feed(kg_decoder *d, const int32_t *ids, int64_t n)
@@ -122,7 +177,7 @@ const float *kg_decoder_feed(kg_decoder *d, const int32_t *ids, int64_t n)
     kg_scope scope = kg_scope_begin(ctx);
     kg_tensor *t = kg_from_host(ctx, KG_DTYPE_I32, 2, (int64_t[]){1, T}, d->seq + start);
     kg_tensor *h = kg_model_hidden(m, &(kg_model_input){.ids = t}, d->cache); /* (1, T, C) */
-    kg_tensor *logits = kg_linear_forward(&m->lm_head, kg_slice(h, 1, T - 1, 1)); /* (1,1,V) */
+    kg_tensor *logits = kg_linear_forward(&d->head, kg_slice(h, 1, T - 1, 1)); /* (1,1,V) */
     bool ok = logits && kg_tensor_to_host(logits, d->logits,
                                           sizeof *d->logits * (size_t)m->cfg.vocab_size);
     kg_scope_end(ctx, scope);

@@ -115,9 +115,12 @@ kg_profile_host kg_profile_host_read(const kg_ctx *ctx);
  * Without the Vulkan backend built in, says so. */
 size_t kg_vulkan_devices(char *buf, size_t cap);
 
-/* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without). */
+/* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without);
+ * the instruction set of its batch-1 matrix-vector kernels ("AVX-512", "AVX2", or "none (GEMM
+ * path)"; KG_GEMV=avx2|off picks a lower one). */
 int kg_cpu_thread_count(void);
 const char *kg_cpu_blas(void);
+const char *kg_cpu_gemv_name(void);
 /* Wait until every queued kernel has run (a no-op on the CPU backend). */
 void kg_flush(kg_ctx *ctx);
 
