@@ -1,7 +1,7 @@
 /* attention.c — multi-head attention as HF's eager implementation computes it: projections,
- * optional rotate-half RoPE, grouped key/value heads repeated to the query heads (repeat_kv),
- * softmax of the scaled scores plus an additive mask (dropout on it while training), output
- * projection. Also the masks (padding, causal, sliding window) and the KV cache generation
+ * optional rotate-half RoPE, grouped key/value heads shared by their query heads (repeat_kv's
+ * result, without its copies), softmax of the scaled scores plus an additive mask (dropout on
+ * it while training), output projection. Also the masks (padding, causal, sliding window) and the KV cache generation
  * reuses keys and values from.
  */
 #include "kg_nn.h"
@@ -111,16 +111,11 @@ static kg_tensor *split_heads(kg_tensor *x, int64_t n, int64_t D)
     return kg_transpose(kg_reshape(x, 4, (int64_t[]){B, T, n, D}), 1, 2);
 }
 
-/* (B, Hkv, S, D) → (B, Hkv·G, S, D), each key/value head serving G query heads in a row. */
-static kg_tensor *repeat_kv(kg_tensor *x, int64_t G)
+/* (B, n·G, R, X) ↔ (B, n, G·R, X): the query heads as groups, one per key/value head (head
+ * h = j·G + g of kv head j), or back. A reshape: a copy only when x is not contiguous. */
+static kg_tensor *regroup(kg_tensor *x, int64_t n, int64_t rows)
 {
-    if (G == 1)
-        return x;
-    int64_t B = kg_tensor_dim(x, 0), Hkv = kg_tensor_dim(x, 1), S = kg_tensor_dim(x, 2),
-            D = kg_tensor_dim(x, 3);
-    kg_tensor *one = kg_reshape(x, 4, (int64_t[]){B, Hkv, 1, S * D});
-    kg_tensor *many = kg_expand(one, 4, (int64_t[]){B, Hkv, G, S * D});
-    return kg_reshape(many, 4, (int64_t[]){B, Hkv * G, S, D});
+    return kg_reshape(x, 4, (int64_t[]){kg_tensor_dim(x, 0), n, rows, kg_tensor_dim(x, 3)});
 }
 
 /* Append this call's keys and values (B, Hkv, T, D) to the cache; the cache's filled rows
@@ -181,16 +176,18 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
                      (long long)T, (long long)S, (long long)T, (long long)S);
         return NULL;
     }
-    k = repeat_kv(k, H / Hkv); /* (B, H, S, D) */
-    v = repeat_kv(v, H / Hkv);
+    /* GQA as repeat_kv computes it, without repeating: each key/value head multiplies its G
+     * query heads as one (G·T)-row block, so keys and values (the cache) are read as they are. */
+    int64_t G = H / Hkv;
     float scale = 1.0f / sqrtf((float)D);
     if (a->scale_query)
         q = kg_scale(q, scale);
-    kg_tensor *scores = kg_matmul_t(q, k, false, true); /* (B, H, T, S) */
+    kg_tensor *scores = kg_matmul_t(regroup(q, Hkv, G * T), k, false, true); /* (B,Hkv,G·T,S) */
+    scores = regroup(scores, H, T);                                          /* (B, H, T, S) */
     if (!a->scale_query)
         scores = kg_scale(scores, scale);
     kg_tensor *probs = kg_mode_dropout(a->mode, kg_softmax(scores, mask), a->dropout);
-    kg_tensor *out = kg_matmul(probs, v); /* (B, H, T, D) */
+    kg_tensor *out = regroup(kg_matmul(regroup(probs, Hkv, G * T), v), H, T); /* (B,H,T,D) */
     out = kg_reshape(kg_transpose(out, 1, 2), 3, (int64_t[]){B, T, H * D});
     return kg_linear_forward(&a->o, out);
 }
