@@ -71,6 +71,7 @@ extern const kg_command kg_cmd_train;
 extern const kg_command kg_cmd_compare;
 extern const kg_command kg_cmd_demo;
 extern const kg_command kg_cmd_bench;
+extern const kg_command kg_cmd_bench_generate;
 extern const kg_command kg_cmd_quantize;
 
 #endif

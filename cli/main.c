@@ -18,6 +18,7 @@ static const kg_command *const commands[] = {
     &kg_cmd_compare,
     &kg_cmd_demo,
     &kg_cmd_bench,
+    &kg_cmd_bench_generate, /* a two-word name: `krongrad bench generate` */
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -48,10 +49,20 @@ int main(int argc, char **argv)
         printf("krongrad %s\n", KRONGRAD_VERSION);
         return 0;
     }
-    for (int i = 0; i < N_COMMANDS; i++) {
-        const kg_command *cmd = commands[i];
-        if (strcmp(name, cmd->name) != 0)
-            continue;
+    /* A command named by two words ("bench generate") before the one-word one ("bench"). */
+    const kg_command *cmd = NULL;
+    for (int i = 0; i < N_COMMANDS && !cmd && argc > 2; i++) {
+        const char *n = commands[i]->name, *space = strchr(n, ' ');
+        if (space && strncmp(n, name, (size_t)(space - n)) == 0 && !name[space - n] &&
+            strcmp(space + 1, argv[2]) == 0)
+            cmd = commands[i];
+    }
+    if (cmd)
+        argc--, argv++; /* the second word is the command's argv[0] */
+    for (int i = 0; i < N_COMMANDS && !cmd; i++)
+        if (strcmp(name, commands[i]->name) == 0)
+            cmd = commands[i];
+    if (cmd) {
         void *opts = calloc(1, cmd->opts_size);
         if (!opts) {
             fprintf(stderr, "krongrad: out of memory\n");

@@ -197,6 +197,27 @@ typedef struct kg_generate_config {
 int64_t kg_model_generate(const kg_model *m, const int32_t *prompt, int64_t n_prompt,
                           const kg_generate_config *g, int32_t *out);
 
+/* The step by step form of kg_model_generate, for a caller that times or steers each token
+ * (krongrad bench generate). kg_decoder_new makes the state of one sequence of up to max_len
+ * ids (with a KV cache unless cache is false); NULL with the context's error set. The caller
+ * frees it with kg_decoder_free. kg_decoder_feed runs the model on n more ids (without grad,
+ * in a scope of its own) and returns the V logits after the last one, owned by the decoder and
+ * valid until the next call; NULL on error (an id out of range, past max_len).
+ * kg_decoder_pick takes the next id from those logits as g says (greedy, or sampled with
+ * temperature and top-p from rng, which it advances). kg_decoder_len: the ids fed so far.
+ * With a cache, the decoder packs an f32 head as q8_0 when that is exact (the logits are the
+ * same): made once per decoder, so reuse one (kg_decoder_reset) across sequences. */
+typedef struct kg_decoder kg_decoder;
+kg_decoder *kg_decoder_new(const kg_model *m, int64_t max_len, bool cache);
+void kg_decoder_free(kg_decoder *d);
+const float *kg_decoder_feed(kg_decoder *d, const int32_t *ids, int64_t n);
+int64_t kg_decoder_pick(kg_decoder *d, const kg_generate_config *g, uint64_t *rng);
+int64_t kg_decoder_len(const kg_decoder *d);
+/* Start a new sequence in the same state (the cache emptied, nothing freed). */
+void kg_decoder_reset(kg_decoder *d);
+/* The LM head as the decoder reads it: the model's, or its exact q8_0 packing (generate.c). */
+const kg_linear *kg_decoder_head(const kg_decoder *d);
+
 #ifdef __cplusplus
 }
 #endif

@@ -121,6 +121,7 @@ void kg_scope_end(kg_ctx *ctx, kg_scope scope)
         return;
     if (ctx->scopes > 0)
         ctx->scopes--;
+    double t0 = ctx->profiling ? kg__now() : 0.0;
     /* Newest first, so views go before what they view (storage is refcounted anyway). */
     while (ctx->n_tensors > scope) {
         kg_tensor *t = ctx->tensors[ctx->n_tensors - 1];
@@ -128,6 +129,8 @@ void kg_scope_end(kg_ctx *ctx, kg_scope scope)
             kg_tensor_free(t); /* clears its slot */
         ctx->n_tensors--;
     }
+    if (ctx->profiling)
+        ctx->host.release_seconds += kg__now() - t0;
 }
 
 void kg_no_grad_begin(kg_ctx *ctx)
@@ -167,7 +170,13 @@ void kg_profile(kg_ctx *ctx, bool on)
         memset(ctx->op_seconds, 0, sizeof ctx->op_seconds);
         memset(ctx->op_calls, 0, sizeof ctx->op_calls);
         memset(ctx->op_flops, 0, sizeof ctx->op_flops);
+        ctx->host = (kg_profile_host){0};
     }
+}
+
+kg_profile_host kg_profile_host_read(const kg_ctx *ctx)
+{
+    return ctx ? ctx->host : (kg_profile_host){0};
 }
 
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap)

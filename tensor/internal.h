@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <stdarg.h>
+#include <time.h>
 
 /* Broken internal invariants, never reachable from public input (docs/errors.md). */
 #define KG_ASSERT(cond) assert(cond)
@@ -210,6 +211,7 @@ struct kg_ctx {
     uint64_t op_calls[KG_OP_COUNT];
     uint64_t op_made[KG_OP_COUNT]; /* results made through kg__op, always counted: tests check
                                       with it that every op of the table has a case */
+    kg_profile_host host; /* kg_profile: the framework's own time around the kernels */
 };
 
 /* "[2,3] f32" into buf; returns buf. */
@@ -303,6 +305,14 @@ struct kg_backend {
     /* Start or stop timing ops; a backend then adds each op's time with kg__profile_add. */
     void (*profile)(void *state, bool on);
 };
+
+/* The monotonic clock in seconds (profiling). */
+static inline double kg__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Tally one run of op for kg_profile_read. */
 static inline void kg__profile_add(kg_ctx *ctx, kg_op op, double seconds)

@@ -100,15 +100,28 @@ typedef struct kg_op_time {
 } kg_op_time;
 void kg_profile(kg_ctx *ctx, bool on);
 int kg_profile_read(kg_ctx *ctx, kg_op_time *out, int cap);
+/* The framework's own host time while profiling, beside the kernels kg_profile_read times:
+ * op_seconds is the whole time spent in ops (checks, shape rules, output allocation, the
+ * kernel or its queueing, tape recording), alloc_seconds the part allocating outputs and view
+ * headers, release_seconds the time kg_scope_end spent freeing a step's tensors. Counts: ops
+ * run, tensors made (outputs and views), tape nodes recorded. Zero when profiling is off. */
+typedef struct kg_profile_host {
+    double op_seconds, alloc_seconds, release_seconds;
+    uint64_t ops, tensors, tape_nodes;
+} kg_profile_host;
+kg_profile_host kg_profile_host_read(const kg_ctx *ctx);
 
 /* A description of every Vulkan device (type, driver, memory, subgroup size, shared memory,
  * storage-buffer range, features used) written into buf as text; returns the length it needed.
  * Without the Vulkan backend built in, says so. */
 size_t kg_vulkan_devices(char *buf, size_t cap);
 
-/* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without). */
+/* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without);
+ * the instruction set of its batch-1 matrix-vector kernels ("AVX-512", "AVX2", or "none (GEMM
+ * path)"; KG_GEMV=avx2|off picks a lower one). */
 int kg_cpu_thread_count(void);
 const char *kg_cpu_blas(void);
+const char *kg_cpu_gemv_name(void);
 /* Wait until every queued kernel has run (a no-op on the CPU backend). */
 void kg_flush(kg_ctx *ctx);
 

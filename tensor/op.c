@@ -59,7 +59,24 @@ static bool wants_grad(const kg_opcall *c)
     return false;
 }
 
+static kg_tensor *run_op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p);
+
 kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p)
+{
+    kg_ctx *ctx = NULL; /* profiling: the whole op's host time, apart from the kernel's */
+    for (int i = 0; in && i < n_in && !ctx; i++)
+        if (in[i])
+            ctx = in[i]->ctx;
+    if (!ctx || !ctx->profiling)
+        return run_op(op, n_in, in, p);
+    double t0 = kg__now();
+    kg_tensor *out = run_op(op, n_in, in, p);
+    ctx->host.op_seconds += kg__now() - t0;
+    ctx->host.ops++;
+    return out;
+}
+
+static kg_tensor *run_op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p)
 {
     const kg_op_info *info = &kg_op_table[op];
     kg_opcall c = {.op = op, .n_in = n_in};
@@ -106,6 +123,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
     if (!kg__check_shape(c.ctx, fn, s.ndim, s.dim)) /* whatever a shape rule forgot */
         return NULL;
 
+    double t_alloc = c.ctx->profiling ? kg__now() : 0.0;
     if (info->flags & KG_OPF_INPLACE) {
         c.out = c.in[0];
     } else if (info->flags & KG_OPF_VIEW) {
@@ -116,6 +134,10 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
         c.out = kg__tensor_alloc(c.ctx, fn, s.dtype, s.ndim, s.dim, true);
         if (!c.out)
             return NULL;
+    }
+    if (c.ctx->profiling && !(info->flags & KG_OPF_INPLACE)) {
+        c.ctx->host.alloc_seconds += kg__now() - t_alloc;
+        c.ctx->host.tensors++;
     }
     if (!(info->flags & KG_OPF_VIEW) && kg_tensor_numel(c.out) > 0) { /* no elements: no work */
         kg_opcall k = c; /* the kernel's call: contiguous copies where the kernel needs them */
@@ -148,6 +170,7 @@ kg_tensor *kg__op(kg_op op, int n_in, kg_tensor *const *in, const kg_opparams *p
             return NULL;
         }
         *n = c;
+        c.ctx->host.tape_nodes++;
         c.out->node = n;
         c.out->requires_grad = true;
     }

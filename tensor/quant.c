@@ -350,7 +350,9 @@ kg_tensor *kg_quantize(kg_tensor *w, kg_dtype dtype)
     }
     if (dtype == KG_DTYPE_F16 || dtype == KG_DTYPE_BF16 || dtype == KG_DTYPE_F32) {
         kg_no_grad_begin(ctx);
-        kg_tensor *c = kg_cast(kg_detach(w), dtype);
+        kg_tensor *d = kg_detach(w);
+        kg_tensor *c = kg_cast(d, dtype);
+        kg_tensor_free(d); /* outside a scope (loading) the view would keep w's storage alive */
         kg_no_grad_end(ctx);
         return c;
     }

@@ -136,6 +136,9 @@ static void test_avx512_bf16(void **state) { (void)state; run_path(KG_GEMM_AVX51
 
 int main(void)
 {
+    /* One-row products go to the matrix-vector kernels (gemv.c, tested in test_decode); this file
+     * tests the GEMM kernels, so its m = 1 shapes must reach them too. */
+    setenv("KG_GEMV", "off", 1);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_panel),
                                        cmocka_unit_test(test_avx512),
                                        cmocka_unit_test(test_avx512_bf16)};

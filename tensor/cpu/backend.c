@@ -217,3 +217,4 @@ const kg_backend kg_cpu_backend = {
 
 int kg_cpu_thread_count(void) { return kg_cpu_threads(); }
 const char *kg_cpu_blas(void) { return kg_cpu_blas_name(); }
+const char *kg_cpu_gemv_name(void) { return kg_cpu_gemv_isa(); }

@@ -68,6 +68,14 @@ void kg_cpu_gemm_w_cap(kg_gemm_path cap);
 size_t kg_cpu_gemm_w_scratch(void);
 void kg_cpu_gemm_w(kg_gemm_path path, const void *w, kg_dtype dtype, int64_t n, int64_t k,
                    bool trans, int64_t m, const float *X, float *Y, void *scratch);
+
+/* y (N) = W · x (K) for one vector x, W [N, K] row-major in its stored dtype (gemv.c): the
+ * decode path's product, at the memory-bandwidth limit. kg_cpu_gemv_supports says whether this
+ * CPU and dtype have a kernel (else the GEMM path runs); kg_cpu_gemv_isa names the one chosen. */
+bool kg_cpu_gemv_supports(kg_dtype dtype);
+void kg_cpu_gemv(kg_dtype dtype, const void *w, int64_t N, int64_t K, const float *x, float *y);
+const char *kg_cpu_gemv_isa(void);
+
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 

@@ -107,10 +107,16 @@ bool kg__cpu_matmul(const kg_opcall *c)
     bool ta = c->p.matmul.trans_a != fa, tb = c->p.matmul.trans_b != fb;
     const float *A = kg_cpu_f32(a), *B = kg_cpu_f32(b);
     float *C = kg_cpu_f32(o);
-    /* A stack of rows times one matrix (every linear layer) is a single GEMM. */
+    /* A stack of rows times one matrix (every linear layer) is a single GEMM; one row times a
+     * weight stored [n, k] (decoding one token) is a matrix-vector product. */
     if (b->ndim == 2 && !c->p.matmul.trans_a && kg_tensor_is_contiguous(a) &&
-        kg_tensor_numel(a) == batch * m * k)
+        kg_tensor_numel(a) == batch * m * k) {
+        if (batch * m == 1 && tb && ldb == k && kg_cpu_gemv_supports(KG_DTYPE_F32)) {
+            kg_cpu_gemv(KG_DTYPE_F32, B, n, k, A, C);
+            return true;
+        }
         return gemm(c, false, tb, batch * m, n, k, A, lda, B, ldb, C, n);
+    }
     /* A batch of products (attention's heads): one per thread at a time, each on its thread,
      * rather than each split over the threads (a wake-up per small product). */
     batch_job j = {c, ta, tb, m, n, k, lda, ldb, A, B, C, false};
