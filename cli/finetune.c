@@ -21,7 +21,7 @@ void finetune_defaults(finetune_opts *o)
     o->steps = c.steps;
     o->batch = c.batch;
     o->accumulate = c.accumulate;
-    o->lr = c.lr;
+    o->lr = -1; /* not given: the adapter's default */
     o->momentum = 0.9;
     o->clip = c.clip;
 }
@@ -70,7 +70,27 @@ bool finetune_config(const char *cmd, const finetune_opts *o, kg_train_config *c
     cfg->steps = o->steps;
     cfg->batch = o->batch;
     cfg->accumulate = o->accumulate;
-    cfg->lr = o->lr;
+    if (o->lr >= 0)
+        cfg->lr = o->lr;
+    cfg->log_norms = o->log_norms;
+    a->kron_a_gain = o->kron_a_gain;
+    if (o->kron_init && strcmp(o->kron_init, "b1-zero") == 0)
+        a->kron_init = KG_KRON_INIT_B1_ZERO;
+    else if (o->kron_init && strcmp(o->kron_init, "a-zero") == 0)
+        a->kron_init = KG_KRON_INIT_A_ZERO;
+    else if (o->kron_init)
+        return usage(cmd, "--kron-init '%s'; expected b1-zero or a-zero", o->kron_init);
+    if (!(o->kron_a_gain >= 0))
+        return usage(cmd, "--kron-a-gain %s", "takes G >= 0 (0: the default)");
+    if (o->lr_mult) {
+        kg_ctx *tmp = kg_ctx_new(KG_BACKEND_CPU);
+        bool ok = tmp && kg_factor_lr_parse(tmp, o->lr_mult, cfg->lr_mult);
+        if (!ok)
+            usage(cmd, "--lr-mult: %s", tmp ? kg_error(tmp) : "out of memory");
+        kg_ctx_free(tmp);
+        if (!ok)
+            return false;
+    }
     cfg->weight_decay = o->weight_decay;
     cfg->momentum = o->momentum;
     cfg->warmup = o->warmup;
@@ -101,7 +121,7 @@ bool finetune_config(const char *cmd, const finetune_opts *o, kg_train_config *c
         return usage(cmd, "--steps, --batch and --accumulate %s", "take N >= 1");
     if (o->warmup < 0 || o->warmup > o->steps)
         return usage(cmd, "--warmup %s", "takes 0 to --steps");
-    if (!(o->lr > 0) || o->clip < 0 || o->weight_decay < 0 || o->max_length < 0 ||
+    if (!(cfg->lr > 0) || o->clip < 0 || o->weight_decay < 0 || o->max_length < 0 ||
         o->eval_limit < 0 || o->checkpoint_every < 0 || o->stop_at < 0 || o->eval_every < 0)
         return usage(cmd, "%s", "--lr takes a positive number; --clip, --weight-decay, "
                      "--max-length, --eval-limit, --eval-every, --checkpoint-every and "

@@ -15,11 +15,13 @@ typedef struct finetune_opts {
     const char *model, *task, *tasks, *adapter, *kron_a, *targets, *modules_to_save;
     const char *optimizer, *schedule, *loss, *out, *backend;
     const char *frozen; /* the base model's frozen linear weights: f32 (NULL), bf16, ..., nf4 */
+    const char *lr_mult, *kron_init; /* "b1=4,a=2"; "b1-zero" or "a-zero" */
+    double kron_a_gain;
     kg_cli_list data, eval_data;
     int64_t rank, lokr_factor, steps, batch, accumulate, warmup, seed, max_length;
     int64_t checkpoint_every, stop_at, eval_limit, eval_every;
     double alpha, dropout, lr, weight_decay, momentum, clip;
-    bool resume;
+    bool resume, log_norms;
 } finetune_opts;
 
 /* The rows of finetune_opts for a command whose options struct T holds it as field `ft`. */
@@ -41,6 +43,10 @@ typedef struct finetune_opts {
      "dropout on the adapter's input while training (default 0)"},                              \
     {"kron-a", KG_FLAG_STRING, offsetof(T, ft.kron_a), "dA2xdA1",                               \
      "Kron-LoRA's A shape (default 2x4)"},                                                       \
+    {"kron-init", KG_FLAG_STRING, offsetof(T, ft.kron_init), "b1-zero|a-zero",                 \
+     "which Kron-LoRA factor starts at zero (default b1-zero)"},                                 \
+    {"kron-a-gain", KG_FLAG_FLOAT, offsetof(T, ft.kron_a_gain), "G",                            \
+     "Kron-LoRA's A ~ U(+-G*sqrt(3/dA1)) (default 1; 0.577 is kaiming-uniform)"},              \
     {"lokr-factor", KG_FLAG_INT, offsetof(T, ft.lokr_factor), "F",                              \
      "LoKr decompose_factor (default -1: PEFT's)"},                                              \
     {"targets", KG_FLAG_STRING, offsetof(T, ft.targets), "LIST",                                \
@@ -51,7 +57,9 @@ typedef struct finetune_opts {
     {"batch", KG_FLAG_INT, offsetof(T, ft.batch), "B", "items per micro-batch (default 8)"},    \
     {"accumulate", KG_FLAG_INT, offsetof(T, ft.accumulate), "K",                                \
      "micro-batches per optimizer step (default 1)"},                                            \
-    {"lr", KG_FLAG_FLOAT, offsetof(T, ft.lr), "LR", "peak learning rate (default 2e-4)"},       \
+    {"lr", KG_FLAG_FLOAT, offsetof(T, ft.lr), "LR", "peak learning rate (default " LR_HELP ")"}, \
+    {"lr-mult", KG_FLAG_STRING, offsetof(T, ft.lr_mult), "KIND=X,...",                          \
+     "per-factor lr multipliers, KIND lora_a, lora_b, a, b1, b2, other (default none)"},         \
     {"weight-decay", KG_FLAG_FLOAT, offsetof(T, ft.weight_decay), "WD",                         \
      "weight decay (AdamW: decoupled; default 0)"},                                              \
     {"optimizer", KG_FLAG_STRING, offsetof(T, ft.optimizer), "adamw|sgd",                       \
@@ -76,6 +84,9 @@ typedef struct finetune_opts {
      "(default 0: at the end only)"},                                                            \
     {"backend", KG_FLAG_STRING, offsetof(T, ft.backend), "cpu|vulkan",                          \
      "where to compute (default: a real GPU if Vulkan finds one, else cpu)"}
+
+/* The per-adapter default learning rates (kg_train_config_default; docs/kron-lora.md). */
+#define LR_HELP "lora 2e-3, kronlora 5e-3, lokr and full 2e-4"
 
 /* --frozen's help, shared by train and eval (compare loads its models unquantized). */
 #define FROZEN_HELP                                                                              \

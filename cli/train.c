@@ -23,6 +23,8 @@ static const kg_flag flags[] = {
      "continual: these tasks in turn, comma-separated (one --data / --eval-data each, in order)"},
     {"out", KG_FLAG_STRING, offsetof(train_opts, ft.out), "DIR",
      "metrics.jsonl, checkpoint.safetensors and the adapter go here (required)"},
+    {"log-norms", KG_FLAG_BOOL, offsetof(train_opts, ft.log_norms), NULL,
+     "log per step each factor kind's gradient and update norm and the adapters' output RMS"},
     {"resume", KG_FLAG_BOOL, offsetof(train_opts, ft.resume), NULL,
      "continue from DIR/checkpoint.safetensors, bit for bit"},
     {"checkpoint-every", KG_FLAG_INT, offsetof(train_opts, ft.checkpoint_every), "N",

@@ -210,6 +210,8 @@ void kg__layer_shape(const kg_adapter_config *cfg, int64_t out, int64_t in, kg_a
         s->a2 = cfg->kron_a2;
         s->a1 = cfg->kron_a1;
         s->w2_lowrank = true;
+        s->kron_init = cfg->kron_init;
+        s->a_gain = cfg->kron_a_gain;
     } else if (cfg->kind == KG_ADAPTER_LOKR) {
         int64_t in_n, out_k; /* shape = ((out_l, out_k), (in_m, in_n)); w1 (out_l, in_m) */
         factorization(in, cfg->lokr_factor, &s->a1, &in_n);

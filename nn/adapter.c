@@ -69,12 +69,15 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-/* A kept (rows, cols) parameter: torch's kaiming_uniform_(a=√5), U(±1/√cols) (fan_in = cols),
- * or zeros. */
-static kg_tensor *factor(kg_ctx *ctx, int64_t rows, int64_t cols, bool zero, uint64_t seed)
+/* A kept (rows, cols) parameter U(±gain·√(3/cols)), zeros when gain is 0. Gain 1/√3 is
+ * torch's kaiming_uniform_(a=√5), U(±1/√cols) (fan_in = cols). */
+#define KAIMING 0.57735026918962576f
+
+static kg_tensor *factor(kg_ctx *ctx, int64_t rows, int64_t cols, float gain, uint64_t seed)
 {
     const int64_t shape[2] = {rows, cols};
-    float bound = 1.0f / sqrtf((float)cols);
+    bool zero = gain == 0.0f;
+    float bound = gain == KAIMING ? 1.0f / sqrtf((float)cols) : gain * sqrtf(3.0f / (float)cols);
     kg_tensor *t = zero ? kg_zeros(ctx, KG_DTYPE_F32, 2, shape)
                         : kg_uniform(ctx, 2, shape, -bound, bound, seed);
     if (t) {
@@ -112,25 +115,32 @@ bool kg_linear_attach(kg_linear *l, kg_linear_kind kind, const kg_adapter_shape 
     uint64_t k = mix64(seed);
 #define SEED (k = mix64(k))
     if (kind == KG_LINEAR_LORA) { /* PEFT: A kaiming-uniform(a=√5), B zeros */
-        ad.lora_a = factor(ctx, R, in, false, SEED);
-        ad.lora_b = factor(ctx, out, R, true, SEED);
-    } else {
+        ad.lora_a = factor(ctx, R, in, KAIMING, SEED);
+        ad.lora_b = factor(ctx, out, R, 0.0f, SEED);
+    } else if (kind == KG_LINEAR_LOKR) {
+        /* PEFT's init exactly: w1 (or w1_a) = 0, everything else kaiming-uniform. */
         int64_t a2 = s->a2, a1 = s->a1, b2 = out / a2, b1 = in / a1;
-        bool lokr = kind == KG_LINEAR_LOKR;
-        /* Kron-LoRA: B1 = w2_a = 0 so ΔW = 0 (docs/kron-lora.md); LoKr: PEFT's init, w1 (or
-         * w1_a) = 0, everything else kaiming-uniform. */
-        if (lokr && s->w1_lowrank) {
-            ad.w1_a = factor(ctx, a2, R, true, SEED);
-            ad.w1_b = factor(ctx, R, a1, false, SEED);
+        if (s->w1_lowrank) {
+            ad.w1_a = factor(ctx, a2, R, 0.0f, SEED);
+            ad.w1_b = factor(ctx, R, a1, KAIMING, SEED);
         } else {
-            ad.w1 = factor(ctx, a2, a1, lokr, SEED);
+            ad.w1 = factor(ctx, a2, a1, 0.0f, SEED);
         }
-        if (lokr && !s->w2_lowrank) {
-            ad.w2 = factor(ctx, b2, b1, false, SEED);
+        if (!s->w2_lowrank) {
+            ad.w2 = factor(ctx, b2, b1, KAIMING, SEED);
         } else {
-            ad.w2_a = factor(ctx, b2, R, !lokr, SEED);
-            ad.w2_b = factor(ctx, R, b1, false, SEED);
+            ad.w2_a = factor(ctx, b2, R, KAIMING, SEED);
+            ad.w2_b = factor(ctx, R, b1, KAIMING, SEED);
         }
+    } else {
+        /* Kron-LoRA: B1 = 0 (default) or A = 0, so ΔW = 0; A's gain sets how strongly every
+         * B1 step reaches ΔW (docs/kron-lora.md). */
+        int64_t a2 = s->a2, a1 = s->a1, b2 = out / a2, b1 = in / a1;
+        bool zero_a = s->kron_init == KG_KRON_INIT_A_ZERO;
+        float gain = s->a_gain > 0 ? (float)s->a_gain : (float)KG_KRON_A_GAIN_DEFAULT;
+        ad.w1 = factor(ctx, a2, a1, zero_a ? 0.0f : gain, SEED);
+        ad.w2_a = factor(ctx, b2, R, zero_a ? KAIMING : 0.0f, SEED);
+        ad.w2_b = factor(ctx, R, b1, KAIMING, SEED);
     }
 #undef SEED
     l->kind = kind;
@@ -201,7 +211,15 @@ kg_tensor *kg_adapter_forward(const kg_linear *l, kg_tensor *x)
         kg_tensor *T = kg_matmul_t(X, ad->w2, false, true);            /* (N, dA1, dB2) */
         y = kg_reshape(kg_matmul(w1, T), (int)nd, shape);              /* (N, dA2, dB2) */
     }
-    return kg_scale(y, ad->scale);
+    y = kg_scale(y, ad->scale);
+    if (y && ad->mode && ad->mode->stats) {
+        kg_ctx *ctx = kg_tensor_ctx(y);
+        kg_no_grad_begin(ctx);
+        ad->mode->out_sq += kg_item(kg_sum_all(kg_mul(y, y)));
+        kg_no_grad_end(ctx);
+        ad->mode->out_n += kg_tensor_numel(y);
+    }
+    return y;
 }
 
 kg_tensor *kg_adapter_delta(const kg_linear *l)

@@ -17,8 +17,8 @@ extern "C" {
 typedef enum kg_adapter_kind {
     KG_ADAPTER_NONE,     /* the model as loaded, nothing trainable */
     KG_ADAPTER_LORA,     /* PEFT LoRA: A kaiming-uniform(a=√5), B = 0, s = alpha/R */
-    KG_ADAPTER_KRONLORA, /* ΔW = A ⊗ B1·B2, A (kron_a2, kron_a1): A and B2 kaiming-uniform,
-                          * B1 = 0 (ΔW = 0 at the start), s = alpha/R */
+    KG_ADAPTER_KRONLORA, /* ΔW = A ⊗ B1·B2, A (kron_a2, kron_a1): by default A of gain 1,
+                          * B2 kaiming-uniform, B1 = 0 (ΔW = 0 at the start), s = alpha/R */
     KG_ADAPTER_LOKR,     /* PEFT LoKr: shapes from PEFT's factorization(d, lokr_factor), w1 = 0,
                           * the rest kaiming-uniform, s = alpha/R */
     KG_ADAPTER_FULL,     /* full fine-tuning: every parameter of the model trainable */
@@ -32,6 +32,18 @@ bool kg_adapter_kind_parse(kg_ctx *ctx, const char *name, kg_adapter_kind *out);
 
 /* One adapter configuration, passed whole from the command line to kg_model_attach. The strings
  * are the caller's and need only outlive the call they are passed to. */
+/* Which of Kron-LoRA's factors starts at zero (ΔW = 0 either way; docs/kron-lora.md measures
+ * both). LoKr keeps PEFT's init whatever this says. */
+typedef enum kg_kron_init {
+    KG_KRON_INIT_DEFAULT, /* the measured default: KG_KRON_INIT_B1_ZERO */
+    KG_KRON_INIT_B1_ZERO, /* B₁ = 0; A ~ U(±g·√(3/dA1)), B₂ kaiming-uniform */
+    KG_KRON_INIT_A_ZERO,  /* A = 0 (PEFT LoKr's choice); B₁, B₂ kaiming-uniform */
+} kg_kron_init;
+
+/* A's default gain g (the expected norm of one row of A, so T2 = A·T1 keeps T1's scale): 1,
+ * against kaiming-uniform's 1/√3 (|A| ≈ 0.29 rms at dA1 = 4), chosen in docs/kron-lora.md. */
+#define KG_KRON_A_GAIN_DEFAULT 1.0
+
 typedef struct kg_adapter_config {
     kg_adapter_kind kind;
     int64_t rank;           /* R (lora, kronlora, lokr) */
@@ -50,6 +62,8 @@ typedef struct kg_adapter_config {
                              * head's own (DistilBERT pre_classifier,classifier; BERT
                              * pooler,classifier; decoders none); "" = none; else a comma list */
     uint64_t seed;          /* the factors' initial values */
+    kg_kron_init kron_init; /* Kron-LoRA: which factor starts at zero (not stored in files) */
+    double kron_a_gain;     /* Kron-LoRA: A's gain g, A ~ U(±g·√(3/dA1)); 0: the default */
 } kg_adapter_config;
 
 /* Defaults for kind: R 8 and alpha 8 (PEFT's), no dropout, Kron-LoRA A 2 × 4, LoKr factor -1,
@@ -69,6 +83,8 @@ typedef struct kg_adapter_shape {
     int64_t a2, a1;   /* the outer factor (dA2, dA1); dB2 = out / a2, dB1 = in / a1 */
     bool w1_lowrank;  /* w1 = w1_a·w1_b (LoKr decompose_both) */
     bool w2_lowrank;  /* w2 = w2_a·w2_b, else a full w2 (LoKr with a large R) */
+    kg_kron_init kron_init; /* KRONLORA only, as kg_adapter_config's */
+    double a_gain;          /* KRONLORA only: A's gain; 0: KG_KRON_A_GAIN_DEFAULT */
 } kg_adapter_shape;
 
 /* Give l (a DENSE layer) an adapter of kind (LORA, KRONLORA or LOKR): fresh f32 factors made

@@ -30,6 +30,11 @@ typedef struct kg_mode {
     bool training;
     uint64_t seed;
     uint64_t draws; /* dropout calls since the seed was set */
+    /* stats on: every adapter adds the sum of squares of its output s·ΔW·x to out_sq and its
+     * element count to out_n (the trainer's --log-norms; a read per layer) */
+    bool stats;
+    double out_sq;
+    int64_t out_n;
 } kg_mode;
 
 /* x with elements zeroed with probability p and the rest scaled by 1/(1-p) when mode is training

@@ -217,6 +217,9 @@ struct kg_ctx {
 /* "[2,3] f32" into buf; returns buf. */
 const char *kg__describe(const kg_tensor *t, char *buf, size_t size);
 #define KG_DESC(t) kg__describe((t), (char[64]){0}, 64)
+/* "[2,3]": a shape that is not (yet) a tensor's, such as the one an op was asked for. */
+const char *kg__describe_shape(int ndim, const int64_t *shape, char *buf, size_t size);
+#define KG_DESC_SHAPE(nd, dims) kg__describe_shape((nd), (dims), (char[160]){0}, 160)
 
 /* A fresh contiguous tensor. owned=false makes it belong to no scope (a leaf's grad). fn names
  * the public function being run, for error messages. */

@@ -45,6 +45,11 @@ const char *kg__describe(const kg_tensor *t, char *buf, size_t size)
     return describe(t->ndim, t->shape, t->dtype, buf, size);
 }
 
+const char *kg__describe_shape(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    return describe(ndim, shape, KG_DTYPE_COUNT, buf, size);
+}
+
 int64_t kg__numel(int ndim, const int64_t *shape)
 {
     int64_t n = 1;

@@ -108,6 +108,10 @@ typedef struct layer_case {
 static const layer_case cases[] = {
     {"lora", KG_LINEAR_LORA, 12, 8, {.rank = 3}},
     {"kronlora A 3x2", KG_LINEAR_KRONLORA, 12, 8, {.rank = 2, .a2 = 3, .a1 = 2}},
+    {"kronlora A 3x2, A = 0", KG_LINEAR_KRONLORA, 12, 8,
+     {.rank = 2, .a2 = 3, .a1 = 2, .kron_init = KG_KRON_INIT_A_ZERO}},
+    {"kronlora A 3x2, kaiming A", KG_LINEAR_KRONLORA, 12, 8,
+     {.rank = 2, .a2 = 3, .a1 = 2, .a_gain = 0.57735026918962576}},
     {"lokr w1, w2_a·w2_b", KG_LINEAR_LOKR, 12, 8, {.rank = 2, .a2 = 2, .a1 = 4,
                                                    .w2_lowrank = true}},
     {"lokr w1_a·w1_b, w2", KG_LINEAR_LOKR, 12, 8, {.rank = 1, .a2 = 4, .a1 = 2,
@@ -144,7 +148,19 @@ static void randomize_factors(const kg_linear *l, uint64_t seed)
     assert_ok(ctx);
 }
 
-/* Fresh factors: ΔW = 0, the zero factor of each kind, the others within kaiming's bound. */
+/* The factor a fresh adapter of case c holds at zero. */
+static kg_tensor *zero_factor(const kg_linear *l, const layer_case *c)
+{
+    const kg_adapter *a = &l->ad;
+    if (c->kind == KG_LINEAR_LORA)
+        return a->lora_b;
+    if (c->kind == KG_LINEAR_KRONLORA)
+        return c->s.kron_init == KG_KRON_INIT_A_ZERO ? a->w1 : a->w2_a /* B1 */;
+    return a->w1 ? a->w1 : a->w1_a;
+}
+
+/* Fresh factors: ΔW = 0, the zero factor of each kind, the others within their bound: kaiming's
+ * U(±1/√fan_in), Kron-LoRA's A U(±g·√(3/dA1)) of gain g. */
 static void check_init(const kg_linear *l, const layer_case *c)
 {
     kg_scope s = kg_scope_begin(ctx);
@@ -153,14 +169,15 @@ static void check_init(const kg_linear *l, const layer_case *c)
         assert_true(d[i] == 0.0f);
     free(d);
     kg_scope_end(ctx, s);
-    const kg_adapter *a = &l->ad;
-    kg_tensor *zero = c->kind == KG_LINEAR_LORA       ? a->lora_b
-                      : c->kind == KG_LINEAR_KRONLORA ? a->w2_a /* B1 */
-                      : a->w1 ? a->w1 : a->w1_a;
+    kg_tensor *zero = zero_factor(l, c);
     int n;
     kg_tensor *const *f = factors(l, &n);
     for (int i = 0; i < n; i++) {
-        float *v = host(f[i]), bound = 1.0f / sqrtf((float)kg_tensor_dim(f[i], 1)), top = 0;
+        float cols = (float)kg_tensor_dim(f[i], 1), bound = 1.0f / sqrtf(cols), top = 0;
+        if (c->kind == KG_LINEAR_KRONLORA && f[i] == l->ad.w1)
+            bound = (float)(c->s.a_gain > 0 ? c->s.a_gain : KG_KRON_A_GAIN_DEFAULT) *
+                    sqrtf(3.0f / cols) * 1.000001f;
+        float *v = host(f[i]);
         for (int64_t k = 0; k < kg_tensor_numel(f[i]); k++)
             top = fmaxf(top, fabsf(v[k]));
         if (f[i] == zero)
@@ -310,6 +327,70 @@ static void test_gradcheck(void **state)
         in[n++] = (gc_input){.ndim = 3, .shape = {2, 2, c->in}, .grad = true};
         fd_arg arg = {c};
         gradcheck(c->name, fd_forward, &arg, n, in, 21);
+    }
+}
+
+/* At the init (ΔW = 0) each factor's gradient matches finite differences (exact here: the
+ * output is linear in each factor alone), and only the factors the derivation in
+ * docs/kron-lora.md says move on the first step get a gradient: with B1 = 0 B1 alone, with
+ * A = 0 A alone (LoRA: B alone; LoKr, w1 = 0: w1 alone). */
+static void test_init_gradients(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const layer_case *c = &cases[ci];
+        kg_linear l = make_layer(c, 0.7f, 0.0f, NULL);
+        kg_tensor *x = param(2, SHAPE(3, c->in), 4), *g = param(2, SHAPE(3, c->out), 5);
+        kg_scope s = kg_scope_begin(ctx);
+        assert_true(kg_backward(kg_sum_all(kg_mul(kg_linear_forward(&l, x), g))));
+        int nf;
+        kg_tensor *const *f = factors(&l, &nf);
+        kg_tensor *zero = zero_factor(&l, c);
+        for (int i = 0; i < nf; i++) {
+            kg_tensor *gr = kg_grad(f[i]);
+            float *v = host(f[i]), *got = gr ? host(gr) : NULL;
+            int64_t n = kg_tensor_numel(f[i]);
+            double most = 0;
+            for (int64_t k = 0; k < n; k++) {
+                float keep = v[k];
+                double loss[2];
+                for (int sgn = 0; sgn < 2; sgn++) { /* central difference, step 0.5 */
+                    v[k] = keep + (sgn ? -0.5f : 0.5f);
+                    kg_scope s2 = kg_scope_begin(ctx);
+                    kg_no_grad_begin(ctx);
+                    kg_tensor_assign(f[i], kg_from_host(ctx, KG_DTYPE_F32, 2,
+                                                        SHAPE(kg_tensor_dim(f[i], 0),
+                                                              kg_tensor_dim(f[i], 1)), v));
+                    loss[sgn] = kg_item(kg_sum_all(kg_mul(kg_linear_forward(&l, x), g)));
+                    kg_no_grad_end(ctx);
+                    kg_scope_end(ctx, s2);
+                }
+                v[k] = keep;
+                double fd = loss[0] - loss[1], an = got ? got[k] : 0.0;
+                if (fabs(fd - an) > 1e-4 * (1 + fabs(fd)))
+                    fail_msg("%s, factor %d element %lld: gradient %.7g, finite differences "
+                             "%.7g", c->name, i, (long long)k, an, fd);
+                most = fmax(most, fabs(an));
+            }
+            kg_scope s3 = kg_scope_begin(ctx);
+            kg_tensor_assign(f[i], kg_from_host(ctx, KG_DTYPE_F32, 2,
+                                                SHAPE(kg_tensor_dim(f[i], 0),
+                                                      kg_tensor_dim(f[i], 1)), v));
+            kg_scope_end(ctx, s3);
+            /* LoKr's low-rank w1 = w1_a·w1_b with w1_a = 0: w1_b's gradient passes through
+             * w1_a, so it is zero too; w1_a's is not. */
+            bool moves = f[i] == zero;
+            if (moves != (most > 0))
+                fail_msg("%s, factor %d: largest gradient %g at the init; expected %s", c->name,
+                         i, most, moves ? "> 0" : "0");
+            free(v);
+            free(got);
+        }
+        kg_scope_end(ctx, s);
+        assert_ok(ctx);
+        free_layer(&l);
+        kg_tensor_free(x);
+        kg_tensor_free(g);
     }
 }
 
@@ -777,6 +858,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_layers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gradcheck, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_init_gradients, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dropout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validate, setup, teardown),

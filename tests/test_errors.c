@@ -199,6 +199,86 @@ static void test_small_defects(void **state)
     kg_ctx_free(ctx);
 }
 
+/* Issue 14, item 6: an op given NULL among non-NULL tensors sets the error on the context of a
+ * tensor it was given, whichever argument is NULL (kg_softmax(NULL, mask) returned NULL and set
+ * nothing); ids outside [0, rows) are KG_ERR_RANGE even when nothing would be written; a
+ * reshape's overflow names the shape asked for. */
+static void test_null_among_inputs(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *a = kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(3, 3)), *v = kg_ones(ctx, KG_DTYPE_F32, 1, SHAPE(3));
+    kg_tensor *ids = kg_from_host(ctx, KG_DTYPE_I32, 1, SHAPE(3), (int32_t[]){0, 1, 2});
+    kg_tensor *b1 = kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(3, 1)), *b2 = kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(1, 3));
+    kg_tensor *one = kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(1, 1));
+    kg_adamw ad = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .step = 1};
+    kg_sgd sg = {.lr = 0.1f};
+    for (int k = 0; k < 4; k++) {
+#define K(i, t) (k == (i) ? NULL : (t))
+#define NULL_CASE(call, fn)                                                                      \
+    do {                                                                                         \
+        if ((call))                                                                              \
+            fail_msg("%s with argument %d NULL returned a result", fn, k);                      \
+        EXPECT(ctx, KG_ERR_ARG, fn, "NULL");                                                     \
+    } while (0)
+        if (k == 0) { /* the mask, the weight and the bias are optional */
+            NULL_CASE(kg_softmax(NULL, a), "kg_softmax");
+            NULL_CASE(kg_layer_norm(NULL, v, v, 1e-5f), "kg_layer_norm");
+            NULL_CASE(kg_layer_norm(NULL, NULL, v, 1e-5f), "kg_layer_norm");
+        }
+        if (k < 2) {
+            NULL_CASE(kg_sgd_update(K(0, v), K(1, v), v, &sg) ? v : NULL, "kg_sgd");
+            NULL_CASE(kg_add(K(0, a), K(1, a)), "kg_add");
+            NULL_CASE(kg_sub(K(0, a), K(1, a)), "kg_sub");
+            NULL_CASE(kg_mul(K(0, a), K(1, a)), "kg_mul");
+            NULL_CASE(kg_div(K(0, a), K(1, a)), "kg_div");
+            NULL_CASE(kg_eq(K(0, a), K(1, a)), "kg_eq");
+            NULL_CASE(kg_masked_fill(K(0, a), K(1, a), 0.0f), "kg_masked_fill");
+            NULL_CASE(kg_matmul(K(0, a), K(1, a)), "kg_matmul");
+            NULL_CASE(kg_matmul_q(K(0, a), K(1, a), true), "kg_matmul_q");
+            NULL_CASE(kg_kron(K(0, a), K(1, a)), "kg_kron");
+            NULL_CASE(kg_embedding(K(0, a), K(1, ids)), "kg_embedding");
+            NULL_CASE(kg_scatter_add_rows(K(0, a), K(1, ids), 3), "kg_scatter_add_rows");
+            NULL_CASE(kg_rms_norm(K(0, a), K(1, v), 1e-5f), "kg_rms_norm");
+            NULL_CASE(kg_cross_entropy(K(0, a), K(1, ids), -100), "kg_cross_entropy");
+            NULL_CASE(kg_concat((kg_tensor *[]){K(0, a), K(1, a)}, 2, 0), "kg_concat");
+            NULL_CASE(kg_sgd_update(K(0, v), K(1, v), NULL, &sg) ? v : NULL, "kg_sgd");
+            NULL_CASE(kg_tensor_assign(K(0, v), K(1, v)) ? v : NULL, "kg_tensor_assign");
+        }
+        if (k < 3)
+            NULL_CASE(kg_lowrank_linear(K(0, a), K(1, b1), K(2, b2)), "kg_lowrank_linear");
+        NULL_CASE(kg_kron_linear(K(0, a), K(1, one), K(2, b1), K(3, b2)), "kg_kron_linear");
+        NULL_CASE(kg_adamw_update(K(0, v), K(1, v), K(2, v), K(3, v), &ad) ? v : NULL,
+                  "kg_adamw");
+        /* A NULL cfg is reported on whichever tensor was given. */
+        NULL_CASE(kg_adamw_update(K(0, v), K(1, v), K(2, v), K(3, v), NULL) ? v : NULL,
+                  "kg_adamw");
+        if (k < 3)
+            NULL_CASE(kg_sgd_update(K(0, v), K(1, v), K(2, v), NULL) ? v : NULL, "kg_sgd");
+#undef NULL_CASE
+#undef K
+    }
+    /* Nothing to write still checks the ids: scatter into 0 rows, rows of 0 columns. */
+    kg_tensor *zeros2 = kg_from_host(ctx, KG_DTYPE_I32, 1, SHAPE(2), (int32_t[]){0, 0});
+    assert_null(kg_scatter_add_rows(kg_ones(ctx, KG_DTYPE_F32, 2, SHAPE(2, 3)), zeros2, 0));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_scatter_add_rows", "id 0 at position 0", "[0, 0)");
+    kg_tensor *far = kg_from_host(ctx, KG_DTYPE_I32, 1, SHAPE(2), (int32_t[]){1, 5});
+    assert_null(kg_scatter_add_rows(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(2, 0)), far, 4));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_scatter_add_rows", "id 5 at position 1", "[0, 4)");
+    assert_null(kg_embedding(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(4, 0)), far));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_embedding", "id 5 at position 1", "[0, 4)");
+    kg_tensor *fine = kg_embedding(kg_zeros(ctx, KG_DTYPE_F32, 2, SHAPE(6, 0)), far);
+    assert_non_null(fine); /* in range: an empty result */
+    assert_int_equal(kg_tensor_numel(fine), 0);
+    kg_tensor *four = kg_zeros(ctx, KG_DTYPE_F32, 1, SHAPE(4));
+    assert_null(kg_reshape(four, 2, SHAPE(((int64_t)1 << 62) + 1, 4)));
+    EXPECT(ctx, KG_ERR_RANGE, "kg_reshape", "the shape asked for [4611686018427387905,4] has more "
+           "than 2^59", "reshaping [4] f32");
+    assert_null(kg_reshape(four, 2, SHAPE(3, 2)));
+    EXPECT(ctx, KG_ERR_SHAPE, "kg_reshape", "[4] f32 (4 elements)", "asked for [3,2]");
+    kg_ctx_free(ctx);
+}
+
 static void test_backward_misuse(void **state)
 {
     (void)state;
@@ -275,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_out_of_range),
         cmocka_unit_test(test_shape_overflow),
         cmocka_unit_test(test_small_defects),
+        cmocka_unit_test(test_null_among_inputs),
         cmocka_unit_test(test_backward_misuse),
         cmocka_unit_test(test_host_out_of_memory),
         cmocka_unit_test(test_no_vulkan_device),

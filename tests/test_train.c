@@ -451,6 +451,94 @@ static void test_clipping_by_global_norm(void **state)
     close_fixture(&f);
 }
 
+/* Issue 14: per-factor learning rates against a hand-computed first AdamW step,
+ * p1 = p0 - lr·mult[kind]·g/(|g| + eps) (m̂ = g, v̂ = g² at step 1), g the gradient of the mean
+ * loss over the whole task (the step's batch); and --log-norms' per-kind norms of g and p1 - p0.
+ * B1 starts random so that every factor gets a gradient. */
+static void test_lr_multipliers_adamw(void **state)
+{
+    (void)state;
+    kg_train_config c = small_config(KG_ADAPTER_KRONLORA);
+    c.adapter.kron_a2 = 2, c.adapter.kron_a1 = 2;
+    c.adapter.modules_to_save = "";
+    c.steps = 1, c.batch = 64, c.clip = 0, c.lr = 1e-2, c.log_norms = true;
+    c.schedule = KG_SCHEDULE_CONSTANT;
+    c.loss = KG_MC_LOSS_CHOICES;
+    fixture f;
+    open_fixture(&f, "llama", &c.adapter);
+    kg_model *m = f.m;
+    assert_true(kg_factor_lr_parse(f.ctx, "a=3,b1=0.5,b2=2", c.lr_mult));
+    assert_false(kg_factor_lr_parse(f.ctx, "b3=1", c.lr_mult));
+    assert_int_equal(kg_ctx_status(f.ctx), KG_ERR_ARG);
+    assert_non_null(strstr(kg_error(f.ctx), "b3=1"));
+    kg_clear_error(f.ctx);
+    for (int i = 0; i < m->n_trainable; i++)
+        if (kg_factor_kind_of(m->trainable[i].name) == KG_FACTOR_KRON_B1) {
+            kg_tensor *p = m->trainable[i].tensor;
+            kg_scope sc = kg_scope_begin(f.ctx);
+            kg_tensor_assign(p, kg_uniform(f.ctx, 2, SHAPE(kg_tensor_dim(p, 0),
+                                                           kg_tensor_dim(p, 1)), -0.3f, 0.3f,
+                                           (uint64_t)i));
+            kg_scope_end(f.ctx, sc);
+        }
+    /* g by hand: the mean choices loss over all 64 items. */
+    const kg_mc_item *items[64];
+    for (int i = 0; i < 64; i++)
+        items[i] = &f.train->items[i];
+    kg_mc_scorer sc = {.model = m, .tok = f.tok, .kind = f.train->kind};
+    kg_model_train(m, true, 0);
+    kg_scope scope = kg_scope_begin(f.ctx);
+    assert_true(kg_backward(kg_mc_loss_of(&sc, c.loss, items, 64, NULL)));
+    int n = m->n_trainable;
+    float **p0 = calloc((size_t)n, sizeof *p0), **g = calloc((size_t)n, sizeof *g);
+    double gsq[KG_FACTOR_COUNT] = {0}, usq[KG_FACTOR_COUNT] = {0};
+    for (int i = 0; i < n; i++) {
+        p0[i] = kg_tensor_to_f32(m->trainable[i].tensor);
+        g[i] = kg_tensor_to_f32(kg_grad(m->trainable[i].tensor));
+        assert_non_null(g[i]);
+        kg_zero_grad(m->trainable[i].tensor);
+    }
+    kg_scope_end(f.ctx, scope);
+    kg_trainer *t = kg_trainer_new(m, f.tok, f.train, &c);
+    kg_step_stats st;
+    assert_true(kg_trainer_step(t, &st));
+    int seen[KG_FACTOR_COUNT] = {0};
+    for (int i = 0; i < n; i++) {
+        kg_factor_kind k = kg_factor_kind_of(m->trainable[i].name);
+        double mult = c.lr_mult[k] > 0 ? c.lr_mult[k] : 1.0;
+        float *p1 = kg_tensor_to_f32(m->trainable[i].tensor);
+        for (int64_t e = 0; e < kg_tensor_numel(m->trainable[i].tensor); e++) {
+            double want = p0[i][e] - c.lr * mult * g[i][e] / (fabs(g[i][e]) + c.eps);
+            if (fabs(p1[e] - want) > 1e-3 * c.lr * mult + 1e-7)
+                fail_msg("%s[%lld] = %.8g after one step; AdamW by hand gives %.8g",
+                         m->trainable[i].name, (long long)e, p1[e], want);
+            gsq[k] += (double)g[i][e] * g[i][e];
+            usq[k] += ((double)p1[e] - p0[i][e]) * ((double)p1[e] - p0[i][e]);
+        }
+        seen[k]++;
+        free(p1);
+        free(p0[i]);
+        free(g[i]);
+    }
+    for (int k = 0; k < KG_FACTOR_COUNT; k++) {
+        if (!seen[k]) {
+            assert_true(isnan(st.grad_norms[k]) && isnan(st.update_norms[k]));
+            continue;
+        }
+        if (fabs(st.grad_norms[k] - sqrt(gsq[k])) > 1e-3 * sqrt(gsq[k]) ||
+            fabs(st.update_norms[k] - sqrt(usq[k])) > 1e-4 * sqrt(usq[k]))
+            fail_msg("%s: logged |g| %.6g, |update| %.6g; by hand %.6g, %.6g",
+                     kg_factor_kind_name(k), st.grad_norms[k], st.update_norms[k], sqrt(gsq[k]),
+                     sqrt(usq[k]));
+    }
+    assert_true(seen[KG_FACTOR_KRON_A] && seen[KG_FACTOR_KRON_B1] && seen[KG_FACTOR_KRON_B2]);
+    assert_true(st.delta_rms > 0 && isfinite(st.delta_rms));
+    free(p0);
+    free(g);
+    kg_trainer_free(t);
+    close_fixture(&f);
+}
+
 /* 2 micro-batches of 4 give the update of one batch of 8 (same items, same mean loss). */
 static void test_accumulation_matches_one_batch(void **state)
 {
@@ -536,6 +624,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_is_bit_exact_sgd_encoder),
         cmocka_unit_test(test_checkpoint_of_another_run),
         cmocka_unit_test(test_clipping_by_global_norm),
+        cmocka_unit_test(test_lr_multipliers_adamw),
         cmocka_unit_test(test_accumulation_matches_one_batch),
         cmocka_unit_test(test_bad_settings),
     };

@@ -94,6 +94,25 @@ typedef enum kg_schedule {
 const char *kg_optimizer_name(kg_optimizer o);
 const char *kg_schedule_name(kg_schedule s);
 
+/* What a trainable tensor is, from its PEFT name: the factor kinds the optimizer may give their
+ * own learning rate (LoRA+'s idea) and `train --log-norms` reports on. */
+typedef enum kg_factor_kind {
+    KG_FACTOR_LORA_A,  /* LoRA's A (R, d_in): "….lora_A.weight" */
+    KG_FACTOR_LORA_B,  /* LoRA's B (d_out, R), zero at the start */
+    KG_FACTOR_KRON_A,  /* Kron-LoRA's / LoKr's outer factor A: "lokr_w1" (or w1_a, w1_b) */
+    KG_FACTOR_KRON_B1, /* B₁ (dB2, R): "lokr_w2_a" */
+    KG_FACTOR_KRON_B2, /* B₂ (R, dB1): "lokr_w2_b" */
+    KG_FACTOR_OTHER,   /* heads trained whole, LoKr's full w2, full fine-tuning's weights */
+    KG_FACTOR_COUNT
+} kg_factor_kind;
+/* The kind of the trainable tensor named name (PEFT's names, kg_model.trainable). */
+kg_factor_kind kg_factor_kind_of(const char *name);
+/* "lora_a", "lora_b", "a", "b1", "b2", "other". */
+const char *kg_factor_kind_name(kg_factor_kind k);
+/* Parse "b1=4,a=2" into mult (indexed by kind; kinds not named are left as they are). False
+ * with an error naming the text and the kinds expected. */
+bool kg_factor_lr_parse(kg_ctx *ctx, const char *text, double mult[KG_FACTOR_COUNT]);
+
 /* One fine-tuning run's settings. The adapter configuration travels whole to kg_model_attach. */
 typedef struct kg_train_config {
     kg_adapter_config adapter;
@@ -110,11 +129,14 @@ typedef struct kg_train_config {
     uint64_t seed;            /* data order, dropout masks (the adapter's init: adapter.seed) */
     kg_mc_loss loss;          /* decoders */
     int64_t max_length;       /* as kg_mc_scorer's */
+    double lr_mult[KG_FACTOR_COUNT]; /* each factor kind's lr is lr·lr_mult[kind] (0: 1) */
+    bool log_norms;           /* fill kg_step_stats' per-factor norms (costs a few reads a step) */
 } kg_train_config;
 
-/* transformers' defaults for fine-tuning an adapter: AdamW lr 2e-4 (β 0.9, 0.999, eps 1e-8,
+/* transformers' defaults for fine-tuning an adapter: AdamW (β 0.9, 0.999, eps 1e-8,
  * weight decay 0), linear decay, no warmup, clip 1.0, 100 steps of batch 8, no accumulation,
- * seed 0, the GOLD loss, and kg_adapter_config_default(kind). */
+ * seed 0, the GOLD loss, and kg_adapter_config_default(kind); the lr per kind, chosen by
+ * measurement in docs/kron-lora.md. */
 kg_train_config kg_train_config_default(kg_adapter_kind kind);
 
 /* The learning rate of step (1-based): warmup from 0 over cfg->warmup steps, then the schedule
@@ -131,6 +153,12 @@ typedef struct kg_step_stats {
     double seconds;    /* wall time of the step */
     double comm_seconds; /* of seconds: agreeing with and summing across the other ranks (0 in
                           * a job of one process) */
+    /* With cfg.log_norms: per factor kind, the L2 norm over all its tensors of the gradient
+     * (before clipping) and of the update the optimizer applied (NaN: no tensor of that kind);
+     * and the RMS of every adapter's output s·ΔW·x over the step's tokens and features (the
+     * weights before the update; NaN without log_norms). */
+    double grad_norms[KG_FACTOR_COUNT], update_norms[KG_FACTOR_COUNT];
+    double delta_rms;
 } kg_step_stats;
 
 /* Trains m->trainable (kg_model_attach first) on the labeled items of task. Micro-batch i of

@@ -36,6 +36,7 @@ struct kg_trainer {
      * then one presence flag per tensor, summed across the ranks; NULL in one process. */
     float *flat;
     int64_t flat_n;
+    kg_factor_kind *kind; /* of each trainable tensor */
 };
 
 /* ---- Settings ------------------------------------------------------------------------------ */
@@ -49,10 +50,13 @@ const char *kg_schedule_name(kg_schedule s)
 
 kg_train_config kg_train_config_default(kg_adapter_kind kind)
 {
+    /* The rates at which LoRA-8 and Kron-LoRA learned the demo task best of those measured
+     * (docs/kron-lora.md); full fine-tuning and LoKr keep transformers' 2e-4 (not measured). */
+    double lr = kind == KG_ADAPTER_LORA ? 2e-3 : kind == KG_ADAPTER_KRONLORA ? 5e-3 : 2e-4;
     return (kg_train_config){
         .adapter = kg_adapter_config_default(kind),
         .optimizer = KG_OPTIM_ADAMW,
-        .lr = 2e-4,
+        .lr = lr,
         .beta1 = 0.9,
         .beta2 = 0.999,
         .eps = 1e-8,
@@ -63,6 +67,62 @@ kg_train_config kg_train_config_default(kg_adapter_kind kind)
         .accumulate = 1,
         .loss = KG_MC_LOSS_GOLD,
     };
+}
+
+/* ---- Factor kinds ------------------------------------------------------------------------- */
+
+static const char *const factor_names[KG_FACTOR_COUNT] = {
+    [KG_FACTOR_LORA_A] = "lora_a", [KG_FACTOR_LORA_B] = "lora_b", [KG_FACTOR_KRON_A] = "a",
+    [KG_FACTOR_KRON_B1] = "b1",    [KG_FACTOR_KRON_B2] = "b2",    [KG_FACTOR_OTHER] = "other",
+};
+
+const char *kg_factor_kind_name(kg_factor_kind k)
+{
+    return (unsigned)k < KG_FACTOR_COUNT ? factor_names[k] : "?";
+}
+
+kg_factor_kind kg_factor_kind_of(const char *name)
+{
+    static const struct {
+        const char *leaf;
+        kg_factor_kind kind;
+    } leaves[] = {
+        {".lora_A.weight", KG_FACTOR_LORA_A}, {".lora_B.weight", KG_FACTOR_LORA_B},
+        {".lokr_w1", KG_FACTOR_KRON_A},       {".lokr_w1_a", KG_FACTOR_KRON_A},
+        {".lokr_w1_b", KG_FACTOR_KRON_A},     {".lokr_w2_a", KG_FACTOR_KRON_B1},
+        {".lokr_w2_b", KG_FACTOR_KRON_B2},
+    };
+    size_t n = name ? strlen(name) : 0;
+    for (size_t i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
+        size_t k = strlen(leaves[i].leaf);
+        if (n >= k && strcmp(name + n - k, leaves[i].leaf) == 0)
+            return leaves[i].kind;
+    }
+    return KG_FACTOR_OTHER;
+}
+
+bool kg_factor_lr_parse(kg_ctx *ctx, const char *text, double mult[KG_FACTOR_COUNT])
+{
+    const char *s = text ? text : "";
+    double got[KG_FACTOR_COUNT];
+    memcpy(got, mult, sizeof got);
+    while (*s) {
+        size_t key = strcspn(s, "=,");
+        int k = 0;
+        while (k < KG_FACTOR_COUNT &&
+               !(strlen(factor_names[k]) == key && strncmp(s, factor_names[k], key) == 0))
+            k++;
+        char *end = (char *)s + key;
+        double v = k < KG_FACTOR_COUNT && s[key] == '=' ? strtod(s + key + 1, &end) : -1;
+        if (!(v > 0) || !isfinite(v) || end == s + key + 1 || (*end && *end != ','))
+            return kg_set_error(ctx, KG_ERR_ARG, "lr multipliers '%s' at '%s'; expected "
+                                "KIND=X,... with KIND lora_a, lora_b, a, b1, b2 or other and X "
+                                "a positive number (\"b1=4,a=2\")", text ? text : "(null)", s);
+        got[k] = v;
+        s = *end ? end + 1 : end;
+    }
+    memcpy(mult, got, sizeof got);
+    return true;
 }
 
 double kg_schedule_lr(const kg_train_config *cfg, int64_t step)
@@ -83,11 +143,21 @@ double kg_schedule_lr(const kg_train_config *cfg, int64_t step)
     return cfg->lr * fmax(0.0, (N - s) / rest);
 }
 
+static bool lr_mults_ok(const kg_train_config *c)
+{
+    for (int k = 0; k < KG_FACTOR_COUNT; k++)
+        if (!(c->lr_mult[k] >= 0) || !isfinite(c->lr_mult[k]))
+            return false;
+    return true;
+}
+
 static bool check_config(kg_ctx *ctx, const kg_train_config *c)
 {
     const char *bad = NULL;
     if (!(c->lr > 0) || !isfinite(c->lr))
         bad = "lr: expected a positive number";
+    else if (!lr_mults_ok(c))
+        bad = "lr_mult: expected each >= 0 and finite (0: 1)";
     else if (!(c->weight_decay >= 0))
         bad = "weight_decay: expected >= 0";
     else if (c->optimizer == KG_OPTIM_ADAMW &&
@@ -136,6 +206,7 @@ void kg_trainer_free(kg_trainer *t)
     free(t->keyed);
     free(t->grads);
     free(t->flat);
+    free(t->kind);
     free(t);
 }
 
@@ -181,7 +252,10 @@ static kg_trainer *trainer_make(kg_model *m, const kg_train_config *cfg)
     t->cfg.adapter.targets = t->cfg.adapter.modules_to_save = NULL;
     t->picked = malloc(sizeof *t->picked * (size_t)cfg->batch);
     t->grads = calloc((size_t)m->n_trainable, sizeof *t->grads);
-    bool ok = t->picked && t->grads;
+    t->kind = malloc(sizeof *t->kind * (size_t)m->n_trainable);
+    bool ok = t->picked && t->grads && t->kind;
+    for (int i = 0; ok && i < m->n_trainable; i++)
+        t->kind[i] = kg_factor_kind_of(m->trainable[i].name);
     if (ok && kg_dist_size() > 1) {
         t->flat_n = kg_model_trainable_count(m) + m->n_trainable;
         ok = (t->flat = malloc(sizeof *t->flat * (size_t)t->flat_n)) != NULL;
@@ -322,6 +396,28 @@ static double grad_norm(kg_trainer *t)
     return sum ? sqrt(kg_item(sum)) : 0.0;
 }
 
+/* Per factor kind, a running sum of squares on the device (read once a step: norm_read). */
+typedef struct norm_sums {
+    kg_tensor *sq[KG_FACTOR_COUNT];
+} norm_sums;
+
+/* Add |x - minus|² (minus may be NULL) to kind's sum, off the tape. */
+static void norm_add(norm_sums *s, kg_factor_kind kind, kg_tensor *x, kg_tensor *minus)
+{
+    kg_ctx *ctx = kg_tensor_ctx(x);
+    kg_no_grad_begin(ctx);
+    kg_tensor *d = minus ? kg_sub(x, minus) : x, *sq = kg_sum_all(kg_mul(d, d));
+    s->sq[kind] = s->sq[kind] ? kg_add(s->sq[kind], sq) : sq;
+    kg_no_grad_end(ctx);
+}
+
+/* The norms, NaN for a kind without a tensor. */
+static void norm_read(const norm_sums *s, double out[KG_FACTOR_COUNT])
+{
+    for (int k = 0; k < KG_FACTOR_COUNT; k++)
+        out[k] = s->sq[k] ? sqrt(kg_item(s->sq[k])) : NAN;
+}
+
 /* This rank's gradients into t->flat (a job of several ranks), with a presence flag each. */
 static bool gather_grads(kg_trainer *t)
 {
@@ -379,8 +475,8 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
     kg_ctx *ctx = t->m->ctx;
     kg_model *m = t->m;
     const kg_train_config *c = &t->cfg;
-    double t0 = kg__now(), loss_sum = 0;
-    int64_t tokens = 0, B = c->batch, K = c->accumulate;
+    double t0 = kg__now(), loss_sum = 0, out_sq = 0;
+    int64_t tokens = 0, out_n = 0, B = c->batch, K = c->accumulate;
     int R = kg_dist_size(), r = kg_dist_rank();
     for (int i = 0; i < m->n_trainable; i++)
         kg_zero_grad(m->trainable[i].tensor);
@@ -391,6 +487,7 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
         /* Micro-batch k's dropout masks: a function of the seed, the step and k alone, whichever
          * rank runs it. */
         kg_model_train(m, true, step_seed ^ (uint64_t)k * 0x9e3779b97f4a7c15ULL);
+        m->mode.stats = c->log_norms;
         for (int64_t j = 0; j < B; j++)
             t->picked[j] = example_at(t, (t->step * K + k) * B + j);
         kg_scope scope = kg_scope_begin(ctx);
@@ -401,7 +498,10 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
         loss_sum += kg_item(loss);
         tokens += n_tok;
         kg_scope_end(ctx, scope);
+        out_sq += m->mode.out_sq;
+        out_n += m->mode.out_n;
     }
+    m->mode.stats = false;
     /* Every rank ok, then the sums: the step's loss and tokens, and the gradients through host
      * memory (GPU-aware MPI is not assumed). */
     double c0 = kg__now();
@@ -421,23 +521,36 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
     double norm = ok ? grad_norm(t) : 0, lr = kg_schedule_lr(c, t->step + 1);
     /* torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1. */
     float coef = c->clip > 0 && norm + 1e-6 > c->clip ? (float)(c->clip / (norm + 1e-6)) : 1.0f;
+    norm_sums sums_g = {0}, sums_u = {0};
     for (int i = 0; ok && i < m->n_trainable && !kg_ctx_status(ctx); i++) {
-        kg_tensor *p = m->trainable[i].tensor, *g = t->grads[i];
+        kg_tensor *p = m->trainable[i].tensor, *g = t->grads[i], *before = NULL;
         if (!g) /* nothing reached it (torch skips a parameter without .grad) */
             continue;
+        if (c->log_norms) {
+            norm_add(&sums_g, t->kind[i], g, NULL);
+            kg_no_grad_begin(ctx);
+            before = kg_scale(p, 1.0f); /* a copy: the update is in place */
+            kg_no_grad_end(ctx);
+        }
         if (coef < 1.0f)
             g = kg_scale(g, coef);
+        double klr = lr * (c->lr_mult[t->kind[i]] > 0 ? c->lr_mult[t->kind[i]] : 1.0);
         if (c->optimizer == KG_OPTIM_ADAMW) {
-            kg_adamw a = {.lr = (float)lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
+            kg_adamw a = {.lr = (float)klr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
                           .eps = (float)c->eps, .weight_decay = (float)c->weight_decay,
                           .step = t->step + 1};
             kg_adamw_update(p, g, t->state[0][i], t->state[1][i], &a);
         } else {
-            kg_sgd s = {.lr = (float)lr, .momentum = (float)c->momentum,
+            kg_sgd s = {.lr = (float)klr, .momentum = (float)c->momentum,
                         .weight_decay = (float)c->weight_decay, .first = t->step == 0};
             kg_sgd_update(p, g, t->state[0] ? t->state[0][i] : NULL, &s);
         }
+        if (before)
+            norm_add(&sums_u, t->kind[i], p, before);
     }
+    double gn[KG_FACTOR_COUNT], un[KG_FACTOR_COUNT];
+    norm_read(&sums_g, gn);
+    norm_read(&sums_u, un);
     kg_scope_end(ctx, scope);
     for (int i = 0; i < m->n_trainable; i++) {
         kg_zero_grad(m->trainable[i].tensor);
@@ -452,7 +565,13 @@ bool kg_trainer_step(kg_trainer *t, kg_step_stats *out)
     if (out)
         *out = (kg_step_stats){.step = t->step, .loss = loss_sum / (double)K, .lr = lr,
                                .grad_norm = norm, .tokens = (int64_t)sums[1],
-                               .seconds = kg__now() - t0, .comm_seconds = comm};
+                               .seconds = kg__now() - t0, .comm_seconds = comm,
+                               .delta_rms = out_n > 0 ? sqrt(out_sq / (double)out_n) : NAN};
+    if (out)
+        for (int k = 0; k < KG_FACTOR_COUNT; k++) {
+            out->grad_norms[k] = gn[k];
+            out->update_norms[k] = un[k];
+        }
     if (!isfinite(loss_sum))
         return kg_set_error(ctx, KG_ERR_RANGE, "kg_trainer_step: the loss of step %lld is not "
                             "finite; try a smaller lr (%g) or clipping",
@@ -492,7 +611,7 @@ static bool make_dir(kg_ctx *ctx, const char *dir)
                         dir, errno ? strerror(errno) : "a file of that name is in the way");
 }
 
-static void metrics_line(FILE *f, const kg_step_stats *s)
+static void metrics_line(FILE *f, const kg_step_stats *s, bool log_norms)
 {
     fprintf(f, "{\"step\": %lld, \"loss\": ", (long long)s->step);
     kg__json_number(f, s->loss);
@@ -506,6 +625,19 @@ static void metrics_line(FILE *f, const kg_step_stats *s)
     kg__json_number(f, s->seconds > 0 ? (double)s->tokens / s->seconds : 0);
     fputs(", \"comm_seconds\": ", f);
     kg__json_number(f, s->comm_seconds);
+    if (log_norms) { /* "norms": {"b1": {"grad": …, "update": …}, …}, "delta_rms": … */
+        fputs(", \"norms\": {", f);
+        for (int k = 0, n = 0; k < KG_FACTOR_COUNT; k++)
+            if (!isnan(s->grad_norms[k])) {
+                fprintf(f, "%s\"%s\": {\"grad\": ", n++ ? ", " : "", kg_factor_kind_name(k));
+                kg__json_number(f, s->grad_norms[k]);
+                fputs(", \"update\": ", f);
+                kg__json_number(f, s->update_norms[k]);
+                fputs("}", f);
+            }
+        fputs("}, \"delta_rms\": ", f);
+        kg__json_number(f, s->delta_rms);
+    }
     fputs("}\n", f);
     fflush(f);
 }
@@ -629,7 +761,7 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
         seconds += s.seconds;
         tokens += s.tokens;
         if (mf)
-            metrics_line(mf, &s);
+            metrics_line(mf, &s, cfg->log_norms);
         if (opts->progress && lead)
             opts->progress(opts->user, &s, total);
         /* Held-out figures along the way (rank 0: every rank holds the same adapter); the peak

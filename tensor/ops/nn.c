@@ -6,13 +6,17 @@
 #include "../cpu/cpu.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int64_t last_dim(const kg_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+/* Rows of the last axis: the product of the other sizes (a (2, 0) tensor has 2 empty rows). */
 static int64_t row_count(const kg_tensor *t)
 {
-    int64_t c = last_dim(t);
-    return c ? kg_tensor_numel(t) / c : 0;
+    int64_t n = 1;
+    for (int d = 0; d + 1 < t->ndim; d++)
+        n *= t->shape[d];
+    return n;
 }
 
 static bool check_ids(const kg_opcall *c, const int32_t *ids, int64_t n, int64_t limit)
@@ -23,6 +27,27 @@ static bool check_ids(const kg_opcall *c, const int32_t *ids, int64_t n, int64_t
                             "[0, %lld)", kg_op_table[c->op].name, ids[i], (long long)i,
                             (long long)limit);
     return true;
+}
+
+/* The kernels check the ids, but kg__op runs no kernel for an output without elements (a table
+ * of 0 columns, scatter into 0 rows or 0 columns): then the shape rule checks them on the host,
+ * so an id outside [0, limit) is KG_ERR_RANGE whether or not anything would be written. */
+static bool check_ids_if_empty(const kg_opcall *c, const kg_tensor *ids, int64_t limit,
+                               const kg_shape *out)
+{
+    int64_t n = kg_tensor_numel(ids), elems = 1;
+    for (int d = 0; d < out->ndim; d++)
+        elems *= out->dim[d];
+    if (elems > 0 || n == 0)
+        return true;
+    int32_t *host = malloc(sizeof *host * (size_t)n);
+    if (!host)
+        return kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory",
+                            kg_op_table[c->op].name);
+    bool ok = kg_tensor_to_host(ids, host, sizeof *host * (size_t)n) &&
+              check_ids(c, host, n, limit);
+    free(host);
+    return ok;
 }
 
 /* ---- embedding: table (V, C), ids (...) i32 → (..., C) ------------------------------------- */
@@ -39,7 +64,7 @@ bool kg__shape_embedding(const kg_opcall *c, kg_shape *s)
     kg__shape_of(ids, s);
     s->dtype = KG_DTYPE_F32;
     s->dim[s->ndim++] = tab->shape[1];
-    return true;
+    return check_ids_if_empty(c, ids, tab->shape[0], s);
 }
 
 bool kg__cpu_embedding(const kg_opcall *c)
@@ -77,7 +102,7 @@ bool kg__shape_scatter_add_rows(const kg_opcall *c, kg_shape *s)
                         "expected one id per row of src", KG_DESC(src), KG_DESC(ids),
                         (long long)c->p.scatter.rows);
     *s = (kg_shape){.dtype = KG_DTYPE_F32, .ndim = 2, .dim = {c->p.scatter.rows, last_dim(src)}};
-    return true;
+    return check_ids_if_empty(c, ids, c->p.scatter.rows, s);
 }
 
 bool kg__cpu_scatter_add_rows(const kg_opcall *c)
@@ -159,7 +184,11 @@ void kg__backward_log_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 
 kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask)
 {
-    if (mask && x) {
+    if (!x && mask) { /* kg__op sees x alone: report on the mask's context */
+        kg_set_error(mask->ctx, KG_ERR_ARG, "kg_softmax: x is NULL (mask %s)", KG_DESC(mask));
+        return NULL;
+    }
+    if (mask) {
         kg_shape b; /* the mask broadcasts to x: x + mask keeps x's shape */
         bool fits = kg__broadcast_shape(x, mask, &b) && b.ndim == x->ndim;
         for (int i = 0; fits && i < b.ndim; i++)

@@ -106,25 +106,28 @@ bool kg__cpu_sgd(const kg_opcall *c)
     return true;
 }
 
+/* A NULL cfg: the error goes to the context of whichever tensor was given. */
+static bool cfg_missing(const char *fn, kg_tensor *const *ts, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (ts[i])
+            return kg_set_error(ts[i]->ctx, KG_ERR_ARG, "%s: cfg is NULL", fn);
+    return false;
+}
+
 bool kg_adamw_update(kg_tensor *param, kg_tensor *grad, kg_tensor *m, kg_tensor *v,
                      const kg_adamw *cfg)
 {
-    if (!cfg) {
-        if (param)
-            kg_set_error(param->ctx, KG_ERR_ARG, "kg_adamw_update: cfg is NULL");
-        return false;
-    }
+    if (!cfg)
+        return cfg_missing("kg_adamw_update", (kg_tensor *[]){param, grad, m, v}, 4);
     kg_opparams p = {.adamw = *cfg};
     return kg__op(KG_OP_ADAMW, 4, (kg_tensor *[]){param, grad, m, v}, &p) != NULL;
 }
 
 bool kg_sgd_update(kg_tensor *param, kg_tensor *grad, kg_tensor *buf, const kg_sgd *cfg)
 {
-    if (!cfg) {
-        if (param)
-            kg_set_error(param->ctx, KG_ERR_ARG, "kg_sgd_update: cfg is NULL");
-        return false;
-    }
+    if (!cfg)
+        return cfg_missing("kg_sgd_update", (kg_tensor *[]){param, grad, buf}, 3);
     kg_opparams p = {.sgd = *cfg};
     return kg__op(KG_OP_SGD, buf ? 3 : 2, (kg_tensor *[]){param, grad, buf}, &p) != NULL;
 }

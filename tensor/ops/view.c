@@ -26,7 +26,8 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
                                 "a size, or -1 once", i, (long long)d);
         else if (!kg__mul(known, d, &known)) /* then it cannot equal x's count either */
             return kg_set_error(c->ctx, KG_ERR_RANGE, "kg_reshape: the shape asked for %s has "
-                                "more than 2^59 elements", KG_DESC(x));
+                                "more than 2^59 elements (reshaping %s)",
+                                KG_DESC_SHAPE(nd, c->p.shape.dim), KG_DESC(x));
     }
     int64_t n = kg_tensor_numel(x);
     s->ndim = nd;
@@ -34,9 +35,9 @@ bool kg__shape_reshape(const kg_opcall *c, kg_shape *s)
     for (int i = 0; i < nd; i++)
         s->dim[i] = i == infer ? (known ? n / known : 0) : c->p.shape.dim[i];
     if (infer >= 0 ? (known ? n % known != 0 : n != 0) : known != n)
-        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s cannot be viewed with %lld "
-                        "elements' worth of the shape asked (%lld known)", KG_DESC(x),
-                        (long long)n, (long long)known);
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_reshape: %s (%lld elements) cannot be "
+                        "viewed as the shape asked for %s", KG_DESC(x), (long long)n,
+                        KG_DESC_SHAPE(nd, c->p.shape.dim));
     /* A size-0 dimension made `known` 0, so the other sizes are still unchecked. */
     if (!kg__check_shape(c->ctx, "kg_reshape", nd, s->dim))
         return false;
