@@ -102,9 +102,10 @@ bool finetune_config(const char *cmd, const finetune_opts *o, kg_train_config *c
     if (o->warmup < 0 || o->warmup > o->steps)
         return usage(cmd, "--warmup %s", "takes 0 to --steps");
     if (!(o->lr > 0) || o->clip < 0 || o->weight_decay < 0 || o->max_length < 0 ||
-        o->eval_limit < 0 || o->checkpoint_every < 0 || o->stop_at < 0)
+        o->eval_limit < 0 || o->checkpoint_every < 0 || o->stop_at < 0 || o->eval_every < 0)
         return usage(cmd, "%s", "--lr takes a positive number; --clip, --weight-decay, "
-                     "--max-length, --eval-limit, --checkpoint-every and --stop-at take >= 0");
+                     "--max-length, --eval-limit, --eval-every, --checkpoint-every and "
+                     "--stop-at take >= 0");
     return true;
 }
 

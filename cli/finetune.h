@@ -17,7 +17,7 @@ typedef struct finetune_opts {
     const char *frozen; /* the base model's frozen linear weights: f32 (NULL), bf16, ..., nf4 */
     kg_cli_list data, eval_data;
     int64_t rank, lokr_factor, steps, batch, accumulate, warmup, seed, max_length;
-    int64_t checkpoint_every, stop_at, eval_limit;
+    int64_t checkpoint_every, stop_at, eval_limit, eval_every;
     double alpha, dropout, lr, weight_decay, momentum, clip;
     bool resume;
 } finetune_opts;
@@ -71,6 +71,9 @@ typedef struct finetune_opts {
      "tokens per row (default: the model's positions)"},                                         \
     {"eval-limit", KG_FLAG_INT, offsetof(T, ft.eval_limit), "N",                                \
      "score only the first N held-out items (default all)"},                                     \
+    {"eval-every", KG_FLAG_INT, offsetof(T, ft.eval_every), "N",                                \
+     "also score the held-out items before training and every N steps: a learning curve "       \
+     "(default 0: at the end only)"},                                                            \
     {"backend", KG_FLAG_STRING, offsetof(T, ft.backend), "cpu|vulkan",                          \
      "where to compute (default: a real GPU if Vulkan finds one, else cpu)"}
 

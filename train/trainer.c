@@ -428,6 +428,30 @@ static void metrics_line(FILE *f, const kg_step_stats *s)
     fflush(f);
 }
 
+/* Score eval after `step` steps into *r: a metrics line, and a point of out's curve when
+ * eval_every asks for one. The model is left in evaluation mode (a step sets training mode). */
+static bool eval_point(kg_model *m, kg_tokenizer *tok, const kg_task *eval,
+                       const kg_train_config *cfg, const kg_run_options *opts, int64_t step,
+                       FILE *mf, kg_run_result *out, kg_eval_result *r)
+{
+    kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind, .max_length = cfg->max_length};
+    kg_eval_options eo = {.limit = opts->eval_limit};
+    if (!kg_mc_evaluate(&s, eval, &eo, r))
+        return false;
+    if (mf) {
+        fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ", (long long)step,
+                (long long)r->labeled);
+        kg__json_number(mf, r->acc);
+        fputs(", \"eval_acc_norm\": ", mf);
+        kg__json_number(mf, r->acc_norm);
+        fputs("}\n", mf);
+        fflush(mf);
+    }
+    if (opts->eval_every > 0 && out->curve)
+        out->curve[out->n_curve++] = (kg_eval_point){step, r->acc, r->acc_norm};
+    return true;
+}
+
 static bool save_adapter(kg_model *m, const char *dir, const char *base_model)
 {
     if (m->adapter.kind != KG_ADAPTER_FULL)
@@ -531,10 +555,19 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
     int64_t todo = stop > first ? stop - first : 0;
     out->trainable = kg_model_trainable_count(m);
     out->losses = calloc((size_t)(todo > 0 ? todo : 1), sizeof *out->losses);
-    if (ok && !out->losses)
+    /* The curve: before the first step, after every eval_every-th, and the final eval. */
+    bool curve = eval && lead && opts->eval_every > 0;
+    if (curve)
+        out->curve = calloc((size_t)(todo / opts->eval_every + 2), sizeof *out->curve);
+    if (ok && (!out->losses || (curve && !out->curve)))
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
     ok = all_ok(ctx, ok, "kg_train_run");
+    kg_eval_result during;
+    if (ok && eval && opts->eval_every > 0 && first == 0)
+        ok = all_ok(ctx, !curve || eval_point(m, tok, eval, cfg, opts, 0, mf, out, &during),
+                    "kg_train_run");
     kg_memory_reset_peak(ctx);
+    size_t current, peak = 0;
     double seconds = 0;
     int64_t tokens = 0;
     /* Every rank runs the same steps; a failure on one is known to all (kg_trainer_step), as is
@@ -554,9 +587,18 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
         if (ckpt && opts->checkpoint_every > 0 && s.step % opts->checkpoint_every == 0 &&
             s.step < stop)
             ok = all_ok(ctx, !lead || kg_checkpoint_save(t, ckpt), "kg_train_run");
+        /* The peak memory is the training's: what scoring takes is set aside. */
+        if (ok && eval && opts->eval_every > 0 && s.step % opts->eval_every == 0 &&
+            s.step < total) {
+            kg_memory(ctx, &current, &out->peak_bytes);
+            peak = out->peak_bytes > peak ? out->peak_bytes : peak;
+            ok = !curve || eval_point(m, tok, eval, cfg, opts, s.step, mf, out, &during);
+            kg_memory_reset_peak(ctx);
+            ok = all_ok(ctx, ok, "kg_train_run"); /* rank 0 scores; every rank agrees */
+        }
     }
-    size_t current;
     kg_memory(ctx, &current, &out->peak_bytes);
+    out->peak_bytes = out->peak_bytes > peak ? out->peak_bytes : peak;
     if (ok && ckpt && lead)
         ok = kg_checkpoint_save(t, ckpt);
     if (ok && opts->out_dir && lead && kg_trainer_steps_done(t) >= total)
@@ -576,19 +618,8 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
     }
     /* Rank 0 alone scores the eval task: every rank holds the same adapter. */
     if (ok && eval && lead && kg_trainer_steps_done(t) >= total) {
-        kg_mc_scorer s = {.model = m, .tok = tok, .kind = eval->kind,
-                          .max_length = cfg->max_length};
-        kg_eval_options eo = {.limit = opts->eval_limit};
-        ok = kg_mc_evaluate(&s, eval, &eo, &out->eval);
+        ok = eval_point(m, tok, eval, cfg, opts, total, mf, out, &out->eval);
         out->evaluated = ok;
-        if (ok && mf) {
-            fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ",
-                    (long long)total, (long long)out->eval.labeled);
-            kg__json_number(mf, out->eval.acc);
-            fputs(", \"eval_acc_norm\": ", mf);
-            kg__json_number(mf, out->eval.acc_norm);
-            fputs("}\n", mf);
-        }
     }
     kg_model_train(m, false, 0);
     if (mf && fclose(mf) != 0 && ok)
