@@ -108,4 +108,4 @@ main() {
   done
   say "done"
 }
-main "$@"
+main "$@"; exit  # exit on the same line: nothing after it is read
