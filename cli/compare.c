@@ -7,6 +7,7 @@
 #include "finetune.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@ typedef struct compare_opts {
     kg_cli_list config;
     const char *adapter_bits;
     int64_t seeds;
+    double target_acc;
     bool no_matched;
 } compare_opts;
 
@@ -28,6 +30,9 @@ static const kg_flag flags[] = {
      "also score each trained adapter with its factors in int8 and/or int4 (per output row): "
      "columns beside the f32 accuracy"},
     {"seeds", KG_FLAG_INT, offsetof(compare_opts, seeds), "N", "seeds per configuration (default 3)"},
+    {"target-acc", KG_FLAG_FLOAT, offsetof(compare_opts, target_acc), "ACC",
+     "with --eval-every: the accuracy of the steps-to-accuracy column (default: halfway from the "
+     "accuracy before training to the best final one)"},
     {"no-matched", KG_FLAG_BOOL, offsetof(compare_opts, no_matched), NULL,
      "leave out the LoRA row matched to the Kron-LoRA's parameter count"},
     {"out", KG_FLAG_STRING, offsetof(compare_opts, ft.out), "DIR",
@@ -97,10 +102,18 @@ static bool parse_bits(const char *text, int *bits, int *n)
 static void print_table(const kg_compare_result *r, const char *model, int64_t steps)
 {
     char b[32];
+    bool norm = r->n_rows > 0 && !isnan(r->rows[0].acc_norm_mean);
     printf("\n%s, %lld steps; accuracy before training %.4f\n", model, (long long)steps,
            r->base_acc);
+    if (r->eval_every)
+        printf("steps to accuracy %.4f (mean over seeds; scored every %lld steps)\n",
+               r->target_acc, (long long)r->eval_every);
     printf("  %-24s %12s %10s %18s %18s", "configuration", "params", "peak MiB",
            "step s (±std)", "accuracy (±std)");
+    if (norm)
+        printf(" %18s", "acc_norm (±std)");
+    if (r->eval_every)
+        printf(" %9s", "steps to");
     for (int k = 0; k < r->n_bits; k++) {
         char head[32];
         snprintf(head, sizeof head, "int%d acc (±std)", r->bits[k]);
@@ -114,6 +127,14 @@ static void print_table(const kg_compare_result *r, const char *model, int64_t s
         snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_mean, w->acc_std);
         printf("  %-24s %12s %10.1f %18s %18s", w->label,
                finetune_count(w->trainable, b, sizeof b), w->peak_mb_mean, step, acc);
+        if (norm) {
+            snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_norm_mean, w->acc_norm_std);
+            printf(" %18s", acc);
+        }
+        if (r->eval_every && w->steps_to_target >= 0)
+            printf(" %9lld", (long long)w->steps_to_target);
+        else if (r->eval_every)
+            printf(" %9s", "not seen");
         for (int k = 0; k < r->n_bits; k++) {
             snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_q_mean[k], w->acc_q_std[k]);
             printf(" %18s", acc);
@@ -179,7 +200,9 @@ static int run_compare(void *p)
         ok = finetune_validate(ctx, o->ft.model, &configs[i]);
     kg_compare_result r = {0};
     ok = ok && kg_compare_run(ctx, o->ft.model, train, eval, &cfg, configs, n, (int)o->seeds,
-                              !o->no_matched, o->ft.eval_limit, bits, n_bits, progress, NULL, &r);
+                              !o->no_matched, o->ft.eval_limit, bits, n_bits,
+                              &(kg_compare_curves){o->ft.eval_every, o->target_acc}, progress,
+                              NULL, &r);
     finetune_progress_end();
     char json[4096], svg[4096];
     const char *dir = o->ft.out ? o->ft.out : ".";

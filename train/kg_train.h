@@ -232,6 +232,12 @@ typedef struct kg_run_options {
     const char *base_model;     /* recorded in adapter_config.json */
 } kg_run_options;
 
+/* One point of a learning curve: the eval task scored after `step` optimizer steps. */
+typedef struct kg_eval_point {
+    int64_t step;
+    double acc, acc_norm;
+} kg_eval_point;
+
 typedef struct kg_run_result {
     int64_t trainable;        /* trainable parameters */
     int64_t steps;            /* steps done in this call (fewer than configured after a resume) */
@@ -246,11 +252,15 @@ typedef struct kg_run_result {
     double eval_loss, eval_perplexity;
     int64_t eval_loss_tokens;
     double *losses;           /* the loss of every step of this call (malloc'd; the caller frees) */
+    kg_eval_point *curve;     /* with eval_every: n_curve points, the last one the final eval
+                               * (malloc'd; the caller frees; NULL without) */
+    int64_t n_curve;
 } kg_run_result;
 
 /* Train m (an adapter already attached) on train up to cfg->steps steps (from the checkpoint's
  * step when resuming), writing metrics and checkpoints as opts says; once the last step is done,
- * save the adapter to opts->out_dir and score eval (may be NULL). The model is left in
+ * save the adapter to opts->out_dir and score eval (may be NULL); with opts->eval_every, eval is
+ * scored during training too (peak memory and step times count the training alone). The model is left in
  * evaluation mode with the trained adapter. In a job of several ranks every rank calls this with
  * the same settings: rank 0 alone reads the checkpoint it resumes from (the others receive its
  * tensors), writes files, calls opts->progress and scores eval; the others' out->evaluated is
@@ -321,8 +331,15 @@ typedef struct kg_compare_row {
     double acc_mean, acc_std;  /* over seeds (sample std, n−1) */
     double step_seconds_mean, step_seconds_std;
     double peak_mb_mean;
-    double *acc;               /* n_seeds */
+    double acc_norm_mean, acc_norm_std; /* decoders' acc_norm; NaN for encoders */
+    double *acc, *acc_norm;    /* n_seeds */
     double **losses;           /* n_seeds curves of steps values */
+    /* With eval_every: per seed n_curve points of held-out accuracy against step (the same
+     * steps for every seed), and the first step at which the mean over seeds reaches
+     * kg_compare_result.target_acc (-1: never). */
+    kg_eval_point **curves;
+    int64_t n_curve;
+    int64_t steps_to_target;
     /* The trained adapter's factors quantized to kg_compare_result.bits[b] (int8 / int4):
      * accuracy per seed, mean and std (n_bits of kg_compare_result). */
     double *acc_q[KG_COMPARE_MAX_BITS];
@@ -335,6 +352,8 @@ typedef struct kg_compare_result {
     int64_t steps;
     double base_acc;           /* the model before training */
     int n_bits, bits[KG_COMPARE_MAX_BITS]; /* the adapter quantizations scored (8, 4) */
+    int64_t eval_every;        /* 0: no learning curves */
+    double target_acc;         /* steps_to_target's accuracy (see kg_compare_run) */
 } kg_compare_result;
 
 /* Load the model fresh for every configuration × seed (seeds cfg->seed .. + n_seeds − 1), attach
@@ -344,16 +363,26 @@ typedef struct kg_compare_result {
  * each run's steps. adapter_bits (n_bits of 8 or 4, at most KG_COMPARE_MAX_BITS; NULL for none):
  * each trained adapter is also scored with its factors quantized to those bits
  * (kg_model_quantize_adapter, from the f32 factors each time). */
+/* Learning curves: with every > 0, each run scores eval before training and every `every`
+ * steps (kg_run_options.eval_every); steps_to_target is then the first step at which a row's
+ * mean accuracy reaches target_acc, or, when target_acc is NaN or <= 0, halfway from the
+ * accuracy before training to the best row's final mean accuracy. NULL: no curves. */
+typedef struct kg_compare_curves {
+    int64_t every;
+    double target_acc;
+} kg_compare_curves;
 typedef void (*kg_compare_progress_fn)(void *user, const char *label, uint64_t seed,
                                        const kg_step_stats *s, int64_t total_steps);
 bool kg_compare_run(kg_ctx *ctx, const char *model_path, const kg_task *train,
                     const kg_task *eval, const kg_train_config *cfg,
                     const kg_adapter_config *configs, int n_configs, int n_seeds,
                     bool add_matched, int64_t eval_limit, const int *adapter_bits, int n_bits,
-                    kg_compare_progress_fn progress, void *user, kg_compare_result *out);
+                    const kg_compare_curves *curves, kg_compare_progress_fn progress,
+                    void *user, kg_compare_result *out);
 void kg_compare_result_free(kg_compare_result *r);
 /* The table as JSON, and an SVG of accuracy (mean ± std) against trainable parameters beside
- * the loss curves (mean over seeds), each written atomically. */
+ * the loss curves (mean over seeds) and, with curves, held-out accuracy against step (mean ±
+ * std band over seeds), each written atomically. */
 bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *path);
 bool kg_compare_write_svg(kg_ctx *ctx, const kg_compare_result *r, const char *path);
 

