@@ -10,6 +10,7 @@
 #include "tensor/cpu/cpu.h"
 
 static kg_ctx *ctx;
+static kg_backend_kind backend = KG_BACKEND_CPU;
 static const char *real_path; /* the real model, when argv[1] is "real" */
 
 static const kg_dtype all_dtypes[] = {KG_DTYPE_F32, KG_DTYPE_F16, KG_DTYPE_BF16,
@@ -48,9 +49,10 @@ static void test_gemv_kernels(void **state)
                                            : kg_matmul_q(x2, wq, true);
         float *deq = kg_tensor_to_f32(wf), *got = kg_tensor_to_f32(y1), *gemm = kg_tensor_to_f32(y2);
         assert_ok(ctx);
-        /* bf16 weights on vdpbf16ps: the GEMM, and so the one-row product, multiply x rounded
-         * to bf16 (kg__cpu_matmul_q) */
-        bool round_x = dt == KG_DTYPE_BF16 && kg_cpu_gemm_w_path(dt) == KG_GEMM_AVX512_BF16;
+        /* bf16 weights on vdpbf16ps (the CPU backend): the GEMM, and so the one-row product,
+         * multiply x rounded to bf16 (kg__cpu_matmul_q) */
+        bool round_x = backend == KG_BACKEND_CPU && dt == KG_DTYPE_BF16 &&
+                       kg_cpu_gemm_w_path(dt) == KG_GEMM_AVX512_BF16;
         float want[37];
         for (int64_t n = 0; n < N; n++) {
             double acc = 0;
@@ -274,7 +276,6 @@ static void test_real_model(void **state)
 
 int main(int argc, char **argv)
 {
-    kg_backend_kind backend = KG_BACKEND_CPU;
     char path[1024];
     if (argc > 1 && strcmp(argv[1], "real") == 0) {
         const char *env = getenv("KG_MODELS"), *home = getenv("HOME");
