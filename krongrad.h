@@ -13,6 +13,7 @@
 #include "models/kg_tokenizer.h"
 #include "models/kg_models.h"
 #include "models/kg_peft.h"
+#include "models/kg_export.h"
 #include "train/kg_tasks.h"
 #include "train/kg_train.h"
 
