@@ -420,14 +420,27 @@ static bool copy_metadata(kg_gguf_out *o, const kg_weights *w)
     return true;
 }
 
-/* The chat template of an HF directory's tokenizer_config.json (a string, or the entry named
- * "default" of a list), or NULL; *j holds the parsed file for the caller to release. */
+/* The chat template of an HF directory: tokenizer_config.json's "chat_template" (a string, or
+ * the entry named "default" of a list), else chat_template.jinja (transformers 5 writes it
+ * apart), else NULL; *j holds what was read, for the caller to release. */
 static const char *hf_chat_template(const char *dir, json_t **j)
 {
-    char *path = join(dir, "tokenizer_config.json");
+    char *path = join(dir, "tokenizer_config.json"), *jinja = join(dir, "chat_template.jinja");
     *j = path ? json_load_file(path, 0, NULL) : NULL;
-    free(path);
     json_t *t = json_object_get(*j, "chat_template");
+    FILE *fp = !t && jinja ? fopen(jinja, "rb") : NULL;
+    if (fp) { /* kept in *j, so the caller's one release frees it */
+        json_decref(*j);
+        *j = json_object();
+        char buf[1 << 16];
+        size_t n = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        buf[n] = 0;
+        json_object_set_new(*j, "chat_template", json_string(buf));
+        t = json_object_get(*j, "chat_template");
+    }
+    free(path);
+    free(jinja);
     for (size_t i = 0; json_is_array(t) && i < json_array_size(t); i++) {
         json_t *e = json_array_get(t, i);
         const char *name = json_string_value(json_object_get(e, "name"));
@@ -437,7 +450,127 @@ static const char *hf_chat_template(const char *dir, json_t **j)
     return json_string_value(t);
 }
 
-/* llama.* keys, token ids and the chat template for a model that came from an HF directory. */
+/* llama.cpp's name for a tokenizer.json pre-tokenizer it knows by structure: GPT-2's ByteLevel
+ * regex ("gpt2"), or single digits split first ("smollm": "\\p{N}" then the GPT-2 regex);
+ * NULL for any other (llama.cpp tells the rest apart by hashing test tokenizations). */
+static const char *pre_name(const json_t *pre)
+{
+    const char *type = json_string_value(json_object_get(pre, "type"));
+    const json_t *regex = json_object_get(pre, "use_regex");
+    if (type && strcmp(type, "ByteLevel") == 0 && !json_is_false(regex))
+        return "gpt2";
+    const json_t *seq = json_object_get(pre, "pretokenizers");
+    if (!type || strcmp(type, "Sequence") != 0 || json_array_size(seq) != 2)
+        return NULL;
+    const json_t *digits = json_array_get(seq, 0);
+    type = json_string_value(json_object_get(digits, "type"));
+    if (!type || strcmp(type, "Digits") != 0 ||
+        !json_is_true(json_object_get(digits, "individual_digits")))
+        return NULL;
+    const char *second = pre_name(json_array_get(seq, 1));
+    return second && strcmp(second, "gpt2") == 0 ? "smollm" : NULL;
+}
+
+/* A byte-level BPE tokenizer.json as llama.cpp's converter writes it: tokenizer.ggml.model
+ * "gpt2", the pre-tokenizer, tokens by id (ids the file lacks: "[PADi]", unused), token types
+ * (1 normal, 3 control = special added tokens, 4 user-defined = other added tokens, 5 unused)
+ * and the merges as "a b". A tokenizer of another kind writes nothing (true). */
+static bool hf_vocab(kg_gguf_out *o, const char *dir, int64_t V)
+{
+    kg_ctx *ctx = o->ctx;
+    char *path = join(dir, "tokenizer.json");
+    json_error_t err;
+    json_t *j = path ? json_load_file(path, 0, &err) : NULL;
+    const json_t *model = json_object_get(j, "model"), *vocab = json_object_get(model, "vocab");
+    const json_t *merges = json_object_get(model, "merges");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    const char *pre = pre_name(json_object_get(j, "pre_tokenizer"));
+    const char **tokens = calloc((size_t)V + 1, sizeof *tokens);
+    size_t *lens = calloc((size_t)V + 1, sizeof *lens);
+    int32_t *types = calloc((size_t)V + 1, sizeof *types);
+    char (*pads)[32] = calloc((size_t)V + 1, sizeof *pads);
+    size_t n_merges = json_array_size(merges);
+    const char **mtext = calloc(n_merges + 1, sizeof *mtext);
+    size_t *mlens = calloc(n_merges + 1, sizeof *mlens);
+    char **mcopy = calloc(n_merges + 1, sizeof *mcopy);
+    bool ok = tokens && lens && types && pads && mtext && mlens && mcopy;
+    if (!ok)
+        kg_set_error(ctx, KG_ERR_NOMEM, "kg_export_gguf: out of host memory");
+    bool bpe = ok && j && type && strcmp(type, "BPE") == 0 && pre && json_is_object(vocab) &&
+               json_is_array(merges);
+    const char *key;
+    json_t *val;
+    if (bpe)
+        json_object_foreach((json_t *)vocab, key, val) {
+            json_int_t id = json_integer_value(val);
+            if (!json_is_integer(val) || id < 0 || id >= V) {
+                ok = kg_set_error(ctx, KG_ERR_RANGE, "kg_export_gguf: %s: model.vocab \"%.100s\" "
+                                  "has id %lld; expected 0 to %lld (config vocab_size)", path,
+                                  key, (long long)id, (long long)V - 1);
+                break;
+            }
+            tokens[id] = key;
+            types[id] = 1;
+        }
+    const json_t *added = json_object_get(j, "added_tokens");
+    for (size_t i = 0; ok && bpe && i < json_array_size(added); i++) {
+        const json_t *a = json_array_get(added, i);
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        const char *content = json_string_value(json_object_get(a, "content"));
+        if (!content || id < 0 || id >= V) {
+            ok = kg_set_error(ctx, KG_ERR_RANGE, "kg_export_gguf: %s: added_tokens[%zu]: id %lld; "
+                              "expected an id below %lld and a content string", path, i,
+                              (long long)id, (long long)V);
+            break;
+        }
+        tokens[id] = content;
+        types[id] = json_is_true(json_object_get(a, "special")) ? 3 : 4;
+    }
+    for (int64_t i = 0; ok && bpe && i < V; i++) {
+        if (!tokens[i]) {
+            snprintf(pads[i], sizeof pads[i], "[PAD%lld]", (long long)i);
+            tokens[i] = pads[i];
+            types[i] = 5;
+        }
+        lens[i] = strlen(tokens[i]);
+    }
+    for (size_t i = 0; ok && bpe && i < n_merges; i++) {
+        const json_t *e = json_array_get(merges, i);
+        const char *a = json_string_value(json_array_get(e, 0)), *b = json_string_value(json_array_get(e, 1));
+        if (json_is_string(e)) {
+            mtext[i] = json_string_value(e);
+        } else if (a && b && (mcopy[i] = malloc(strlen(a) + strlen(b) + 2))) {
+            sprintf(mcopy[i], "%s %s", a, b);
+            mtext[i] = mcopy[i];
+        } else {
+            ok = kg_set_error(ctx, a && b ? KG_ERR_NOMEM : KG_ERR_ARG, "kg_export_gguf: %s: "
+                              "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"]", path, i);
+            break;
+        }
+        mlens[i] = strlen(mtext[i]);
+    }
+    if (ok && bpe)
+        ok = kg__gguf_out_str(o, "tokenizer.ggml.model", "gpt2") &&
+             kg__gguf_out_str(o, "tokenizer.ggml.pre", pre) &&
+             kg__gguf_out_strs(o, "tokenizer.ggml.tokens", V, tokens, lens) &&
+             kg__gguf_out_nums(o, "tokenizer.ggml.token_type", KG_GGUF_I32, V, types) &&
+             kg__gguf_out_strs(o, "tokenizer.ggml.merges", (int64_t)n_merges, mtext, mlens);
+    for (size_t i = 0; mcopy && i < n_merges; i++)
+        free(mcopy[i]);
+    free(mcopy);
+    free(mlens);
+    free(mtext);
+    free(pads);
+    free(types);
+    free(lens);
+    free(tokens);
+    json_decref(j);
+    free(path);
+    return ok;
+}
+
+/* llama.* keys, token ids, the vocabulary and the chat template for a model that came from an
+ * HF directory. */
 static bool hf_metadata(kg_gguf_out *o, const kg_model *m, const char *source)
 {
     const kg_model_config *c = &m->cfg;
@@ -463,6 +596,7 @@ static bool hf_metadata(kg_gguf_out *o, const kg_model *m, const char *source)
         ok = kg__gguf_out_u32(o, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id);
     if (ok && c->eos_token_id >= 0)
         ok = kg__gguf_out_u32(o, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_token_id);
+    ok = ok && hf_vocab(o, dir, c->vocab_size);
     json_t *j = NULL;
     const char *tmpl = ok ? hf_chat_template(dir, &j) : NULL;
     if (tmpl)
