@@ -25,6 +25,7 @@
 #define LLAMA_GGUF KG_FIXTURES "/models/llama.gguf"
 #define LOKR KG_FIXTURES "/peft/kg_lokr_llama"
 #define KRON EXPORT_DIR "/kronlora_llama"
+#define BYTELEVEL EXPORT_DIR "/llama_bytelevel" /* the Llama with a byte-level BPE tokenizer */
 
 static json_t *expected;
 static char tmp[64];
@@ -159,8 +160,8 @@ static void test_gguf(void **state)
     kg_model *m = load(ctx, LLAMA, LOKR);
     bool vocab;
     const char *out = path_in(tmp, "gguf_f32.gguf");
-    assert_true(kg_export_gguf(m, LLAMA, out, KG_DTYPE_F32, &vocab));
-    assert_false(vocab); /* the fixture's tokenizer is not byte-level BPE */
+    assert_true(kg_export_gguf(m, BYTELEVEL, out, KG_DTYPE_F32, &vocab));
+    assert_true(vocab); /* tokens, types and merges as llama.cpp's converter writes them */
     same_file(out, EXPORT_DIR "/out/gguf_f32.gguf");
     kg_model_free(m);
     m = load(ctx, out, NULL); /* krongrad reads its own export: the Q/K order undone */
@@ -170,6 +171,7 @@ static void test_gguf(void **state)
     m = load(ctx, LLAMA_GGUF, LOKR);
     out = path_in(tmp, "gguf_q8.gguf");
     assert_true(kg_export_gguf(m, LLAMA_GGUF, out, KG_DTYPE_Q8_0, &vocab));
+    assert_false(vocab); /* the fixture GGUF has none to copy */
     same_file(out, EXPORT_DIR "/out/gguf_q8.gguf");
     kg_test_model_free(ctx, m);
     kg_ctx_free(ctx);
