@@ -451,14 +451,14 @@ static const char *hf_chat_template(const char *dir, json_t **j)
 }
 
 /* llama.cpp's name for a tokenizer.json pre-tokenizer it knows by structure: GPT-2's ByteLevel
- * regex ("gpt2"), or single digits split first ("smollm": "\\p{N}" then the GPT-2 regex);
+ * regex ("gpt-2"), or single digits split first ("smollm": "\\p{N}" then the GPT-2 regex);
  * NULL for any other (llama.cpp tells the rest apart by hashing test tokenizations). */
 static const char *pre_name(const json_t *pre)
 {
     const char *type = json_string_value(json_object_get(pre, "type"));
     const json_t *regex = json_object_get(pre, "use_regex");
     if (type && strcmp(type, "ByteLevel") == 0 && !json_is_false(regex))
-        return "gpt2";
+        return "gpt-2";
     const json_t *seq = json_object_get(pre, "pretokenizers");
     if (!type || strcmp(type, "Sequence") != 0 || json_array_size(seq) != 2)
         return NULL;
@@ -468,7 +468,7 @@ static const char *pre_name(const json_t *pre)
         !json_is_true(json_object_get(digits, "individual_digits")))
         return NULL;
     const char *second = pre_name(json_array_get(seq, 1));
-    return second && strcmp(second, "gpt2") == 0 ? "smollm" : NULL;
+    return second && strcmp(second, "gpt-2") == 0 ? "smollm" : NULL;
 }
 
 /* A byte-level BPE tokenizer.json as llama.cpp's converter writes it: tokenizer.ggml.model
