@@ -714,11 +714,18 @@ bool kg_export_gguf_lora(const kg_model *m, const char *path, kg_dtype dtype)
 /* A (m × n, row-major, double) = U·V with U m × k, V k × n, k the numerical rank: elimination
  * with full pivoting (P·A·Q = L·R) stopped at the first pivot at or below tol. U gets P⁻¹·L's
  * first k columns, V R's first k rows in A's column order; both hold m·min(m,n) and
- * min(m,n)·n, row-major with row strides kmax = min(m, n). Returns k. */
+ * min(m,n)·n, row-major with row strides kmax = min(m, n). Returns k, or -1 when out of
+ * memory. */
 static int64_t rank_factor(const double *a, int64_t m, int64_t n, double *u, double *v)
 {
-    int64_t kmax = m < n ? m : n, pr[64], pc[64], k = 0;
-    double M[64 * 64], amax = 0;
+    int64_t kmax = m < n ? m : n, k = 0;
+    int64_t *pr = malloc(sizeof *pr * (size_t)(m + n)), *pc = pr + m;
+    double *M = malloc(sizeof *M * (size_t)(m * n)), amax = 0;
+    if (!pr || !M) {
+        free(pr);
+        free(M);
+        return -1;
+    }
     memcpy(M, a, sizeof *M * (size_t)(m * n));
     for (int64_t i = 0; i < m * n; i++)
         amax = fmax(amax, fabs(a[i]));
@@ -766,12 +773,14 @@ static int64_t rank_factor(const double *a, int64_t m, int64_t n, double *u, dou
     for (int64_t c = 0; c < k; c++)
         for (int64_t j = c; j < n; j++)
             v[c * n + pc[j]] = M[c * n + j];
+    free(pr);
+    free(M);
     return k;
 }
 
 /* One layer's factors on the host: A (the outer factor, w1 or w1_a·w1_b), B1, B2. */
 typedef struct kron_layer {
-    double a[64 * 64], u[64 * 64], v[64 * 64];
+    double *a, *u, *v; /* A (a2, a1); its factors U (a2, min), V (min, a1) */
     int64_t a2, a1, k;
     float *b1, *b2; /* (dB2, R), (R, dB1) */
     int64_t db2, db1, r;
@@ -786,10 +795,16 @@ static bool read_layer(kg_ctx *ctx, const kg_module *d, kron_layer *kl)
     const kg_tensor *w1 = ad->w1 ? ad->w1 : ad->w1_a;
     kl->a2 = kg_tensor_dim(w1, 0);
     kl->a1 = ad->w1 ? kg_tensor_dim(w1, 1) : kg_tensor_dim(ad->w1_b, 1);
-    if (kl->a2 > 64 || kl->a1 > 64)
+    if (kl->a2 > 1024 || kl->a1 > 1024) /* elimination costs a2·a1·min(a2, a1) */
         return kg_set_error(ctx, KG_ERR_SHAPE, "kg_model_adapter_to_lora: layer \"%s\": the outer "
-                            "factor is %lld × %lld; expected at most 64 × 64", d->name,
+                            "factor is %lld × %lld; expected at most 1024 × 1024", d->name,
                             (long long)kl->a2, (long long)kl->a1);
+    int64_t mn = kl->a2 < kl->a1 ? kl->a2 : kl->a1;
+    kl->a = malloc(sizeof *kl->a * (size_t)(kl->a2 * kl->a1));
+    kl->u = malloc(sizeof *kl->u * (size_t)(kl->a2 * mn));
+    kl->v = malloc(sizeof *kl->v * (size_t)(mn * kl->a1));
+    if (!kl->a || !kl->u || !kl->v)
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_model_adapter_to_lora: out of host memory");
     float *x = kg_tensor_to_f32(w1), *y = ad->w1 ? NULL : kg_tensor_to_f32(ad->w1_b);
     if (!x || (!ad->w1 && !y)) {
         free(x);
@@ -807,7 +822,8 @@ static bool read_layer(kg_ctx *ctx, const kg_module *d, kron_layer *kl)
         }
     free(x);
     free(y);
-    kl->k = rank_factor(kl->a, kl->a2, kl->a1, kl->u, kl->v);
+    if ((kl->k = rank_factor(kl->a, kl->a2, kl->a1, kl->u, kl->v)) < 0)
+        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_model_adapter_to_lora: out of host memory");
     kl->db2 = kg_tensor_dim(ad->w2_a, 0);
     kl->r = kg_tensor_dim(ad->w2_a, 1);
     kl->db1 = kg_tensor_dim(ad->w2_b, 1);
@@ -900,6 +916,9 @@ bool kg_model_adapter_to_lora(kg_model *m, int64_t *k_out)
                 ok = write_lora(ctx, L.mods[i].lin, &kl[i], K);
     }
     for (int i = 0; kl && i < L.n; i++) {
+        free(kl[i].a);
+        free(kl[i].u);
+        free(kl[i].v);
         free(kl[i].b1);
         free(kl[i].b2);
     }
