@@ -14,6 +14,7 @@
 #include "models/kg_models.h"
 #include "models/kg_peft.h"
 #include "models/kg_chat.h"
+#include "models/kg_export.h"
 #include "train/kg_tasks.h"
 #include "train/kg_train.h"
 #include "train/kg_sft.h"

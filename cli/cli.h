@@ -73,5 +73,6 @@ extern const kg_command kg_cmd_demo;
 extern const kg_command kg_cmd_bench;
 extern const kg_command kg_cmd_bench_generate;
 extern const kg_command kg_cmd_quantize;
+extern const kg_command kg_cmd_export;
 
 #endif

@@ -14,6 +14,7 @@ static const kg_command *const commands[] = {
     &kg_cmd_embed,
     &kg_cmd_eval,
     &kg_cmd_quantize,
+    &kg_cmd_export,
     &kg_cmd_train,
     &kg_cmd_compare,
     &kg_cmd_demo,

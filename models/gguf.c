@@ -23,6 +23,8 @@ typedef struct gguf_kv {
     const uint8_t *value;  /* the value, or an array's first element, in the mapping */
     char *str;             /* strings: a NUL-terminated copy */
     uint64_t *offsets;     /* string arrays: each element's offset from value */
+    const uint8_t *raw;    /* the value as the file encodes it (after the type), for copying */
+    size_t raw_len;
 } gguf_kv;
 
 struct kg_gguf {
@@ -192,8 +194,13 @@ static bool read_metadata(reader *r, kg_gguf *g, uint64_t count)
         if (!(kv->key = copy_str(key, len)))
             return nomem(r);
         snprintf(what, sizeof what, "key \"%.200s\"", kv->key);
-        if (!read_u32(r, &kv->type, what) || !read_value(r, kv, what))
+        if (!read_u32(r, &kv->type, what))
             return false;
+        size_t start = r->pos;
+        if (!read_value(r, kv, what))
+            return false;
+        kv->raw = r->base + start;
+        kv->raw_len = r->pos - start;
     }
     if (!(g->by_key = malloc((size_t)g->n_kv * sizeof *g->by_key + 1)))
         return nomem(r);
@@ -310,6 +317,24 @@ bool kg_weights_meta_num_at(const kg_weights *w, const char *key, int64_t i, dou
     return true;
 }
 
+int kg__gguf_kv_count(const kg_weights *w)
+{
+    return w && w->gguf ? w->gguf->n_kv : 0;
+}
+
+bool kg__gguf_kv_at(const kg_weights *w, int i, const char **key, uint32_t *type,
+                    const uint8_t **raw, size_t *len)
+{
+    if (i < 0 || i >= kg__gguf_kv_count(w))
+        return false;
+    const gguf_kv *kv = &w->gguf->kv[i];
+    *key = kv->key;
+    *type = kv->type;
+    *raw = kv->raw;
+    *len = kv->raw_len;
+    return true;
+}
+
 /* ---- Tensor names --------------------------------------------------------------------------- */
 
 static const char *const global_names[][2] = {
@@ -349,6 +374,36 @@ static char *hf_name(const char *name, const char **block_base)
                 return out;
             }
     return strcpy(out, name);
+}
+
+char *kg__gguf_name(const char *hf, bool *permuted)
+{
+    *permuted = false;
+    const char *dot = strrchr(hf, '.');
+    size_t len = strlen(hf), base_len = dot ? (size_t)(dot - hf) : 0;
+    char *out = dot ? malloc(len + 64) : NULL;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < sizeof global_names / sizeof global_names[0]; i++)
+        if (strlen(global_names[i][1]) == base_len && !strncmp(hf, global_names[i][1], base_len)) {
+            snprintf(out, len + 64, "%s%s", global_names[i][0], dot);
+            return out;
+        }
+    const char *p = "model.layers.";
+    size_t n = strlen(p), d = n;
+    while (strncmp(hf, p, n) == 0 && hf[d] >= '0' && hf[d] <= '9')
+        d++;
+    if (d > n && hf[d] == '.')
+        for (size_t i = 0; i < sizeof block_names / sizeof block_names[0]; i++)
+            if (strlen(block_names[i][1]) == (size_t)(dot - hf) - d - 1 &&
+                !strncmp(hf + d + 1, block_names[i][1], (size_t)(dot - hf) - d - 1)) {
+                snprintf(out, len + 64, "blk.%.*s.%s%s", (int)(d - n), hf + n, block_names[i][0],
+                         dot);
+                *permuted = i < 2; /* attn_q, attn_k */
+                return out;
+            }
+    free(out);
+    return NULL;
 }
 
 /* llama.cpp's converter permutes the dim-0 rows of Llama's Q and K (weights and biases) per

@@ -318,7 +318,7 @@ static bool loadable(const kg_wtype *type, kg_dtype dtype)
 
 /* The file's dim-0 row holding HF row r of a tensor that llama.cpp permuted for RoPE: it
  * stored HF row (h, j, i) = h·D + j·D/2 + i at h·D + 2i + j (REFERENCE §6). */
-static int64_t permuted_row(int64_t r, int64_t rows, int heads)
+int64_t kg__rope_row(int64_t r, int64_t rows, int heads)
 {
     int64_t d = rows / heads, half = d / 2, h = r / d, j = r % d / half, i = r % d % half;
     return h * d + 2 * i + j;
@@ -344,7 +344,7 @@ static void read_elems(const kg_wentry *e, int64_t first, int64_t len, uint8_t *
     int64_t rows = e->shape[0], row = kg__shape_numel(e->ndim, e->shape) / rows;
     size_t row_out = (size_t)row * (type->dequant ? sizeof(float) : (size_t)type->bytes);
     for (int64_t r = first / row; r < (first + len) / row; r++, out += row_out)
-        decode(type, e->data + permuted_row(r, rows, e->perm_heads) * (row / type->block) *
+        decode(type, e->data + kg__rope_row(r, rows, e->perm_heads) * (row / type->block) *
                                    type->bytes, row, out);
 }
 
@@ -361,7 +361,7 @@ static kg_tensor *load_packed_permuted(kg_ctx *ctx, const kg_wentry *e, kg_dtype
     }
     for (int64_t r = 0; r < rows; r++)
         memcpy(buf + (size_t)r * row_bytes,
-               e->data + (size_t)permuted_row(r, rows, e->perm_heads) * row_bytes, row_bytes);
+               e->data + (size_t)kg__rope_row(r, rows, e->perm_heads) * row_bytes, row_bytes);
     kg_tensor *t = kg_from_host(ctx, dtype, e->ndim, e->shape, buf);
     free(buf);
     return t;

@@ -93,6 +93,18 @@ bool kg__safetensors_read(kg_weights *w, int f);
 bool kg__safetensors_read_index(kg_weights *w, const char *path);
 bool kg__gguf_read(kg_weights *w, int f);
 void kg__gguf_free(kg_gguf *g);
+/* GGUF metadata entries in file order, for copying them into another file: the key, the value
+ * type and the value's bytes as the file encodes them (after the type). False past the end. */
+int kg__gguf_kv_count(const kg_weights *w);
+bool kg__gguf_kv_at(const kg_weights *w, int i, const char **key, uint32_t *type,
+                    const uint8_t **raw, size_t *len);
+/* The llama.cpp name of an HF Llama tensor name (malloc'd; the inverse of the reader's table),
+ * with *permuted telling whether llama.cpp stores its dim-0 rows in RoPE order (Q and K); NULL
+ * when the name is not in the table (or out of memory). */
+char *kg__gguf_name(const char *hf, bool *permuted);
+/* The dim-0 row where llama.cpp's converter stores HF row r of a Q or K tensor of `rows` rows
+ * split into `heads` heads (RoPE's adjacent-pair order, REFERENCE §6). */
+int64_t kg__rope_row(int64_t r, int64_t rows, int heads);
 
 /* Elements loaded per upload: bounds the host buffer and the temporary device memory a
  * conversion needs. Tests lower it to run the chunked path on tiny tensors. */
