@@ -739,11 +739,7 @@ bool kg__train_run_trainer(kg_trainer *t, const kg_run_options *opts, kg__run_ev
     int64_t todo = stop > first ? stop - first : 0;
     out->trainable = kg_model_trainable_count(m);
     out->losses = calloc((size_t)(todo > 0 ? todo : 1), sizeof *out->losses);
-    /* The curve: before the first step, after every eval_every-th, and the final eval. */
-    bool curve = eval && lead && opts->eval_every > 0;
-    if (curve)
-        out->curve = calloc((size_t)(todo / opts->eval_every + 2), sizeof *out->curve);
-    if (ok && (!out->losses || (curve && !out->curve)))
+    if (ok && !out->losses)
         ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
     ok = all_ok(ctx, ok, "kg_train_run");
     /* A fresh run's held-out figures before its first step: the baseline of the curve. */
@@ -856,7 +852,15 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
         return false;
     }
     mc_eval_of e = {.task = eval, .limit = opts ? opts->eval_limit : 0};
-    bool ok = kg__train_run_trainer(t, opts, eval ? mc_eval : NULL, &e, out);
+    /* The curve (rank 0's): before the first step, after every eval_every-th, and the final
+     * eval; a resumed run has fewer points than this. */
+    bool ok = true;
+    if (eval && opts && opts->eval_every > 0 && kg_dist_rank() == 0) {
+        out->curve = calloc((size_t)(cfg->steps / opts->eval_every + 2), sizeof *out->curve);
+        ok = out->curve || kg_set_error(m->ctx, KG_ERR_NOMEM, "kg_train_run: out of host memory");
+    }
+    ok = all_ok(m->ctx, ok, "kg_train_run") &&
+         kg__train_run_trainer(t, opts, eval ? mc_eval : NULL, &e, out);
     kg_trainer_free(t);
     return ok;
 }
