@@ -108,7 +108,7 @@ static void print_table(const kg_compare_result *r, const char *model, int64_t s
     if (r->eval_every)
         printf("steps to accuracy %.4f (mean over seeds; scored every %lld steps)\n",
                r->target_acc, (long long)r->eval_every);
-    printf("  %-24s %12s %10s %18s %18s", "configuration", "params", "peak MiB",
+    printf("  %-24s %12s %8s %10s %18s %18s", "configuration", "params", "lr", "peak MiB",
            "step s (±std)", "accuracy (±std)");
     if (norm)
         printf(" %18s", "acc_norm (±std)");
@@ -125,8 +125,8 @@ static void print_table(const kg_compare_result *r, const char *model, int64_t s
         char step[32], acc[32];
         snprintf(step, sizeof step, "%.3f ± %.3f", w->step_seconds_mean, w->step_seconds_std);
         snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_mean, w->acc_std);
-        printf("  %-24s %12s %10.1f %18s %18s", w->label,
-               finetune_count(w->trainable, b, sizeof b), w->peak_mb_mean, step, acc);
+        printf("  %-24s %12s %8.2g %10.1f %18s %18s", w->label,
+               finetune_count(w->trainable, b, sizeof b), w->lr, w->peak_mb_mean, step, acc);
         if (norm) {
             snprintf(acc, sizeof acc, "%.4f ± %.4f", w->acc_norm_mean, w->acc_norm_std);
             printf(" %18s", acc);
@@ -169,6 +169,8 @@ static int run_compare(void *p)
     kg_train_config cfg;
     if (!finetune_config("compare", &o->ft, &cfg))
         return 2;
+    if (o->ft.lr < 0)
+        cfg.lr = 0; /* no --lr: each configuration trains at its adapter's default rate */
     kg_adapter_config configs[16];
     int n = 0;
     for (int i = 0; i < o->config.n; i++) {

@@ -197,6 +197,7 @@ static void test_compare_curves(void **state)
         for (int s = 0; s < 2; s++) /* the last point is the final accuracy */
             assert_true(w->curves[s][2].acc == w->acc[s]);
         assert_false(isnan(w->acc_norm_mean)); /* a decoder has acc_norm */
+        assert_true(w->lr == c.lr); /* a rate given is every configuration's */
     }
     char svg[160], json[160];
     snprintf(svg, sizeof svg, "%s/compare.svg", dir);
@@ -224,12 +225,18 @@ static void test_compare_curves(void **state)
                      r.rows[1].acc_mean) < 1e-8);
     assert_int_equal(json_integer_value(json_object_get(row, "steps_to_target")),
                      r.rows[1].steps_to_target);
+    assert_true(json_number_value(json_object_get(row, "lr")) == c.lr);
     json_decref(j);
     kg_compare_result_free(&r);
-    /* Without curves, the SVG has none. */
-    assert_true(kg_compare_run(ctx, model_path, train, test, &c, configs, 1, 1, false, 0, NULL, 0,
+    /* Without curves, the SVG has none; with lr 0 each configuration trains at its adapter's
+     * default rate, not at one shared rate. */
+    c.lr = 0;
+    assert_true(kg_compare_run(ctx, model_path, train, test, &c, configs, 2, 1, false, 0, NULL, 0,
                                NULL, NULL, NULL, &r));
     assert_null(r.rows[0].curves);
+    assert_true(r.rows[0].lr == kg_train_config_default(KG_ADAPTER_LORA).lr);
+    assert_true(r.rows[1].lr == kg_train_config_default(KG_ADAPTER_KRONLORA).lr);
+    assert_true(r.rows[0].lr != r.rows[1].lr);
     assert_true(kg_compare_write_svg(ctx, &r, svg));
     f = fopen(svg, "r");
     n = fread(text, 1, sizeof text - 1, f);

@@ -171,6 +171,8 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
     for (int s = 0; ok && s < n_seeds; s++) {
         kg_train_config cfg = *base;
         cfg.adapter = row->adapter;
+        cfg.lr = base->lr > 0 ? base->lr : kg_train_config_default(row->adapter.kind).lr;
+        row->lr = cfg.lr;
         cfg.seed = base->seed + (uint64_t)s;
         cfg.adapter.seed = cfg.seed;
         kg_model *m = fresh_model(ctx, path, cfg.seed);
@@ -356,6 +358,8 @@ bool kg_compare_write_json(kg_ctx *ctx, const kg_compare_result *r, const char *
         kg__json_string(f, kg_adapter_kind_name(w->adapter.kind));
         fprintf(f, ", \"rank\": %lld, \"alpha\": ", (long long)w->adapter.rank);
         kg__json_number(f, w->adapter.alpha);
+        fputs(", \"lr\": ", f);
+        kg__json_number(f, w->lr);
         fprintf(f, ", \"kron_a\": \"%lldx%lld\", \"matched\": %s, \"trainable\": %lld, "
                    "\"seeds\": %d, \"acc_mean\": ", (long long)w->adapter.kron_a2,
                 (long long)w->adapter.kron_a1, w->matched ? "true" : "false",

@@ -326,6 +326,7 @@ typedef struct kg_compare_row {
     char label[96];            /* "kronlora r8 A2x4", "lora r8", "lora r3 (matched)" */
     kg_adapter_config adapter; /* targets / modules_to_save: those of the compare's config */
     bool matched;              /* the LoRA whose rank matches the first Kron-LoRA's count */
+    double lr;                 /* the peak learning rate its runs used */
     int64_t trainable;
     int n_seeds;
     double acc_mean, acc_std;  /* over seeds (sample std, n−1) */
@@ -358,7 +359,9 @@ typedef struct kg_compare_result {
 
 /* Load the model fresh for every configuration × seed (seeds cfg->seed .. + n_seeds − 1), attach
  * configs[i] (with the targets and modules_to_save of cfg->adapter), train on train and score
- * eval. When add_matched and a Kron-LoRA configuration is given, a LoRA row is added whose rank
+ * eval. cfg->lr is every configuration's peak rate; 0 gives each configuration its adapter's
+ * default (kg_train_config_default), so a comparison does not train LoRA at Kron-LoRA's rate.
+ * When add_matched and a Kron-LoRA configuration is given, a LoRA row is added whose rank
  * gives the parameter count closest to the first Kron-LoRA's. progress (may be NULL) is told
  * each run's steps. adapter_bits (n_bits of 8 or 4, at most KG_COMPARE_MAX_BITS; NULL for none):
  * each trained adapter is also scored with its factors quantized to those bits
