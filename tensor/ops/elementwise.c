@@ -1,5 +1,5 @@
 /* elementwise.c — elementwise ops: broadcasting binary arithmetic, unary math and activations,
- * masked fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
+ * SwiGLU (silu(gate) ⊙ up fused, with a one-pass backward), masked fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
  * CPU loops read strided and broadcast (stride 0) inputs directly, so no copies are made.
  */
 #include "ops.h"
@@ -67,6 +67,7 @@ static void binary_rows(void *arg, int64_t lo, int64_t hi)
         case KG_OP_MUL: EW_BINARY(x * y) break;
         case KG_OP_DIV: EW_BINARY(x / y) break;
         case KG_OP_EQ: EW_BINARY(x == y ? 1.0f : 0.0f) break;
+        case KG_OP_SWIGLU: EW_BINARY(x / (1.0f + expf(-x)) * y) break; /* as kg_silu, then kg_mul */
         default: KG_ASSERT(!"binary_rows: kg__cpu_binary admits only the ops above"); return;
         }
     }
@@ -82,7 +83,8 @@ static bool not_mine(const kg_opcall *c, const char *kernel)
 bool kg__cpu_binary(const kg_opcall *c)
 {
     switch (c->op) {
-    case KG_OP_ADD: case KG_OP_SUB: case KG_OP_MUL: case KG_OP_DIV: case KG_OP_EQ: break;
+    case KG_OP_ADD: case KG_OP_SUB: case KG_OP_MUL: case KG_OP_DIV: case KG_OP_EQ:
+    case KG_OP_SWIGLU: break;
     default: return not_mine(c, "binary");
     }
     ew_iter it;
@@ -275,6 +277,67 @@ void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
     kg_tensor *x = n->in[0], *s = kg_sigmoid(x); /* s · (1 + x (1 - s)) */
     gin[0] = kg_mul(g, kg_mul(s, kg_add_scalar(kg_mul(x, kg_add_scalar(kg_neg(s), 1.0f)), 1.0f)));
+}
+
+/* ---- SwiGLU: y = silu(gate) ⊙ up, gate and up of one shape ---------------------------------- */
+
+/* The MLP of the Mistral family: unfused it is three passes forward (silu, mul) and six ops in
+ * the backward, each a pass over (B, T, F); fused, one pass each way, and the tape keeps only
+ * gate and up. */
+bool kg__shape_swiglu(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (!kg__same_shape(c->in[0], c->in[1]) || c->in[0]->ndim < 1)
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_swiglu: gate %s and up %s; expected one "
+                            "shape of at least one dimension", KG_DESC(c->in[0]), KG_DESC(c->in[1]));
+    kg__shape_of(c->in[0], s);
+    return true;
+}
+
+kg_tensor *kg_swiglu(kg_tensor *gate, kg_tensor *up)
+{
+    return kg__op(KG_OP_SWIGLU, 2, (kg_tensor *[]){gate, up}, NULL);
+}
+
+/* gate, up, the output's gradient g (one shape, (d0, ...)) → (2·d0, ...): d_gate then d_up,
+ * each a contiguous half, so the backward's two results are slices of one pass's output. */
+bool kg__shape_swiglu_grad(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__shape_swiglu(c, s) || !kg__want_dtype(c, 2, KG_DTYPE_F32))
+        return false;
+    if (!kg__same_shape(c->in[0], c->in[2]))
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_swiglu (backward): the gradient is %s; "
+                            "expected %s", KG_DESC(c->in[2]), KG_DESC(c->in[0]));
+    s->dim[0] *= 2;
+    return true;
+}
+
+static void swiglu_grad_range(void *arg, int64_t lo, int64_t hi)
+{
+    const kg_opcall *c = arg;
+    const float *x = kg_cpu_f32(c->in[0]), *u = kg_cpu_f32(c->in[1]), *g = kg_cpu_f32(c->in[2]);
+    int64_t n = kg_tensor_numel(c->in[0]);
+    float *dgate = kg_cpu_f32(c->out), *dup = dgate + n;
+    for (int64_t i = lo; i < hi; i++) { /* silu' = s·(1 + x·(1 - s)), s = sigmoid(x) */
+        float e = 1.0f + expf(-x[i]), s = 1.0f / e; /* rounded as kg_sigmoid and kg_silu */
+        dgate[i] = g[i] * u[i] * (s * (1.0f + x[i] * (1.0f - s)));
+        dup[i] = g[i] * (x[i] / e);
+    }
+}
+
+bool kg__cpu_swiglu_grad(const kg_opcall *c)
+{
+    kg_cpu_parallel_for(kg_tensor_numel(c->in[0]), 1 << 14, swiglu_grad_range, (void *)c);
+    return true;
+}
+
+void kg__backward_swiglu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *d = kg__op(KG_OP_SWIGLU_GRAD, 3, (kg_tensor *[]){n->in[0], n->in[1], g}, NULL);
+    int64_t d0 = n->in[0]->shape[0];
+    gin[0] = KG_GRAD(n, 0, kg_slice(d, 0, 0, d0));
+    gin[1] = KG_GRAD(n, 1, kg_slice(d, 0, d0, d0));
 }
 
 /* ---- Masked fill ---------------------------------------------------------------------------- */
