@@ -37,6 +37,7 @@
 #define EW_DROPOUT 19
 #define EW_SWIGLU 20      /* silu(a) ⊙ b */
 #define EW_SWIGLU_GRAD 21 /* contiguous a, b, c = gate, up, g: d_gate into dst, d_up after it */
+#define EW_GELU_GRAD 22   /* b·gelu'(a): gelu's backward */
 
 /* reduce.comp */
 #define RED_SUM 1

@@ -67,6 +67,10 @@ void main() {
     case EW_ERF: y = erf_approx(x); break;
     case EW_RELU: y = max(x, 0.0); break;
     case EW_GELU: y = 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); break;
+    case EW_GELU_GRAD: // Φ(x) + x·φ(x)
+        y = b_value(bo) * (0.5 * (erf_approx(0.70710678118654752 * x) + 1.0) +
+                           x * (0.39894228040143268 * exp(-0.5 * (x * x))));
+        break;
     case EW_SILU: y = x / (1.0 + exp(-x)); break;
     case EW_SWIGLU: y = x / (1.0 + exp(-x)) * b_value(bo); break;
     case EW_STEP: y = x > 0.0 ? 1.0 : 0.0; break;

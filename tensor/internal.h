@@ -48,6 +48,7 @@ typedef enum kg_op {
     KG_OP_ERF,
     KG_OP_RELU,
     KG_OP_GELU,
+    KG_OP_GELU_GRAD, /* internal: gelu's backward, g·(Φ(x) + x·φ(x)) in one pass */
     KG_OP_SILU,
     KG_OP_SWIGLU,      /* silu(gate) ⊙ up in one pass */
     KG_OP_SWIGLU_GRAD, /* internal: its backward, d_gate and d_up stacked along dim 0 */

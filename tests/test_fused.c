@@ -1,7 +1,7 @@
 /* test_fused.c — each fused op against the unfused ops it replaces, values and gradients, on
  * shapes that exercise its blocking: kg_linear_log_prob against log_softmax(x·Wᵀ) picked by
  * one_hot; kg_swiglu against silu and mul; kg_softmax_scaled against scale, mask add and a
- * softmax spelled out in exp, max, sum and div. Runs on the CPU backend, or on Vulkan with
+ * softmax spelled out in exp, max, sum and div; gelu's one-pass backward against its ops. Runs on the CPU backend, or on Vulkan with
  * argument "vulkan" (77 without a device).
  */
 #include "kg_test.h"
@@ -159,6 +159,32 @@ static void test_swiglu_rejects_bad_input(void **state)
     kg_ctx_free(ctx);
 }
 
+/* ---- gelu's backward ---- */
+
+/* d loss / dx of loss = Σ gelu(x) ⊙ r through the fused gelu_grad, against the rule written
+ * with the ops it replaced: r·(Φ(x) + x·φ(x)). */
+static void test_gelu_backward_matches_unfused(void **state)
+{
+    (void)state;
+    const int64_t n = backend == KG_BACKEND_CPU ? 3 * 128 * 300 : 2 * 3 * 11;
+    kg_ctx *ctx = kg_ctx_new(backend);
+    kg_tensor *x = kg_uniform(ctx, 2, SHAPE(n / 6, 6), -5.0f, 5.0f, 41);
+    kg_tensor *r = kg_uniform(ctx, 2, SHAPE(n / 6, 6), -1.0f, 1.0f, 42);
+    kg_set_requires_grad(x, true);
+    kg_backward(kg_sum_all(kg_mul(kg_gelu(x), r)));
+    float *got = kg_tensor_to_f32(kg_grad(x));
+    kg_tensor *xc = kg_detach(x);
+    kg_tensor *cdf = kg_scale(kg_add_scalar(kg_erf(kg_scale(xc, 0.70710678118654752f)), 1.0f), 0.5f);
+    kg_tensor *pdf = kg_scale(kg_exp(kg_scale(kg_mul(xc, xc), -0.5f)), 0.39894228040143268f);
+    float *want = kg_tensor_to_f32(kg_mul(r, kg_add(cdf, kg_mul(xc, pdf))));
+    assert_ok(ctx);
+    float tol = backend == KG_BACKEND_CPU ? 0.0f : 1e-6f; /* the CPU rounds as the ops did */
+    assert_close(got, want, n, tol, tol, "gelu'(x)·g");
+    free(got);
+    free(want);
+    kg_ctx_free(ctx);
+}
+
 /* ---- softmax(scale·s + mask) ---- */
 
 /* Attention's scores s (B, H, T, T) under a causal and padding mask (B, 1, T, T), scale 1/√8:
@@ -231,6 +257,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_swiglu_matches_unfused),
         cmocka_unit_test(test_swiglu_rejects_bad_input),
         cmocka_unit_test(test_softmax_scaled_matches_unfused),
+        cmocka_unit_test(test_gelu_backward_matches_unfused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

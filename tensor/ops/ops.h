@@ -50,7 +50,8 @@ void kg__backward_erf(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_relu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_gelu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
-bool kg__shape_swiglu(const kg_opcall *c, kg_shape *s); /* its CPU kernel: kg__cpu_binary */
+/* Two f32 inputs of one shape (swiglu, gelu_grad; their CPU kernel: kg__cpu_binary). */
+bool kg__shape_same_pair(const kg_opcall *c, kg_shape *s);
 void kg__backward_swiglu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 bool kg__shape_swiglu_grad(const kg_opcall *c, kg_shape *s);
 bool kg__cpu_swiglu_grad(const kg_opcall *c);

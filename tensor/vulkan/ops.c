@@ -126,6 +126,7 @@ static uint32_t ew_mode(kg_op op)
     case KG_OP_STEP: return EW_STEP;
     case KG_OP_DROPOUT: return EW_DROPOUT;
     case KG_OP_SWIGLU: return EW_SWIGLU;
+    case KG_OP_GELU_GRAD: return EW_GELU_GRAD;
     case KG_OP_SWIGLU_GRAD: return EW_SWIGLU_GRAD;
     default: return 0;
     }
