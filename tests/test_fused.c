@@ -189,8 +189,8 @@ static void test_gelu_backward_matches_unfused(void **state)
 
 /* Attention's scores s (B, H, T, T) under a causal and padding mask (B, 1, T, T), scale 1/√8:
  * y, then ds of loss = Σ y ⊙ r. form 0: fused; 1: scale, add, then softmax spelled out as
- * exp(z - max) / Σ exp(z - max) (every op but softmax's own); 2: kg_softmax(kg_scale(s), mask),
- * the ops attention called before. */
+ * exp(z - max) / Σ exp(z - max) (every op but softmax's own); 2: kg_scale, kg_add, then
+ * kg_softmax unmasked: the ops attention called before. */
 static void run_softmax(kg_ctx *ctx, int form, const int32_t *keep, int64_t B, int64_t H,
                         int64_t T, float **y_out, float **ds_out)
 {
@@ -207,7 +207,7 @@ static void run_softmax(kg_ctx *ctx, int form, const int32_t *keep, int64_t B, i
         kg_tensor *e = kg_exp(kg_sub(z, kg_max(z, -1, true)));
         y = kg_div(e, kg_sum(e, -1, true));
     } else {
-        y = kg_softmax(kg_scale(s, scale), mask);
+        y = kg_softmax(kg_add(kg_scale(s, scale), mask), NULL);
     }
     kg_tensor *r = kg_uniform(ctx, 4, SHAPE(B, H, T, T), -1.0f, 1.0f, 32);
     kg_backward(kg_sum_all(kg_mul(y, r)));
@@ -240,8 +240,8 @@ static void test_softmax_scaled_matches_unfused(void **state)
     /* against the ops attention called before (decode keeps its values): bit for bit on the
      * CPU, where the fused kernel rounds scale·s, then + mask, as kg_scale and kg_add did */
     float tol = backend == KG_BACKEND_CPU ? 0.0f : 1e-6f;
-    assert_close(y[0], y[2], n, tol, tol, "softmax against kg_softmax(kg_scale)");
-    assert_close(ds[0], ds[2], n, 1e-7f, 1e-5f, "ds against kg_softmax(kg_scale)");
+    assert_close(y[0], y[2], n, tol, tol, "softmax against kg_softmax(kg_scale + mask)");
+    assert_close(ds[0], ds[2], n, 1e-7f, 1e-5f, "ds against kg_softmax(kg_scale + mask)");
     for (int f = 0; f < 3; f++)
         free(y[f]), free(ds[f]);
     kg_ctx_free(ctx);

@@ -187,11 +187,15 @@ static void softmax_rows(void *arg, int64_t lo, int64_t hi)
             continue;
         }
         double sum = 0.0;
-        for (int64_t k = 0; k < j->C; k++)
-            sum += expf(x[k] - mx);
+        for (int64_t k = 0; k < j->C; k++) { /* x may be y itself: each read before written */
+            float e = expf(x[k] - mx);
+            sum += e;
+            if (!log_form)
+                y[k] = e; /* kept, so each entry's expf runs once */
+        }
         float lse = (float)log(sum), inv = (float)(1.0 / sum);
-        for (int64_t k = 0; k < j->C; k++) /* x may be y itself: each entry read before written */
-            y[k] = log_form ? x[k] - mx - lse : expf(x[k] - mx) * inv;
+        for (int64_t k = 0; k < j->C; k++)
+            y[k] = log_form ? x[k] - mx - lse : y[k] * inv;
     }
 }
 
