@@ -1,7 +1,7 @@
 /* attention.c — multi-head attention as HF's eager implementation computes it: projections,
  * optional rotate-half RoPE, grouped key/value heads serving their query heads (repeat_kv's
- * result, without its copies), softmax of the scaled scores plus an additive mask (dropout on
- * it while training), output projection. Also the masks (padding, causal, sliding window) and the KV cache generation
+ * result, without its copies), softmax of the scaled scores plus an additive mask in one op
+ * (dropout on it while training), output projection. Also the masks (padding, causal, sliding window) and the KV cache generation
  * reuses keys and values from.
  */
 #include "kg_nn.h"
@@ -179,9 +179,9 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
     q = kg_reshape(q, 4, (int64_t[]){B, Hkv, G * T, D});
     kg_tensor *scores = kg_matmul_t(q, k, false, true); /* (B, Hkv, G·T, S) */
     scores = kg_reshape(scores, 4, (int64_t[]){B, H, T, S});
-    if (!a->scale_query)
-        scores = kg_scale(scores, scale);
-    kg_tensor *probs = kg_mode_dropout(a->mode, kg_softmax(scores, mask), a->dropout);
+    /* softmax(scale·scores + mask) in one op, as the scale and add would round it */
+    kg_tensor *probs = kg_softmax_scaled(scores, a->scale_query ? 1.0f : scale, mask);
+    probs = kg_mode_dropout(a->mode, probs, a->dropout);
     kg_tensor *out = kg_matmul(kg_reshape(probs, 4, (int64_t[]){B, Hkv, G * T, S}), v);
     out = kg_reshape(kg_transpose(kg_reshape(out, 4, (int64_t[]){B, H, T, D}), 1, 2), 3,
                      (int64_t[]){B, T, H * D});

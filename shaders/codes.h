@@ -35,6 +35,9 @@
 #define EW_SILU 17
 #define EW_STEP 18
 #define EW_DROPOUT 19
+#define EW_SWIGLU 20      /* silu(a) ⊙ b */
+#define EW_SWIGLU_GRAD 21 /* contiguous a, b, c = gate, up, g: d_gate into dst, d_up after it */
+#define EW_GELU_GRAD 22   /* b·gelu'(a): gelu's backward */
 
 /* reduce.comp */
 #define RED_SUM 1
@@ -49,6 +52,7 @@
 #define ROW_CE_MEAN 6       /* the mean of those losses over the valid rows */
 #define ROW_LOG_PROB 7      /* each row's log-softmax at its target (linear_log_prob) */
 #define ROW_LOG_PROB_GRAD 8 /* g·(onehot - softmax) of each row, weight = g (its backward) */
+#define ROW_SOFTMAX_GRAD 9  /* scale·y ⊙ (g - Σ g⊙y), x = y, weight = g */
 
 /* gather.comp */
 #define GA_EMBEDDING 1

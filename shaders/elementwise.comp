@@ -1,6 +1,7 @@
 #version 450
 // elementwise.comp — every elementwise op, unary and binary, on strided and broadcast inputs
-// (stride 0) into a contiguous output. One invocation per output element.
+// (stride 0) into a contiguous output. One invocation per output element (swiglu_grad: per
+// input element, writing its two gradients).
 // Push constants: ew_push (push.h).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
@@ -43,6 +44,12 @@ void main() {
              int(i3) * pc.b_stride[3];
     float x = F32(pc.a).v[ao];
     float y;
+    if (pc.mode == EW_SWIGLU_GRAD) { // silu' = s·(1 + x·(1 - s)); the inputs are contiguous
+        float u = b_value(int(i)), g = F32(pc.c).v[i], e = 1.0 + exp(-x), s = 1.0 / e;
+        F32(pc.dst).v[i] = g * u * (s * (1.0 + x * (1.0 - s)));
+        F32(pc.dst).v[pc.n + i] = g * (x / e);
+        return;
+    }
     switch (pc.mode) {
     case EW_ADD: y = x + b_value(bo); break;
     case EW_SUB: y = x - b_value(bo); break;
@@ -60,7 +67,12 @@ void main() {
     case EW_ERF: y = erf_approx(x); break;
     case EW_RELU: y = max(x, 0.0); break;
     case EW_GELU: y = 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); break;
+    case EW_GELU_GRAD: // Φ(x) + x·φ(x)
+        y = b_value(bo) * (0.5 * (erf_approx(0.70710678118654752 * x) + 1.0) +
+                           x * (0.39894228040143268 * exp(-0.5 * (x * x))));
+        break;
     case EW_SILU: y = x / (1.0 + exp(-x)); break;
+    case EW_SWIGLU: y = x / (1.0 + exp(-x)) * b_value(bo); break;
     case EW_STEP: y = x > 0.0 ? 1.0 : 0.0; break;
     case EW_DROPOUT: y = kg_uniform01(pc.seed, uint64_t(i)) >= pc.p ? x / (1.0 - pc.p) : 0.0; break;
     default: y = bad_mode(pc.status, pc.op, pc.mode); break;

@@ -43,6 +43,7 @@ KG_PUSH_FITS(cast_push)
 /* elementwise.comp: out (contiguous) = mode(a, b), a and b read through strides (0 broadcasts) */
 KG_PUSH(ew_push) {
     uint64_t dst, a, b, status; /* b: the second operand, or masked_fill's mask */
+    uint64_t c;                 /* swiglu_grad: the output's gradient (a: gate, b: up) */
     uint64_t seed;              /* dropout */
     uint32_t mode;              /* EW_* */
     uint32_t dim[4];            /* out's sizes, padded to 4 */
@@ -95,14 +96,19 @@ KG_PUSH_FITS(kron_linear_push)
 
 /* rows.comp: one workgroup per row of x (rows, C) */
 KG_PUSH(rows_push) {
-    uint64_t dst, x, weight, bias; /* weight and bias: the norms' (0 when absent) */
+    uint64_t dst, x, weight, bias; /* weight and bias: the norms' (0 when absent); weight: the
+                                    * gradient g of ROW_LOG_PROB_GRAD and ROW_SOFTMAX_GRAD */
     uint64_t targets, status;      /* cross entropy */
+    uint64_t mask;                 /* softmax: the additive mask (0 when absent) */
     uint32_t mode;                 /* ROW_* */
     uint32_t rows, C;
     uint32_t rms;                  /* the norms: RMS norm (no mean) */
     float eps;
     int32_t ignore_index;
     uint32_t op;
+    float scale;                   /* softmax: of x, before the mask; its gradient's */
+    uint32_t dim1, dim2;           /* softmax: x's sizes padded to 4 (dims 1, 2: a row's index) */
+    int32_t mask_stride[4];        /* softmax: the mask's strides against them (0 broadcasts) */
 };
 KG_PUSH_FITS(rows_push)
 

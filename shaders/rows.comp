@@ -1,6 +1,6 @@
 #version 450
 // rows.comp — ops over the last axis, one workgroup per row, with shared-memory reductions:
-// softmax, log_softmax, layer_norm, rms_norm, norm_stats (the statistics the norms' backward
+// softmax (of scale·x + mask, and its backward), log_softmax, layer_norm, rms_norm, norm_stats (the statistics the norms' backward
 // uses), cross entropy (per-row losses, then a final one-workgroup mean), and the
 // log-probability at each row's target with its backward (linear_log_prob).
 // Push constants: rows_push (push.h).
@@ -59,24 +59,42 @@ void cross_entropy_mean() {
         F32(pc.dst).v[0] = n > 0.0 ? s / n : 0.0;
 }
 
+// The current row's first mask element (softmax with a mask), set by softmax_row.
+int mask_base = 0;
+
+// Entry k of the row at base as the op sees it: softmax's scale·x + mask, else x itself.
+float row_x(uint base, uint k) {
+    float v = F32(pc.x).v[base + k];
+    if (pc.mode != ROW_SOFTMAX)
+        return v;
+    v = pc.scale * v;
+    if (pc.mask != 0ul)
+        v += F32(pc.mask).v[mask_base + int(k) * pc.mask_stride[3]];
+    return v;
+}
+
 // The row's max and Σ exp(x - max): softmax, log_softmax and cross entropy start here.
 vec2 max_and_sum(uint base) {
     uint t = gl_LocalInvocationID.x;
-    F32 x = F32(pc.x);
     float mx = NEG_INF;
     for (uint k = t; k < pc.C; k += WG)
-        mx = max(mx, x.v[base + k]);
+        mx = max(mx, row_x(base, k));
     mx = reduce_max(mx);
     float s = 0.0;
     if (mx != NEG_INF) // every entry masked: no sum (the callers handle it)
         for (uint k = t; k < pc.C; k += WG)
-            s += exp(x.v[base + k] - mx);
+            s += exp(row_x(base, k) - mx);
     return vec2(mx, reduce_sum(s));
 }
 
 void softmax_row(uint row, bool log_form) {
     uint t = gl_LocalInvocationID.x, base = row * pc.C;
-    F32 x = F32(pc.x), dst = F32(pc.dst);
+    F32 dst = F32(pc.dst);
+    if (pc.mask != 0ul) {
+        uint i2 = row % pc.dim2, i1 = (row / pc.dim2) % pc.dim1, i0 = row / (pc.dim2 * pc.dim1);
+        mask_base = int(i0) * pc.mask_stride[0] + int(i1) * pc.mask_stride[1] +
+                    int(i2) * pc.mask_stride[2];
+    }
     vec2 ms = max_and_sum(base);
     if (ms.x == NEG_INF) { // every entry masked: zeros (log: -inf), as the CPU kernel
         for (uint k = t; k < pc.C; k += WG)
@@ -85,9 +103,21 @@ void softmax_row(uint row, bool log_form) {
     }
     float lse = log(ms.y), inv = 1.0 / ms.y;
     for (uint k = t; k < pc.C; k += WG) {
-        float v = x.v[base + k] - ms.x;
+        float v = row_x(base, k) - ms.x;
         dst.v[base + k] = log_form ? v - lse : exp(v) * inv;
     }
+}
+
+// softmax's backward over y = x: scale·y ⊙ (g - Σ g⊙y), g = weight.
+void softmax_grad_row(uint row) {
+    uint t = gl_LocalInvocationID.x, base = row * pc.C;
+    F32 y = F32(pc.x), g = F32(pc.weight), dst = F32(pc.dst);
+    float dot = 0.0;
+    for (uint k = t; k < pc.C; k += WG)
+        dot += g.v[base + k] * y.v[base + k];
+    dot = reduce_sum(dot);
+    for (uint k = t; k < pc.C; k += WG)
+        dst.v[base + k] = pc.scale * (y.v[base + k] * (g.v[base + k] - dot));
 }
 
 // dst[row] = the row's loss and dst[rows + row] = 1, or both 0 for the ignore index.
@@ -226,6 +256,7 @@ void main() {
     case ROW_CROSS_ENTROPY: cross_entropy_row(row); break;
     case ROW_LOG_PROB: log_prob_row(row); break;
     case ROW_LOG_PROB_GRAD: log_prob_grad_row(row); break;
+    case ROW_SOFTMAX_GRAD: softmax_grad_row(row); break;
     default: // the output's layout is the mode's too: report only
         if (gl_LocalInvocationID.x == 0)
             bad_mode(pc.status, pc.op, pc.mode);

@@ -48,7 +48,10 @@ typedef enum kg_op {
     KG_OP_ERF,
     KG_OP_RELU,
     KG_OP_GELU,
+    KG_OP_GELU_GRAD, /* internal: gelu's backward, g·(Φ(x) + x·φ(x)) in one pass */
     KG_OP_SILU,
+    KG_OP_SWIGLU,      /* silu(gate) ⊙ up in one pass */
+    KG_OP_SWIGLU_GRAD, /* internal: its backward, d_gate and d_up stacked along dim 0 */
     KG_OP_STEP,
     KG_OP_EQ,
     KG_OP_MASKED_FILL,
@@ -67,6 +70,7 @@ typedef enum kg_op {
     KG_OP_SCATTER_ADD_ROWS,
     KG_OP_SOFTMAX,
     KG_OP_LOG_SOFTMAX,
+    KG_OP_SOFTMAX_GRAD, /* internal: softmax's backward in one pass over each row */
     KG_OP_LAYER_NORM,
     KG_OP_RMS_NORM,
     KG_OP_NORM_STATS, /* internal: the per-row mean and 1/std a norm's backward uses */
@@ -90,6 +94,7 @@ typedef union kg_opparams {
     struct { kg_dtype dtype; } cast;
     struct { float scale, shift; } affine;            /* scale: scale·x + shift */
     struct { float value; } fill;                     /* masked_fill */
+    struct { float scale; } softmax;                  /* softmax(scale·x + mask), its grad */
     struct { float p; uint64_t seed; } dropout;
     struct { int axis, keepdim, user_axis; } reduce;  /* axis made non-negative; as given */
     struct { bool trans_a, trans_b; } matmul;

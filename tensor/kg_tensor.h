@@ -270,6 +270,9 @@ kg_tensor *kg_erf(kg_tensor *x);
 kg_tensor *kg_relu(kg_tensor *x);
 kg_tensor *kg_gelu(kg_tensor *x); /* exact: x·Φ(x) with the erf form, as HF's "gelu" */
 kg_tensor *kg_silu(kg_tensor *x);
+/* SwiGLU's product silu(gate) ⊙ up in one pass, gate and up of one shape (the Mistral
+ * family's MLP); its backward gives both gradients in one pass too. */
+kg_tensor *kg_swiglu(kg_tensor *gate, kg_tensor *up);
 /* Not differentiable (their gradient is zero almost everywhere): */
 kg_tensor *kg_step(kg_tensor *x);              /* 1 where x > 0, else 0 */
 kg_tensor *kg_eq(kg_tensor *a, kg_tensor *b);  /* 1 where a == b, else 0 */
@@ -314,6 +317,10 @@ kg_tensor *kg_scatter_add_rows(kg_tensor *src, kg_tensor *ids, int64_t rows);
 /* Softmax over the last axis of x + mask (mask may be NULL; it broadcasts to x; -inf masks).
  * A row masked entirely gives zeros, not NaN. */
 kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask);
+/* softmax(scale·x + mask) in one pass (attention's scaled, masked scores), rounded as
+ * kg_softmax(kg_scale(x, scale), mask); x has at most 4 dims when masked. Its backward is one
+ * pass too. */
+kg_tensor *kg_softmax_scaled(kg_tensor *x, float scale, kg_tensor *mask);
 kg_tensor *kg_log_softmax(kg_tensor *x);
 /* Normalize over the last axis (C): (x - mean)/√(var + eps)·weight + bias, with the biased
  * variance as torch. weight and bias (C) may each be NULL. */

@@ -62,6 +62,17 @@ static kg_tensor *f_matmul_q(kg_tensor **x, void *a)
 static kg_tensor *f_softmax(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], NULL); }
 static kg_tensor *f_softmax_mask(kg_tensor **x, void *a) { (void)a; return kg_softmax(x[0], x[1]); }
 static kg_tensor *f_log_softmax(kg_tensor **x, void *a) { (void)a; return kg_log_softmax(x[0]); }
+/* attention's softmax(scale·s + mask): a causal mask (-inf above the diagonal) made here, an
+ * additive mask given as input 1 (which may want its own gradient), or none */
+static kg_tensor *f_softmax_causal(kg_tensor **x, void *a)
+{
+    (void)a;
+    int64_t T = kg_tensor_dim(x[0], -1);
+    return kg_softmax_scaled(x[0], 0.35f, kg_attention_mask(kg_tensor_ctx(x[0]), NULL, T, 0, true, 0));
+}
+static kg_tensor *f_softmax_scaled(kg_tensor **x, void *a) { (void)a; return kg_softmax_scaled(x[0], 1.7f, x[1]); }
+static kg_tensor *f_softmax_scaled_plain(kg_tensor **x, void *a) { (void)a; return kg_softmax_scaled(x[0], -1.5f, NULL); }
+static kg_tensor *f_swiglu(kg_tensor **x, void *a) { (void)a; return kg_swiglu(x[0], x[1]); }
 static kg_tensor *f_layer_norm(kg_tensor **x, void *a) { (void)a; return kg_layer_norm(x[0], x[1], x[2], 1e-5f); }
 static kg_tensor *f_layer_norm_plain(kg_tensor **x, void *a) { (void)a; return kg_layer_norm(x[0], NULL, NULL, 1e-5f); }
 static kg_tensor *f_rms_norm(kg_tensor **x, void *a) { (void)a; return kg_rms_norm(x[0], x[1], 1e-6f); }
@@ -125,6 +136,12 @@ static void cases_unary_ops(check_fn check)
         a[0].ndim = 3, a[0].shape[0] = 2, a[0].shape[1] = 3, a[0].shape[2] = 2;
         check(cases[k].name, cases[k].f, NULL, 1, a, 30 + k);
     }
+    gc_input sw[] = {{.dtype = KG_DTYPE_F32, .ndim = 3, .shape = {2, 3, 5}, .grad = true,
+                      .lo = -4, .hi = 4}, F32(3, 2, 3, 5)};
+    check("swiglu", f_swiglu, NULL, 2, sw, 28);
+    sw[0].transposed = true; /* a strided gate; up a constant (no gradient asked for) */
+    sw[1].grad = false;
+    check("swiglu strided", f_swiglu, NULL, 2, sw, 29);
 }
 
 static void cases_reductions(check_fn check)
@@ -188,6 +205,12 @@ static void cases_softmax_family(check_fn check)
     check("softmax masked", f_softmax_mask, NULL, 2, m, 62);
     gc_input t[] = {F32T(2, 4, 5)};
     check("softmax strided", f_softmax, NULL, 1, t, 63);
+    gc_input c[] = {F32(4, 2, 3, 4, 4)};
+    check("softmax scaled causal", f_softmax_causal, NULL, 1, c, 64);
+    gc_input pad[] = {F32(4, 2, 2, 3, 5), F32(4, 2, 1, 1, 5)}; /* (B, 1, 1, S), differentiated */
+    check("softmax scaled masked", f_softmax_scaled, NULL, 2, pad, 65);
+    gc_input pt[] = {F32T(2, 4, 5)};
+    check("softmax scaled strided", f_softmax_scaled_plain, NULL, 1, pt, 66);
 }
 
 static void cases_norms(check_fn check)

@@ -76,6 +76,20 @@ bool kg_cpu_gemv_supports(kg_dtype dtype);
 void kg_cpu_gemv(kg_dtype dtype, const void *w, int64_t N, int64_t K, const float *x, float *y);
 const char *kg_cpu_gemv_isa(void);
 
+/* The fused LM head's passes over a row of logits (exp_rows.c): its max, Σ_k e^(z[k] - m), and
+ * z[k] ← g·e^(z[k] - shift). One polynomial e^x (~2 ulp for x <= 0; e^-87 below -87), in two
+ * implementations: KG_EXP_SCALAR, portable, and KG_EXP_AVX512, 16 lanes with fused
+ * multiply-adds (which round once where the portable loop rounds twice: the two differ by a few
+ * ulp, tests/test_exp_rows.c bounds it). kg_cpu_exp_path gives the best one this CPU runs
+ * (detected at run time); KG_EXP_PATH=scalar in the environment, or kg_cpu_exp_cap (tests),
+ * allows no better one than named. */
+typedef enum kg_exp_path { KG_EXP_SCALAR, KG_EXP_AVX512 } kg_exp_path;
+kg_exp_path kg_cpu_exp_path(void);
+void kg_cpu_exp_cap(kg_exp_path cap);
+float kg_cpu_row_max(kg_exp_path path, const float *z, int64_t n);
+float kg_cpu_sum_exp(kg_exp_path path, const float *z, int64_t n, float m);
+void kg_cpu_scale_exp(kg_exp_path path, float *z, int64_t n, float shift, float g);
+
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 

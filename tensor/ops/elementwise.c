@@ -1,5 +1,6 @@
 /* elementwise.c — elementwise ops: broadcasting binary arithmetic, unary math and activations,
- * masked fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
+ * SwiGLU (silu(gate) ⊙ up fused, with a one-pass backward), gelu's one-pass backward, masked
+ * fill and dropout. Each op's scalar function, CPU loop and backward rule are here; the
  * CPU loops read strided and broadcast (stride 0) inputs directly, so no copies are made.
  */
 #include "ops.h"
@@ -46,6 +47,17 @@ static int64_t ew_grain(const ew_iter *it) { return 1 + (1 << 14) / (it->dim[3] 
 
 /* ---- Binary ops ----------------------------------------------------------------------------- */
 
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT2PI 0.39894228040143268f
+
+/* gelu'(x) = Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(-x²/2)/√(2π), rounded as the
+ * unfused rule's ops (scale, erf, add_scalar, scale; mul, scale, exp, scale) rounded it. */
+static inline float gelu_slope(float x)
+{
+    float cdf = 0.5f * (erff(INV_SQRT2 * x) + 1.0f), pdf = INV_SQRT2PI * expf(-0.5f * (x * x));
+    return cdf + x * pdf;
+}
+
 /* One loop per op, so the compiler inlines and vectorizes each body (a call through a function
  * pointer per element would stop both). a and b step by sa and sb: 1, or 0 when broadcast. */
 #define EW_BINARY(expr)                                                                         \
@@ -67,6 +79,8 @@ static void binary_rows(void *arg, int64_t lo, int64_t hi)
         case KG_OP_MUL: EW_BINARY(x * y) break;
         case KG_OP_DIV: EW_BINARY(x / y) break;
         case KG_OP_EQ: EW_BINARY(x == y ? 1.0f : 0.0f) break;
+        case KG_OP_SWIGLU: EW_BINARY(x / (1.0f + expf(-x)) * y) break; /* as kg_silu, then kg_mul */
+        case KG_OP_GELU_GRAD: EW_BINARY(y * gelu_slope(x)) break;
         default: KG_ASSERT(!"binary_rows: kg__cpu_binary admits only the ops above"); return;
         }
     }
@@ -82,7 +96,8 @@ static bool not_mine(const kg_opcall *c, const char *kernel)
 bool kg__cpu_binary(const kg_opcall *c)
 {
     switch (c->op) {
-    case KG_OP_ADD: case KG_OP_SUB: case KG_OP_MUL: case KG_OP_DIV: case KG_OP_EQ: break;
+    case KG_OP_ADD: case KG_OP_SUB: case KG_OP_MUL: case KG_OP_DIV: case KG_OP_EQ:
+    case KG_OP_SWIGLU: case KG_OP_GELU_GRAD: break;
     default: return not_mine(c, "binary");
     }
     ew_iter it;
@@ -135,9 +150,6 @@ kg_tensor *kg_div(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_DIV, 2, (kg_
 kg_tensor *kg_eq(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_EQ, 2, (kg_tensor *[]){a, b}, NULL); }
 
 /* ---- Unary ops ------------------------------------------------------------------------------ */
-
-#define INV_SQRT2 0.70710678118654752f
-#define INV_SQRT2PI 0.39894228040143268f
 
 #define EW_UNARY(expr)                                                                          \
     for (int64_t j = 0; j < n; j++) {                                                          \
@@ -265,16 +277,78 @@ void kg__backward_relu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 
 void kg__backward_gelu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
-    kg_tensor *x = n->in[0]; /* Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(-x²/2)/√(2π) */
-    kg_tensor *cdf = kg_scale(kg_add_scalar(kg_erf(kg_scale(x, INV_SQRT2)), 1.0f), 0.5f);
-    kg_tensor *pdf = kg_scale(kg_exp(kg_scale(kg_mul(x, x), -0.5f)), INV_SQRT2PI);
-    gin[0] = kg_mul(g, kg_add(cdf, kg_mul(x, pdf)));
+    /* g·gelu'(x) in one pass (gelu_slope): unfused, nine ops over the (B, T, 4C) activations */
+    gin[0] = kg__op(KG_OP_GELU_GRAD, 2, (kg_tensor *[]){n->in[0], g}, NULL);
 }
 
 void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
 {
     kg_tensor *x = n->in[0], *s = kg_sigmoid(x); /* s · (1 + x (1 - s)) */
     gin[0] = kg_mul(g, kg_mul(s, kg_add_scalar(kg_mul(x, kg_add_scalar(kg_neg(s), 1.0f)), 1.0f)));
+}
+
+/* ---- SwiGLU: y = silu(gate) ⊙ up, gate and up of one shape ---------------------------------- */
+
+/* The MLP of the Mistral family: unfused it is three passes forward (silu, mul) and six ops in
+ * the backward, each a pass over (B, T, F); fused, one pass each way, and the tape keeps only
+ * gate and up. */
+bool kg__shape_same_pair(const kg_opcall *c, kg_shape *s)
+{
+    bool swiglu = c->op != KG_OP_GELU_GRAD;
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (!kg__same_shape(c->in[0], c->in[1]) || c->in[0]->ndim < 1)
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_%s: %s %s and %s %s; expected one shape of "
+                            "at least one dimension", swiglu ? "swiglu" : "gelu (backward)",
+                            swiglu ? "gate" : "x", KG_DESC(c->in[0]), swiglu ? "up" : "gradient",
+                            KG_DESC(c->in[1]));
+    kg__shape_of(c->in[0], s);
+    return true;
+}
+
+kg_tensor *kg_swiglu(kg_tensor *gate, kg_tensor *up)
+{
+    return kg__op(KG_OP_SWIGLU, 2, (kg_tensor *[]){gate, up}, NULL);
+}
+
+/* gate, up, the output's gradient g (one shape, (d0, ...)) → (2·d0, ...): d_gate then d_up,
+ * each a contiguous half, so the backward's two results are slices of one pass's output. */
+bool kg__shape_swiglu_grad(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__shape_same_pair(c, s) || !kg__want_dtype(c, 2, KG_DTYPE_F32))
+        return false;
+    if (!kg__same_shape(c->in[0], c->in[2]))
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_swiglu (backward): the gradient is %s; "
+                            "expected %s", KG_DESC(c->in[2]), KG_DESC(c->in[0]));
+    s->dim[0] *= 2;
+    return true;
+}
+
+static void swiglu_grad_range(void *arg, int64_t lo, int64_t hi)
+{
+    const kg_opcall *c = arg;
+    const float *x = kg_cpu_f32(c->in[0]), *u = kg_cpu_f32(c->in[1]), *g = kg_cpu_f32(c->in[2]);
+    int64_t n = kg_tensor_numel(c->in[0]);
+    float *dgate = kg_cpu_f32(c->out), *dup = dgate + n;
+    for (int64_t i = lo; i < hi; i++) { /* silu' = s·(1 + x·(1 - s)), s = sigmoid(x) */
+        float e = 1.0f + expf(-x[i]), s = 1.0f / e; /* rounded as kg_sigmoid and kg_silu */
+        dgate[i] = g[i] * u[i] * (s * (1.0f + x[i] * (1.0f - s)));
+        dup[i] = g[i] * (x[i] / e);
+    }
+}
+
+bool kg__cpu_swiglu_grad(const kg_opcall *c)
+{
+    kg_cpu_parallel_for(kg_tensor_numel(c->in[0]), 1 << 14, swiglu_grad_range, (void *)c);
+    return true;
+}
+
+void kg__backward_swiglu(const kg_node *n, kg_tensor *g, kg_tensor **gin)
+{
+    kg_tensor *d = kg__op(KG_OP_SWIGLU_GRAD, 3, (kg_tensor *[]){n->in[0], n->in[1], g}, NULL);
+    int64_t d0 = n->in[0]->shape[0];
+    gin[0] = KG_GRAD(n, 0, kg_slice(d, 0, 0, d0));
+    gin[1] = KG_GRAD(n, 1, kg_slice(d, 0, d0, d0));
 }
 
 /* ---- Masked fill ---------------------------------------------------------------------------- */

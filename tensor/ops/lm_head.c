@@ -3,7 +3,8 @@
  * exist. As Liger Kernel's fused linear cross entropy does, the forward also forms the input's
  * gradient while each block's logits are at hand: dy_i/dx_i = (onehot(t_i) - p_i)·W, so the
  * backward of x is a per-row scale, and the LM head costs two GEMM passes, not three. W's own
- * gradient (a trained head) recomputes each block's logits in the backward.
+ * gradient (a trained head) recomputes each block's logits in the backward. The rows' max and
+ * exp passes are cpu/exp_rows.c's (AVX-512 where the CPU has it).
  */
 #include "ops.h"
 #include "../cpu/cpu.h"
@@ -13,50 +14,6 @@
 
 /* Logits per row block: 4 Mi floats (16 MiB; 85 rows of a 49,152-token vocabulary). */
 #define LP_BLOCK_FLOATS (1 << 22)
-/* Lanes of the row sums: a fixed-width inner loop the compiler turns into vector code. */
-#define LP_LANES 16
-
-/* e^x for x <= 0 to ~2 ulp (Cephes' polynomial on x - n·ln 2, times 2^n): libm's expf is a call
- * per element, which does not vectorize and costs more than the GEMM's share per logit. */
-static inline float lp_exp(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    float n = floorf(x * 1.44269504f + 0.5f);
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { float f; int32_t i; } two = {.i = ((int32_t)n + 127) << 23};
-    return p * two.f;
-}
-
-/* Σ_k e^(z[k] - m) over n entries. */
-static float lp_sum_exp(const float *z, int64_t n, float m)
-{
-    float acc[LP_LANES] = {0};
-    int64_t k = 0;
-    for (; k + LP_LANES <= n; k += LP_LANES)
-        for (int j = 0; j < LP_LANES; j++)
-            acc[j] += lp_exp(z[k + j] - m);
-    float s = 0.0f;
-    for (; k < n; k++)
-        s += lp_exp(z[k] - m);
-    for (int j = 0; j < LP_LANES; j++)
-        s += acc[j];
-    return s;
-}
-
-static float lp_max(const float *z, int64_t n)
-{
-    float m = -INFINITY;
-    for (int64_t k = 0; k < n; k++)
-        m = z[k] > m ? z[k] : m;
-    return m;
-}
 
 static int64_t lp_block_rows(int64_t N, int64_t V)
 {
@@ -94,6 +51,7 @@ typedef struct lp_job {
     float *y;       /* forward: (N) log-probabilities */
     const float *g; /* backward: (N) the output's gradient; forward: NULL (g = 1) */
     bool grad;      /* turn z into its gradient */
+    kg_exp_path exp; /* the row passes' implementation (cpu/exp_rows.c) */
 } lp_job;
 
 static void lp_rows(void *arg, int64_t lo, int64_t hi)
@@ -110,14 +68,14 @@ static void lp_rows(void *arg, int64_t lo, int64_t hi)
                 memset(z, 0, sizeof(float) * (size_t)j->V);
             continue;
         }
-        float m = lp_max(z, j->V), lse = m + logf(lp_sum_exp(z, j->V, m));
+        float m = kg_cpu_row_max(j->exp, z, j->V);
+        float lse = m + logf(kg_cpu_sum_exp(j->exp, z, j->V, m));
         if (j->y)
             j->y[j->r0 + i] = z[t[i]] - lse;
         if (!j->grad)
             continue;
         float g = j->g ? j->g[j->r0 + i] : 1.0f;
-        for (int64_t k = 0; k < j->V; k++)
-            z[k] = -g * lp_exp(z[k] - lse);
+        kg_cpu_scale_exp(j->exp, z, j->V, lse, -g);
         z[t[i]] += g;
     }
 }
@@ -132,7 +90,8 @@ static bool lp_blocks(const kg_opcall *c, float *y, const float *g, float *u, fl
     size_t bytes = sizeof(float) * (size_t)(nb * V);
     float *z = kg_cpu_scratch(c, bytes);
     bool ok = z != NULL;
-    lp_job j = {.c = c, .z = z, .V = V, .y = y, .g = g, .grad = u || dw};
+    lp_job j = {.c = c, .z = z, .V = V, .y = y, .g = g, .grad = u || dw,
+                .exp = kg_cpu_exp_path()};
     for (int64_t r0 = 0; ok && r0 < N; r0 += nb) {
         int64_t rows = N - r0 < nb ? N - r0 : nb;
         j.r0 = r0;

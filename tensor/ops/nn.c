@@ -134,18 +134,50 @@ kg_tensor *kg_scatter_add_rows(kg_tensor *src, kg_tensor *ids, int64_t rows)
 
 /* ---- softmax and log_softmax over the last axis -------------------------------------------- */
 
+/* softmax (x[, mask]) computes softmax(scale·x + mask) in one pass over each row: attention's
+ * scores with their 1/√D scale and additive causal / padding mask (which broadcasts to x, -inf
+ * masking), as the scale and add ops would round them (scale·x, then + mask), so the result is
+ * theirs bit for bit. log_softmax shares the kernel, unscaled and unmasked. */
+bool kg__shape_softmax(const kg_opcall *c, kg_shape *s)
+{
+    const kg_tensor *x = c->in[0], *m = c->n_in > 1 ? c->in[1] : NULL;
+    if (c->n_in < 1 || c->n_in > 2)
+        return kg_set_error(c->ctx, KG_ERR_ARG, "kg_softmax: %d inputs; expected x and an "
+                            "optional mask", c->n_in);
+    if (!kg__shape_unary(c, s) || (m && !kg__want_dtype(c, 1, KG_DTYPE_F32)))
+        return false;
+    kg_shape b; /* the mask broadcasts to x: scale·x + mask keeps x's shape */
+    bool fits = !m || (kg__broadcast_shape(x, m, &b) && b.ndim == x->ndim);
+    for (int i = 0; m && fits && i < b.ndim; i++)
+        fits = b.dim[i] == x->shape[i];
+    if (!fits || (m && x->ndim > 4))
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_softmax: mask %s does not broadcast to x %s "
+                            "(of at most 4 dims)", KG_DESC(m), KG_DESC(x));
+    return true;
+}
+
 typedef struct rows_job {
     const kg_opcall *c;
     int64_t C;
+    int64_t dim[4], mst[4]; /* x's sizes and the mask's strides, padded to 4 (kg__pad4) */
 } rows_job;
 
 static void softmax_rows(void *arg, int64_t lo, int64_t hi)
 {
     const rows_job *j = arg;
-    bool log_form = j->c->op == KG_OP_LOG_SOFTMAX;
+    const kg_opcall *c = j->c;
+    bool log_form = c->op == KG_OP_LOG_SOFTMAX, masked = c->n_in > 1;
+    float scale = log_form ? 1.0f : c->p.softmax.scale;
+    const float *mask = masked ? kg_cpu_f32(c->in[1]) : NULL;
     for (int64_t r = lo; r < hi; r++) {
-        const float *x = kg_cpu_f32(j->c->in[0]) + r * j->C;
-        float *y = kg_cpu_f32(j->c->out) + r * j->C;
+        const float *x = kg_cpu_f32(c->in[0]) + r * j->C;
+        float *y = kg_cpu_f32(c->out) + r * j->C;
+        if (scale != 1.0f || masked) { /* z = scale·x + mask, formed in the output row */
+            const float *m = masked ? mask + kg_cpu_row_offset(j->dim, j->mst, r) : NULL;
+            for (int64_t k = 0; k < j->C; k++)
+                y[k] = masked ? scale * x[k] + m[k * j->mst[3]] : scale * x[k];
+            x = y;
+        }
         float mx = -INFINITY;
         for (int64_t k = 0; k < j->C; k++)
             mx = x[k] > mx ? x[k] : mx;
@@ -155,25 +187,76 @@ static void softmax_rows(void *arg, int64_t lo, int64_t hi)
             continue;
         }
         double sum = 0.0;
-        for (int64_t k = 0; k < j->C; k++)
-            sum += expf(x[k] - mx);
+        for (int64_t k = 0; k < j->C; k++) { /* x may be y itself: each read before written */
+            float e = expf(x[k] - mx);
+            sum += e;
+            if (!log_form)
+                y[k] = e; /* kept, so each entry's expf runs once */
+        }
         float lse = (float)log(sum), inv = (float)(1.0 / sum);
         for (int64_t k = 0; k < j->C; k++)
-            y[k] = log_form ? x[k] - mx - lse : expf(x[k] - mx) * inv;
+            y[k] = log_form ? x[k] - mx - lse : y[k] * inv;
     }
 }
 
 bool kg__cpu_softmax(const kg_opcall *c)
 {
-    rows_job j = {c, last_dim(c->in[0])};
+    rows_job j = {.c = c, .C = last_dim(c->in[0])};
+    int64_t unused[4];
+    kg__pad4(c->in[0], j.dim, unused);
+    if (c->n_in > 1)
+        kg__pad4(c->in[1], unused, j.mst);
     kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), softmax_rows, &j);
     return true;
 }
 
+/* softmax_grad (y, g), p.softmax.scale → scale · y ⊙ (g - Σ g⊙y) over each row: the four ops of
+ * the unfused rule (mul, sum, sub, mul) in one pass, the row sum in double. */
+bool kg__shape_softmax_grad(const kg_opcall *c, kg_shape *s)
+{
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (!kg__same_shape(c->in[0], c->in[1]) || c->in[0]->ndim < 1)
+        return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_softmax (backward): y %s, gradient %s; "
+                            "expected one shape", KG_DESC(c->in[0]), KG_DESC(c->in[1]));
+    kg__shape_of(c->in[0], s);
+    return true;
+}
+
+static void softmax_grad_rows(void *arg, int64_t lo, int64_t hi)
+{
+    const rows_job *j = arg;
+    float scale = j->c->p.softmax.scale;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *y = kg_cpu_f32(j->c->in[0]) + r * j->C, *g = kg_cpu_f32(j->c->in[1]) + r * j->C;
+        float *dx = kg_cpu_f32(j->c->out) + r * j->C;
+        double dot = 0.0;
+        for (int64_t k = 0; k < j->C; k++)
+            dot += (double)g[k] * y[k];
+        for (int64_t k = 0; k < j->C; k++)
+            dx[k] = scale * (y[k] * (g[k] - (float)dot));
+    }
+}
+
+bool kg__cpu_softmax_grad(const kg_opcall *c)
+{
+    rows_job j = {.c = c, .C = last_dim(c->in[0])};
+    kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), softmax_grad_rows, &j);
+    return true;
+}
+
+static kg_tensor *softmax_grad(kg_tensor *y, kg_tensor *g, float scale)
+{
+    kg_opparams p = {.softmax.scale = scale};
+    return kg__op(KG_OP_SOFTMAX_GRAD, 2, (kg_tensor *[]){y, g}, &p);
+}
+
 void kg__backward_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
 {
-    kg_tensor *y = nd->out; /* dx = y ⊙ (g - Σ g⊙y) */
-    gin[0] = kg_mul(y, kg_sub(g, kg_sum(kg_mul(g, y), -1, true)));
+    /* z = scale·x + mask: dz = y ⊙ (g - Σ g⊙y), dx = scale·dz, dmask = dz summed to its shape */
+    gin[0] = KG_GRAD(nd, 0, softmax_grad(nd->out, g, nd->p.softmax.scale));
+    if (nd->n_in > 1 && nd->in[1]->requires_grad)
+        gin[1] = kg__sum_to(softmax_grad(nd->out, g, 1.0f), nd->in[1]->ndim, nd->in[1]->shape);
 }
 
 void kg__backward_log_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
@@ -182,26 +265,13 @@ void kg__backward_log_softmax(const kg_node *nd, kg_tensor *g, kg_tensor **gin)
     gin[0] = kg_sub(g, kg_mul(kg_exp(y), kg_sum(g, -1, true)));
 }
 
-kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask)
+kg_tensor *kg_softmax_scaled(kg_tensor *x, float scale, kg_tensor *mask)
 {
-    if (!x && mask) { /* kg__op sees x alone: report on the mask's context */
-        kg_set_error(mask->ctx, KG_ERR_ARG, "kg_softmax: x is NULL (mask %s)", KG_DESC(mask));
-        return NULL;
-    }
-    if (mask) {
-        kg_shape b; /* the mask broadcasts to x: x + mask keeps x's shape */
-        bool fits = kg__broadcast_shape(x, mask, &b) && b.ndim == x->ndim;
-        for (int i = 0; fits && i < b.ndim; i++)
-            fits = b.dim[i] == x->shape[i];
-        if (!fits) {
-            kg_set_error(x->ctx, KG_ERR_SHAPE, "kg_softmax: mask %s does not broadcast to x %s",
-                         KG_DESC(mask), KG_DESC(x));
-            return NULL;
-        }
-        x = kg_add(x, mask); /* the mask is a constant: its gradient is never asked for */
-    }
-    return kg__op(KG_OP_SOFTMAX, 1, &x, NULL);
+    kg_opparams p = {.softmax.scale = scale};
+    return kg__op(KG_OP_SOFTMAX, mask ? 2 : 1, (kg_tensor *[]){x, mask}, &p);
 }
+
+kg_tensor *kg_softmax(kg_tensor *x, kg_tensor *mask) { return kg_softmax_scaled(x, 1.0f, mask); }
 
 kg_tensor *kg_log_softmax(kg_tensor *x) { return kg__op(KG_OP_LOG_SOFTMAX, 1, &x, NULL); }
 
@@ -268,7 +338,7 @@ static void norm_rows(void *arg, int64_t lo, int64_t hi)
 
 bool kg__cpu_norm(const kg_opcall *c)
 {
-    rows_job j = {c, last_dim(c->in[0])};
+    rows_job j = {.c = c, .C = last_dim(c->in[0])};
     kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), norm_rows, &j);
     return true;
 }
@@ -303,7 +373,7 @@ static void stats_rows(void *arg, int64_t lo, int64_t hi)
 
 bool kg__cpu_norm_stats(const kg_opcall *c)
 {
-    rows_job j = {c, last_dim(c->in[0])};
+    rows_job j = {.c = c, .C = last_dim(c->in[0])};
     kg_cpu_parallel_for(row_count(c->in[0]), 1 + 4096 / (j.C + 1), stats_rows, &j);
     return true;
 }

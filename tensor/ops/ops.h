@@ -50,6 +50,11 @@ void kg__backward_erf(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_relu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_gelu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_silu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+/* Two f32 inputs of one shape (swiglu, gelu_grad; their CPU kernel: kg__cpu_binary). */
+bool kg__shape_same_pair(const kg_opcall *c, kg_shape *s);
+void kg__backward_swiglu(const kg_node *n, kg_tensor *g, kg_tensor **gin);
+bool kg__shape_swiglu_grad(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_swiglu_grad(const kg_opcall *c);
 KG_OP_FUNCS(masked_fill)
 KG_OP_FUNCS(dropout)
 
@@ -71,7 +76,10 @@ KG_OP_FUNCS(matmul_q)
 /* nn.c */
 KG_OP_FUNCS(embedding)
 KG_OP_FUNCS(scatter_add_rows)
+bool kg__shape_softmax(const kg_opcall *c, kg_shape *s);
 bool kg__cpu_softmax(const kg_opcall *c);
+bool kg__shape_softmax_grad(const kg_opcall *c, kg_shape *s);
+bool kg__cpu_softmax_grad(const kg_opcall *c);
 void kg__backward_softmax(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 void kg__backward_log_softmax(const kg_node *n, kg_tensor *g, kg_tensor **gin);
 bool kg__shape_norm(const kg_opcall *c, kg_shape *s);

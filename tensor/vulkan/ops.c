@@ -125,6 +125,9 @@ static uint32_t ew_mode(kg_op op)
     case KG_OP_SILU: return EW_SILU;
     case KG_OP_STEP: return EW_STEP;
     case KG_OP_DROPOUT: return EW_DROPOUT;
+    case KG_OP_SWIGLU: return EW_SWIGLU;
+    case KG_OP_GELU_GRAD: return EW_GELU_GRAD;
+    case KG_OP_SWIGLU_GRAD: return EW_SWIGLU_GRAD;
     default: return 0;
     }
 }
@@ -138,7 +141,11 @@ bool kg__vk_elementwise(const kg_opcall *c)
                  .op = c->op};
     if (!p.mode)
         return no_case(c);
-    pad4_dims(c->out, p.dim);
+    if (c->op == KG_OP_SWIGLU_GRAD) { /* one invocation per input element, two outputs each */
+        p.c = kg_vk_addr(c->in[2]);
+        p.n = u32(kg_tensor_numel(a));
+    }
+    pad4_dims(c->op == KG_OP_SWIGLU_GRAD ? a : c->out, p.dim); /* swiglu_grad: a half's */
     pad4_strides(a, p.a_stride);
     pad4_strides(b, p.b_stride);
     switch (c->op) { /* the op's scalars */
@@ -383,7 +390,26 @@ bool kg__vk_rows(const kg_opcall *c)
                    .status = kg_vk_status_addr(c->ctx), .rows = u32(C ? kg_tensor_numel(x) / C : 0),
                    .C = u32(C), .op = c->op};
     switch (c->op) {
-    case KG_OP_SOFTMAX: p.mode = ROW_SOFTMAX; break;
+    case KG_OP_SOFTMAX: { /* scale·x + mask, the mask read through its strides */
+        int64_t dim[4], st[4], unused[4];
+        p.mode = ROW_SOFTMAX;
+        p.scale = c->p.softmax.scale;
+        kg__pad4(x, dim, unused);
+        p.dim1 = u32(dim[1]);
+        p.dim2 = u32(dim[2]);
+        if (c->n_in > 1) {
+            p.mask = kg_vk_addr(c->in[1]);
+            kg__pad4(c->in[1], unused, st);
+            for (int i = 0; i < 4; i++)
+                p.mask_stride[i] = (int32_t)st[i];
+        }
+        break;
+    }
+    case KG_OP_SOFTMAX_GRAD: /* y, g */
+        p.mode = ROW_SOFTMAX_GRAD;
+        p.scale = c->p.softmax.scale;
+        p.weight = kg_vk_addr(c->in[1]);
+        break;
     case KG_OP_LOG_SOFTMAX: p.mode = ROW_LOG_SOFTMAX; break;
     case KG_OP_LAYER_NORM:
     case KG_OP_RMS_NORM:
