@@ -87,7 +87,7 @@ typedef struct finetune_opts {
      "where to compute (default: a real GPU if Vulkan finds one, else cpu)"}
 
 /* The per-adapter default learning rates (kg_train_config_default; docs/kron-lora.md). */
-#define LR_HELP "lora 2e-3, kronlora 5e-3, lokr and full 2e-4"
+#define LR_HELP "lora and lokr 2e-3, kronlora 3e-3, full 2e-4"
 
 /* --frozen's help, shared by train and eval (compare loads its models unquantized). */
 #define FROZEN_HELP                                                                              \

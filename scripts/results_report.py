@@ -29,7 +29,7 @@ def compare_table(path, title):
                   reverse=True)
     norm = any(row.get("acc_norm_mean") is not None for row in r["rows"])
     curves = r.get("eval_every", 0) > 0
-    head = ["configuration", "trainable", "acc"]
+    head = ["configuration", "trainable", "lr", "acc"]
     if norm:
         head.append("acc_norm")
     head += [f"int{b} acc (Δ)" for b in bits]
@@ -41,7 +41,8 @@ def compare_table(path, title):
              f"{r['base_acc']:.3f}" + (f"; curve every {r['eval_every']} steps" if curves else ""),
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in r["rows"]:
-        cells = [row["label"], f"{row['trainable']:,}", pm(row["acc_mean"], row["acc_std"])]
+        cells = [row["label"], f"{row['trainable']:,}", f"{row['lr']:g}" if "lr" in row else "—",
+                 pm(row["acc_mean"], row["acc_std"])]
         if norm:
             cells.append(pm(row.get("acc_norm_mean"), row.get("acc_norm_std")))
         for b in bits:
@@ -73,9 +74,60 @@ def continual_matrix(path):
     return names, rows, mean
 
 
+def lr_table(out):
+    """Phase lr: one `krongrad train` per adapter and rate; its held-out accuracy curve."""
+    runs = []
+    for path in glob.glob(os.path.join(out, "lr-*", "metrics.jsonl")):
+        adapter, lr = os.path.basename(os.path.dirname(path))[3:].split("-", 1)
+        curve = [json.loads(l) for l in open(path) if '"eval_acc"' in l]
+        runs.append((adapter, float(lr), curve))
+    if not runs:
+        return []
+    runs.sort()
+    steps = [p["step"] for p in max((r[2] for r in runs), key=len)]
+    lines = ["**lr** — held-out accuracy during training, one seed per row (MiniLM, CommonsenseQA)",
+             "", "| adapter | lr | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    for adapter, lr, curve in runs:
+        acc = {p["step"]: p["eval_acc"] for p in curve}
+        lines.append(f"| {adapter} | {lr:g} | " +
+                     " | ".join(f"{acc[s]:.3f}" if s in acc else "—" for s in steps) + " |")
+    return lines + [""]
+
+
+def continual_summary(out):
+    """Mean ± std over seeds, per adapter: each task's accuracy after its own stage and after
+    the last, and the mean forgetting."""
+    by = {}
+    for path in glob.glob(os.path.join(out, "continual-*.txt")):
+        adapter = os.path.basename(path)[len("continual-"):-len(".txt")].rsplit("-", 1)[0]
+        names, rows, mean = continual_matrix(path)
+        if names and mean is not None:
+            by.setdefault(adapter, []).append((names, rows, mean))
+    if not by:
+        return []
+    names = next(iter(by.values()))[0][0]
+    head = ["adapter", "seeds"] + [f"{t} after {t}" for t in names] + \
+           [f"{t} after {names[-1]}" for t in names[:-1]] + ["mean forgetting"]
+    lines = ["**continual, over seeds** (mean ± std)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+
+    def ms(v):
+        m = sum(v) / len(v)
+        sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+        return pm(m, sd)
+    for adapter, runs in sorted(by.items()):
+        cells = [adapter, str(len(runs))]
+        cells += [ms([float(r[1][t][i]) for r in runs]) for i, t in enumerate(names)]
+        cells += [ms([float(r[1][names[-1]][i]) for r in runs]) for i in range(len(names) - 1)]
+        cells.append(ms([r[2] for r in runs]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def continual_tables(out):
     runs = sorted(glob.glob(os.path.join(out, "continual-*.txt")))
-    lines = []
+    lines = continual_summary(out)
     for path in runs:
         names, rows, mean = continual_matrix(path)
         if not names or mean is None:
@@ -94,7 +146,7 @@ def continual_tables(out):
 def main():
     out, md, figures, *logs = sys.argv[1:]
     os.makedirs(figures, exist_ok=True)
-    lines = []
+    lines = lr_table(out)
     for path in sorted(glob.glob(os.path.join(out, "*", "compare.json"))):
         name = os.path.basename(os.path.dirname(path))
         lines += compare_table(path, name) + [""]
