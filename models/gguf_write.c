@@ -3,14 +3,11 @@
  * a data section aligned to 32 bytes, written to a temporary file and renamed into place.
  */
 #include "models/gguf_write.h"
+#include "tensor/file_atomic.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum { ALIGN = 32 };
 
@@ -199,35 +196,7 @@ bool kg__gguf_out_write(kg_gguf_out *o, const char *path)
 {
     if (kg_ctx_status(o->ctx))
         return false;
-    size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
-    char *tmp = malloc(n);
-    if (!tmp)
-        return nomem(o);
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!fp) {
-        kg_set_error(o->ctx, KG_ERR_ARG, "%s: cannot create a temporary file beside it: %s", path,
-                     strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
-        return false;
-    }
-    bool ok = write_contents(o, fp) && fflush(fp) == 0 && fsync(fileno(fp)) == 0 &&
-              fchmod(fileno(fp), 0644) == 0;
-    int err = errno;
-    ok = fclose(fp) == 0 && ok;
-    if (ok && rename(tmp, path) != 0) {
-        err = errno;
-        ok = false;
-    }
-    if (!ok) {
-        unlink(tmp);
-        kg_set_error(o->ctx, KG_ERR_ARG, "%s: cannot write: %s", path, strerror(err));
-    }
-    free(tmp);
-    return ok;
+    char *tmp;
+    FILE *fp = kg__atomic_open(o->ctx, path, &tmp);
+    return fp && kg__atomic_close(o->ctx, fp, tmp, path, write_contents(o, fp));
 }

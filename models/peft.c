@@ -5,6 +5,7 @@
  * ways. Also a full fine-tune's weights file.
  */
 #include "models/adapters.h"
+#include "tensor/file_atomic.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define PREFIX "base_model.model."
 #define QSCALE ".qscale" /* the key suffix of a quantized factor's per-row scales */
@@ -42,34 +42,12 @@ bool kg_model_quantize_adapter(kg_model *m, int bits)
 
 /* ---- Saving ------------------------------------------------------------------------------- */
 
-/* Write text to path atomically: a temporary file beside it, flushed, synced, renamed. */
+/* Write text to path atomically (tensor/file_atomic.c). */
 static bool write_atomic(kg_ctx *ctx, const char *path, const char *text)
 {
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_peft_save: out of host memory");
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-    bool ok = fp && fputs(text, fp) >= 0 && fflush(fp) == 0 && fsync(fileno(fp)) == 0 &&
-              fchmod(fileno(fp), 0644) == 0;
-    int err = errno;
-    if (fp)
-        ok = fclose(fp) == 0 && ok;
-    else if (fd >= 0)
-        close(fd);
-    if (ok && rename(tmp, path) != 0) {
-        err = errno;
-        ok = false;
-    }
-    if (!ok) {
-        if (fd >= 0)
-            unlink(tmp);
-        kg_set_error(ctx, KG_ERR_ARG, "kg_peft_save: %s: cannot write: %s", path, strerror(err));
-    }
-    free(tmp);
-    return ok;
+    char *tmp;
+    FILE *fp = kg__atomic_open(ctx, path, &tmp);
+    return fp && kg__atomic_close(ctx, fp, tmp, path, fputs(text, fp) >= 0);
 }
 
 /* PEFT's target_modules for the adapted layers: their last names ("q_lin") when those select

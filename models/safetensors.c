@@ -3,16 +3,15 @@
  * and the writer, which replaces its file atomically.
  */
 #include "models/weights.h"
+#include "tensor/file_atomic.h"
 
 #include <jansson.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define MAX_HEADER 100000000u /* bytes; the reference implementation's limit */
 
@@ -378,18 +377,6 @@ static bool write_contents(kg_ctx *ctx, const char *path, FILE *fp, const char *
 }
 
 /* After the rename, make the directory entry durable too (best effort). */
-static void sync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup(".");
-    int fd = dir ? open(dir, O_RDONLY) : -1;
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 bool kg_safetensors_write(kg_ctx *ctx, const char *path, int n, const char *const *names,
                           kg_tensor *const *tensors, const char *const *meta)
 {
@@ -413,34 +400,10 @@ bool kg_safetensors_write_bytes(kg_ctx *ctx, const char *path, int n, const char
     if (!header)
         return kg_set_error(ctx, KG_ERR_NOMEM, "kg_safetensors_write: %s: out of host memory",
                             path);
-    size_t len = strlen(path) + sizeof ".tmp.XXXXXX";
-    char *tmp = malloc(len);
-    int fd = -1;
-    if (tmp) {
-        snprintf(tmp, len, "%s.tmp.XXXXXX", path);
-        fd = mkstemp(tmp);
-    }
-    FILE *fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    bool ok = fp || kg_set_error(ctx, tmp ? KG_ERR_ARG : KG_ERR_NOMEM, "kg_safetensors_write: %s: "
-                                 "cannot create a temporary file beside it: %s", path,
-                                 strerror(errno));
-    if (!fp && fd >= 0)
-        close(fd);
-    ok = ok && write_contents(ctx, path, fp, header, n, tensors, bytes);
-    if (ok && (fflush(fp) != 0 || fsync(fileno(fp)) != 0 || fchmod(fileno(fp), 0644) != 0))
-        ok = kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: cannot flush: %s", path,
-                          strerror(errno));
-    if (fp && fclose(fp) != 0 && ok)
-        ok = kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: cannot close: %s", path,
-                          strerror(errno));
-    if (ok && rename(tmp, path) != 0)
-        ok = kg_set_error(ctx, KG_ERR_ARG, "kg_safetensors_write: %s: cannot rename the "
-                          "temporary file onto it: %s", path, strerror(errno));
-    if (ok)
-        sync_dir(path);
-    else if (fd >= 0)
-        unlink(tmp);
-    free(tmp);
+    char *tmp;
+    FILE *fp = kg__atomic_open(ctx, path, &tmp);
+    bool ok = fp && kg__atomic_close(ctx, fp, tmp, path,
+                                     write_contents(ctx, path, fp, header, n, tensors, bytes));
     free(header);
     return ok;
 }

@@ -4,13 +4,13 @@
  * The per-layout field parsing is in task_layouts.c.
  */
 #include "train/tasks_internal.h"
+#include "tensor/file_atomic.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ---- The string store -------------------------------------------------------------------- */
 
@@ -575,43 +575,20 @@ bool kg_task_write_jsonl(kg_ctx *ctx, const kg_task *task, const char *path)
         return kg_set_error(ctx, KG_ERR_ARG, "kg_task_write_jsonl: task '%s' is of kind %s, "
                             "whose requests need more than question and choices; expected "
                             "plain, arc or piqa", task->name, kind_names[task->kind]);
-    size_t n = strlen(path);
-    char *tmp = malloc(n + sizeof ".tmp.XXXXXX");
-    if (!tmp)
-        return kg_set_error(ctx, KG_ERR_NOMEM, "kg_task_write_jsonl: %s: out of memory", path);
-    memcpy(tmp, path, n);
-    strcpy(tmp + n, ".tmp.XXXXXX");
-    int fd = mkstemp(tmp);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!f) {
-        kg_set_error(ctx, KG_ERR_ARG, "kg_task_write_jsonl: cannot create %s: %s", tmp,
-                     strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlink(tmp);
-        }
-        free(tmp);
+    char *tmp;
+    FILE *f = kg__atomic_open(ctx, path, &tmp);
+    if (!f)
         return false;
-    }
-    bool ok = true, written = true;
-    for (int64_t i = 0; ok && written && i < task->n_items; i++) {
+    bool ok = true;
+    for (int64_t i = 0; ok && !ferror(f) && i < task->n_items; i++) {
         json_t *obj = item_json(&task->items[i]);
         char *line = obj ? json_dumps(obj, 0) : NULL;
         json_decref(obj);
         if (!line)
             ok = kg_set_error(ctx, KG_ERR_NOMEM, "kg_task_write_jsonl: %s: out of memory", path);
-        else
-            written = fputs(line, f) >= 0 && fputc('\n', f) != EOF;
+        else if (fputs(line, f) >= 0) /* a failed write: ferror stops the loop, and */
+            fputc('\n', f);           /* kg__atomic_close says so */
         free(line);
     }
-    written = written && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (fclose(f) != 0)
-        written = false;
-    if (ok && (!written || rename(tmp, path) != 0))
-        ok = kg_set_error(ctx, KG_ERR_ARG, "kg_task_write_jsonl: cannot write %s: %s", path,
-                          strerror(errno));
-    if (!ok)
-        unlink(tmp);
-    free(tmp);
-    return ok;
+    return kg__atomic_close(ctx, f, tmp, path, ok);
 }

@@ -4,6 +4,7 @@
 #ifndef KG_TRAIN_INTERNAL_H
 #define KG_TRAIN_INTERNAL_H
 
+#include "tensor/file_atomic.h"
 #include "train/kg_train.h"
 
 #include <stdio.h>
@@ -12,12 +13,6 @@
 void kg__json_string(FILE *f, const char *s);
 /* A finite double as a JSON number ("%.9g"); NaN and infinities, which JSON lacks, as null. */
 void kg__json_number(FILE *f, double v);
-/* A text file written atomically: kg__atomic_open makes path.tmp.XXXXXX beside path (its name
- * in *tmp); kg__atomic_close flushes, fsyncs and renames it over path when ok and every write
- * succeeded, else removes it. A path that exists and is not a regular file (/dev/stdout, a
- * FIFO) is written directly (*tmp NULL). Both set the context's error on failure. */
-FILE *kg__atomic_open(kg_ctx *ctx, const char *path, char **tmp);
-bool kg__atomic_close(kg_ctx *ctx, FILE *f, char *tmp, const char *path, bool ok);
 /* Seconds on a monotonic clock. */
 double kg__now(void);
 
