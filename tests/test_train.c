@@ -267,8 +267,18 @@ static void resume_case(const char *model, kg_optimizer opt, const char *tag)
     snprintf(fb, sizeof fb, "%s/adapter_model.safetensors", b);
     assert_int_equal(access(fb, F_OK), -1); /* no adapter before the last step */
 
+    /* Resuming with another setting (here a factor's lr multiplier) would not continue the
+     * checkpoint's run: an error naming the setting, and the checkpoint left as it was. */
     open_fixture(&f, model, &c.adapter);
+    kg_train_config other = c;
+    other.lr_mult[KG_FACTOR_LORA_B] = 2;
     ro = (kg_run_options){.out_dir = b, .resume = true};
+    assert_false(kg_train_run(f.m, f.tok, f.train, NULL, &other, &ro, &r));
+    assert_non_null(strstr(kg_error(f.ctx), "lr_mult.lora_b"));
+    kg_clear_error(f.ctx);
+    close_fixture(&f);
+
+    open_fixture(&f, model, &c.adapter);
     assert_true(kg_train_run(f.m, f.tok, f.train, NULL, &c, &ro, &r));
     assert_int_equal(r.steps, 3);
     free(r.losses);

@@ -13,7 +13,7 @@
 
 #define CKPT_FORMAT "krongrad-checkpoint"
 #define CKPT_VERSION "1"
-#define MAX_SETTINGS 32
+#define MAX_SETTINGS 40
 #define HEADER_LIMIT (100u << 20) /* bytes of safetensors header read for the metadata */
 
 static const char *const slot_prefix[2][2] = {
@@ -56,6 +56,11 @@ static void run_settings(const kg_trainer *t, settings *s)
     put(s, "adapter_seed", "%llu", (unsigned long long)a->seed);
     put(s, "optimizer", "%s", kg_optimizer_name(c->optimizer));
     put(s, "lr", "%.17g", c->lr);
+    for (int k = 0; k < KG_FACTOR_COUNT; k++) { /* 0 means 1: the same run either way */
+        char key[24];
+        snprintf(key, sizeof key, "lr_mult.%s", kg_factor_kind_name((kg_factor_kind)k));
+        put(s, key, "%.17g", c->lr_mult[k] > 0 ? c->lr_mult[k] : 1.0);
+    }
     put(s, "weight_decay", "%.17g", c->weight_decay);
     put(s, "beta1", "%.17g", c->beta1);
     put(s, "beta2", "%.17g", c->beta2);
