@@ -3,6 +3,7 @@
  * without HTML escaping), within bounds on steps, memory and output.
  */
 #include "models/jinja_internal.h"
+#include "tensor/strbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,8 +89,7 @@ typedef struct render {
     kg_ctx *ctx;
     const char *name;
     arena ar;
-    char *out;
-    size_t len, cap;
+    kg__strbuf out; /* at most KG__JINJA_MAX_OUTPUT bytes */
     int64_t steps;
     int ctl;
     bool failed;
@@ -128,22 +128,11 @@ static bool step(render *R, int line)
 
 static bool emit_text(render *R, int line, const char *s, size_t n)
 {
-    if (n > KG__JINJA_MAX_OUTPUT - R->len)
+    if (n > KG__JINJA_MAX_OUTPUT - R->out.len)
         return rfail(R, KG_ERR_RANGE, line, "output larger than %d MiB",
                      KG__JINJA_MAX_OUTPUT >> 20);
-    if (R->len + n + 1 > R->cap) {
-        size_t cap = R->cap ? R->cap : 1024;
-        while (cap < R->len + n + 1)
-            cap *= 2;
-        char *o = realloc(R->out, cap);
-        if (!o)
-            return rfail(R, KG_ERR_NOMEM, line, "out of memory for the output");
-        R->out = o;
-        R->cap = cap;
-    }
-    memcpy(R->out + R->len, s, n);
-    R->len += n;
-    return true;
+    kg__strbuf_add(&R->out, s, n);
+    return !R->out.failed || rfail(R, KG_ERR_NOMEM, line, "out of memory for the output");
 }
 
 static bool undefined_error(render *R, int line, const value *v)
@@ -751,29 +740,11 @@ static bool split(render *R, int line, const value *s, const value *sep, const v
 
 /* ---- tojson, as transformers' json.dumps(x, ensure_ascii=False, indent=indent) ---- */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf;
+typedef kg__strbuf sbuf;
 
 static void sb_put(sbuf *b, const char *s, size_t n)
 {
-    if (b->oom)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n)
-            cap *= 2;
-        char *p = cap <= KG__JINJA_MAX_MEMORY ? realloc(b->p, cap) : NULL;
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p, b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
+    kg__strbuf_add(b, s, n);
 }
 
 static void json_str(sbuf *b, const char *s, size_t n)
@@ -858,16 +829,16 @@ static bool tojson(render *R, int line, const value *v, const value *indent, val
     int64_t ind = indent->k == V_INT ? (indent->i < 0 ? 0 : indent->i) : -1;
     if (ind > 64)
         return rfail(R, KG_ERR_RANGE, line, "tojson: indent larger than 64");
-    sbuf b = {0};
+    sbuf b = {.max = KG__JINJA_MAX_MEMORY};
     bool ok = json_value(R, line, &b, v, ind, 0);
-    if (ok && b.oom)
+    if (ok && b.failed)
         ok = rfail(R, KG_ERR_NOMEM, line, "tojson: out of memory");
     if (ok) {
-        char *s = ralloc(R, line, b.n);
+        char *s = ralloc(R, line, b.len);
         if ((ok = s != NULL)) {
-            if (b.n)
-                memcpy(s, b.p, b.n);
-            *out = v_str(s, b.n);
+            if (b.len)
+                memcpy(s, b.p, b.len);
+            *out = v_str(s, b.len);
         }
     }
     free(b.p);
@@ -1661,9 +1632,8 @@ char *kg__jinja_render(kg_ctx *ctx, const kg__jinja *j, const kg_chat_message *m
     bool ok = !R.failed && exec(&R, j->body) && emit_text(&R, 0, "", 0);
     kg__jinja_arena_free(&R.ar);
     if (!ok) {
-        free(R.out);
+        free(R.out.p);
         return NULL;
     }
-    R.out[R.len] = '\0'; /* emit_text left room for it */
-    return R.out;
+    return kg__strbuf_take(&R.out);
 }

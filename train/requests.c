@@ -6,6 +6,7 @@
  * Unicode whitespace, len() counts code points, str.capitalize() title-cases the first character
  * and lower-cases the rest.
  */
+#include "tensor/strbuf.h"
 #include "train/kg_tasks.h"
 
 #include <math.h>
@@ -65,48 +66,11 @@ int64_t kg_utf8_length(const char *text)
     return count;
 }
 
-/* A growing string; after a failed allocation it stays failed and take() gives NULL. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_addn(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
+typedef kg__strbuf sbuf; /* a failed allocation: failed, and take() gives NULL */
 
 static void sb_add(sbuf *b, const char *s)
 {
-    sb_addn(b, s, strlen(s));
-}
-
-static char *sb_take(sbuf *b)
-{
-    if (!b->failed && !b->p)
-        sb_addn(b, "", 0);
-    if (b->failed) {
-        free(b->p);
-        return NULL;
-    }
-    return b->p;
+    kg__strbuf_add(b, s, strlen(s));
 }
 
 /* Python's str.capitalize(), with utf8proc's one-to-one case mappings (Python's few one-to-many
@@ -117,12 +81,12 @@ static void py_capitalize(sbuf *b, const char *s)
     for (size_t i = 0; i < n; i += adv) {
         int32_t c = next_cp(s + i, n - i, &adv);
         if (c < 0) {
-            sb_addn(b, s + i, 1);
+            kg__strbuf_add(b, s + i, 1);
             continue;
         }
         utf8proc_uint8_t out[4];
         c = i == 0 ? utf8proc_totitle(c) : utf8proc_tolower(c);
-        sb_addn(b, (const char *)out, (size_t)utf8proc_encode_char(c, out));
+        kg__strbuf_add(b, (const char *)out, (size_t)utf8proc_encode_char(c, out));
     }
 }
 
@@ -132,11 +96,11 @@ static char *py_replace(const char *s, const char *from, const char *to)
     sbuf b = {0};
     size_t nf = strlen(from);
     for (const char *hit; (hit = strstr(s, from)); s = hit + nf) {
-        sb_addn(&b, s, (size_t)(hit - s));
+        kg__strbuf_add(&b, s, (size_t)(hit - s));
         sb_add(&b, to);
     }
     sb_add(&b, s);
-    return sb_take(&b);
+    return kg__strbuf_take(&b);
 }
 
 /* re.sub("\\[.*?\\]", "", s): each '[' up to the nearest ']' on the same line goes. A '[' whose
@@ -148,17 +112,17 @@ static char *drop_bracket_tags(const char *s)
         const char *open = strchr(s, '[');
         if (!open)
             break;
-        sb_addn(&b, s, (size_t)(open - s));
+        kg__strbuf_add(&b, s, (size_t)(open - s));
         size_t stop = strcspn(open + 1, "]\n") + 1;
         if (open[stop] == ']') {
             s = open + stop + 1;
         } else {
-            sb_addn(&b, open, stop);
+            kg__strbuf_add(&b, open, stop);
             s = open + stop;
         }
     }
     sb_add(&b, s);
-    return sb_take(&b);
+    return kg__strbuf_take(&b);
 }
 
 /* lm-eval's hellaswag preprocess(): strip, " [title]" -> ". ", drop [tags], "  " -> " ". */
@@ -217,7 +181,7 @@ static char *concat3(const char *a, const char *b, const char *c)
     sb_add(&s, a ? a : "");
     sb_add(&s, b ? b : "");
     sb_add(&s, c ? c : "");
-    return sb_take(&s);
+    return kg__strbuf_take(&s);
 }
 
 /* Whether the item has what kind's templates read; else the error names what is missing. */
@@ -266,7 +230,7 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
         sb_add(&b, q);
         sb_add(&b, " ");
         py_capitalize(&b, item->ctx_b);
-        char *raw = sb_take(&b);
+        char *raw = kg__strbuf_take(&b);
         shared = raw ? hellaswag_preprocess(raw) : NULL;
         free(raw);
         ok = shared != NULL;
@@ -277,14 +241,14 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
         py_strip_range(q, strlen(q), &start, &end);
         sbuf b = {0};
         sb_add(&b, "Question: ");
-        sb_addn(&b, q + start, end - start);
+        kg__strbuf_add(&b, q + start, end - start);
         for (int k = 0; k < n; k++) {
             char head[5] = {'\n', (char)('A' + k), '.', ' ', 0};
             sb_add(&b, head);
             sb_add(&b, item->choices[k]);
         }
         sb_add(&b, "\nAnswer:");
-        ok = (shared = sb_take(&b)) != NULL;
+        ok = (shared = kg__strbuf_take(&b)) != NULL;
     } else if (ok && kind == KG_TASK_SIQA) {
         sbuf b = {0}; /* "Q: {{context}} {{question}}\nA:" */
         sb_add(&b, "Q: ");
@@ -292,15 +256,15 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
         sb_add(&b, " ");
         sb_add(&b, q);
         sb_add(&b, "\nA:");
-        ok = (shared = sb_take(&b)) != NULL;
+        ok = (shared = kg__strbuf_take(&b)) != NULL;
     } else if (ok && kind == KG_TASK_WINOGRANDE) {
         const char *rest = strchr(q, '_') + 1;
         size_t start, end;
         py_strip_range(rest, strlen(rest), &start, &end);
         sbuf b = {0};
         sb_add(&b, " ");
-        sb_addn(&b, rest + start, end - start);
-        ok = (shared = sb_take(&b)) != NULL;
+        kg__strbuf_add(&b, rest + start, end - start);
+        ok = (shared = kg__strbuf_take(&b)) != NULL;
     }
     for (int k = 0; ok && k < n; k++) {
         const char *choice = item->choices[k];
@@ -322,9 +286,9 @@ kg_mc_pairs *kg_mc_decoder_requests(kg_ctx *ctx, kg_task_kind kind, const kg_mc_
             break;
         case KG_TASK_WINOGRANDE: {
             sbuf b = {0};
-            sb_addn(&b, q, (size_t)(strchr(q, '_') - q));
+            kg__strbuf_add(&b, q, (size_t)(strchr(q, '_') - q));
             sb_add(&b, choice);
-            p->first[k] = sb_take(&b);
+            p->first[k] = kg__strbuf_take(&b);
             break;
         }
         default: /* arc, piqa, plain */
@@ -374,8 +338,8 @@ kg_mc_pairs *kg_mc_encoder_pairs(kg_ctx *ctx, kg_task_kind kind, const kg_mc_ite
             sbuf b = {0};
             sb_add(&b, choice);
             sb_add(&b, " ");
-            sb_addn(&b, rest + start, end - start);
-            p->second[k] = sb_take(&b);
+            kg__strbuf_add(&b, rest + start, end - start);
+            p->second[k] = kg__strbuf_take(&b);
         } else if (kind == KG_TASK_SIQA) {
             p->first[k] = concat3(item->context, " ", item->question);
             p->second[k] = strdup(choice);
