@@ -314,12 +314,15 @@ static void test_real_model(void **state)
                 fail_msg("SmolLM2 case %d: token %d is %d; before the decode path it was %d", c,
                          i, got[i], want[c][i]);
     }
-    /* two more prompts, greedy: "Water boils at a temperature of", "def fibonacci(n):" */
-    static const int32_t more[2][6] = {{12615, 36411, 418, 253, 2779, 282},
-                                       {1604, 3987, 46477, 24, 94, 727}};
+    /* two more prompts, greedy: "Water boils at a temperature of", "Once upon a time, there
+     * was a". ("def fibonacci(n):" is no such check: with x rounded to 8 bits its 14th token
+     * is 2822 where the f32 paths give 304, a near tie; VNNI and AVX2 agree on 2822.) */
+    static const int32_t more[2][8] = {{12615, 36411, 418, 253, 2779, 282},
+                                       {6403, 1980, 253, 655, 28, 665, 436, 253}};
     for (int p = 0; p < 2; p++) {
         int32_t got[32];
-        same_tokens(m, more[p], 6, cfg[0], got, p ? "SmolLM2 greedy, code" : "SmolLM2 greedy, water");
+        same_tokens(m, more[p], p ? 8 : 6, cfg[0], got,
+                    p ? "SmolLM2 greedy, story" : "SmolLM2 greedy, water");
     }
     kg_decoder *d = kg_decoder_new(m, 4, true);
     assert_int_equal(kg_tensor_dtype(kg_decoder_head(d)->weight), KG_DTYPE_Q8_0);

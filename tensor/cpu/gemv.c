@@ -248,10 +248,10 @@ static T256 void quantize_x_256(const float *x, int64_t nb, int8_t *q, float *d,
  * |q_w| and x with q_w's sign). Returns d_w·dx as 8 lanes and adds the offset's term m_w·sx to
  * *m (q4_1 stores m; q4_0's codes are q + 8, m = -8·d: Σ (q_w - 8)·q_x·d·dx = d·dx·Σ q_w·q_x
  * - 8·d·sx). */
-static T256 inline __m256 block_operands(const gemv_job *j, const uint8_t *b, int64_t i,
-                                        __m256i *w, __m256i *x, float *m)
+static T256 inline __attribute__((always_inline)) __m256
+block_operands(const gemv_job *j, kg_dtype dt, const uint8_t *b, int64_t i, __m256i *w, __m256i *x,
+               float *m)
 {
-    kg_dtype dt = j->dtype;
     __m256i xq = _mm256_loadu_si256((const __m256i *)(j->qx + i * QK));
     int32_t dm;
     memcpy(&dm, b, 4); /* d, and q4_1's m, as f16 */
@@ -270,29 +270,40 @@ static T256 inline __m256 block_operands(const gemv_job *j, const uint8_t *b, in
     return _mm256_set1_ps(d * j->dx[i]);
 }
 
-/* One row kernel per dot instruction; two accumulators hide the latency of the FMA chain. */
+/* One row kernel per dot instruction, its body inlined once per dtype (a constant there, so no
+ * dtype tests in the loop); two accumulators of each kind (even and odd blocks) hide the latency
+ * of their add chains (the scalar one of m_w·sx bounded the loop otherwise). */
 #define ROWS_INT(NAME, TARGET, DOT)                                                            \
-    static TARGET void NAME(const gemv_job *j, int64_t lo, int64_t hi)                         \
+    static TARGET inline __attribute__((always_inline)) void NAME##_rows(                     \
+        const gemv_job *j, kg_dtype dt, int64_t lo, int64_t hi)                                \
     {                                                                                          \
-        size_t bb = block_bytes(j->dtype);                                                     \
+        size_t bb = block_bytes(dt);                                                           \
         int64_t nb = j->K / QK;                                                                \
         for (int64_t n = lo; n < hi; n++) {                                                    \
             const uint8_t *b = j->w + (size_t)n * j->row_bytes;                                \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                         \
-            float m = 0.0f;                                                                    \
+            float m0 = 0.0f, m1 = 0.0f;                                                        \
             __m256i w0, x0, w1, x1;                                                            \
             int64_t i = 0;                                                                     \
             for (; i + 2 <= nb; i += 2, b += 2 * bb) {                                         \
-                __m256 s0 = block_operands(j, b, i, &w0, &x0, &m);                             \
-                __m256 s1 = block_operands(j, b + bb, i + 1, &w1, &x1, &m);                    \
+                __m256 s0 = block_operands(j, dt, b, i, &w0, &x0, &m0);                        \
+                __m256 s1 = block_operands(j, dt, b + bb, i + 1, &w1, &x1, &m1);               \
                 a0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(DOT(w0, x0)), a0);                 \
                 a1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(DOT(w1, x1)), a1);                 \
             }                                                                                  \
             if (i < nb) {                                                                      \
-                __m256 s0 = block_operands(j, b, i, &w0, &x0, &m);                             \
+                __m256 s0 = block_operands(j, dt, b, i, &w0, &x0, &m0);                        \
                 a0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(DOT(w0, x0)), a0);                 \
             }                                                                                  \
-            j->y[n] = hsum256(_mm256_add_ps(a0, a1)) + m;                                      \
+            j->y[n] = hsum256(_mm256_add_ps(a0, a1)) + (m0 + m1);                              \
+        }                                                                                      \
+    }                                                                                          \
+    static TARGET void NAME(const gemv_job *j, int64_t lo, int64_t hi)                         \
+    {                                                                                          \
+        switch (j->dtype) {                                                                    \
+        case KG_DTYPE_Q8_0: NAME##_rows(j, KG_DTYPE_Q8_0, lo, hi); break;                      \
+        case KG_DTYPE_Q4_0: NAME##_rows(j, KG_DTYPE_Q4_0, lo, hi); break;                      \
+        default: NAME##_rows(j, KG_DTYPE_Q4_1, lo, hi); break;                                 \
         }                                                                                      \
     }
 
