@@ -92,9 +92,10 @@ static void test_int_kernels(void **state)
             uint64_t seed = 7 + (uint64_t)(3 * t + kk);
             for (int64_t j = 0; j < N * K; j++)
                 w[j] = frand(&seed) + (dt == KG_DTYPE_Q4_1 ? 0.3f : 0.0f);
-            for (int64_t j = 0; j < K; j++) /* block b scaled by 4^(b mod 5 - 2); block 1 zero */
-                x[j] = j / 32 == 1 && nb > 1 ? 0.0f
-                                             : frand(&seed) * ldexpf(1.0f, 2 * (int)(j / 32 % 5) - 4);
+            for (int64_t j = 0; j < K; j++) { /* block b scaled by 4^(b mod 5 - 2); block 1 zero */
+                float r = frand(&seed);
+                x[j] = j / 32 == 1 && nb > 1 ? 0.0f : r * ldexpf(1.0f, 2 * (int)(j / 32 % 5) - 4);
+            }
             kg_scope scope = kg_scope_begin(ctx);
             kg_tensor *wq = kg_quantize(kg_from_host(ctx, KG_DTYPE_F32, 2, SHAPE(N, K), w), dt);
             float *deq = kg_tensor_to_f32(kg_cast(wq, KG_DTYPE_F32));

@@ -230,7 +230,8 @@ static T256 void quantize_x_256(const float *x, int64_t nb, int8_t *q, float *d,
         for (int i = 0; i < 4; i++)
             c[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));
         /* packs works within 128-bit lanes: the permute puts the 32 bytes back in order */
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]),
+                                       _mm256_packs_epi32(c[2], c[3]));
         _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p, order));
         __m256i t = _mm256_add_epi32(_mm256_add_epi32(c[0], c[1]), _mm256_add_epi32(c[2], c[3]));
         __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
@@ -356,7 +357,8 @@ const char *kg_cpu_gemv_isa(void)
     static const char *const names[3][3] = {
         {"none (GEMM path)"},
         {"AVX2, f32 activations", "AVX2, int8 dot (maddubs)"},
-        {"AVX-512, f32 activations", "AVX-512, int8 dot (AVX2 maddubs)", "AVX-512, int8 dot (VNNI)"},
+        {"AVX-512, f32 activations", "AVX-512, int8 dot (AVX2 maddubs)",
+         "AVX-512, int8 dot (VNNI)"},
     };
     gemv_isa g = isa();
     return names[g.level][g.ints];
