@@ -6,7 +6,7 @@
 #
 # Usage: bench/generate_side_by_side.sh MODEL.gguf [--frozen DTYPE] [--new N] [--rounds R]
 #                                      [--threads N]
-# Environment: KRONGRAD (default build-release/krongrad, else build/krongrad); LLAMA_CPP_DIR, a
+# Environment: KRONGRAD (default build-release/ or build-rel/krongrad, else build/); LLAMA_CPP_DIR, a
 #              llama.cpp build whose llama-bench is at $LLAMA_CPP_DIR/build/bin/llama-bench or
 #              $LLAMA_CPP_DIR/bin/llama-bench (docs/performance.md says how to build one).
 set -eu
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 kg=${KRONGRAD:-}
-[ -n "$kg" ] || for b in "$root/build-release/krongrad" "$root/build/krongrad"; do
+[ -n "$kg" ] || for b in "$root/build-release/krongrad" "$root/build-rel/krongrad" "$root/build/krongrad"; do
     [ -x "$b" ] && { kg=$b; break; }
 done
 [ -x "$kg" ] || { echo "$0: no krongrad binary (set KRONGRAD)" >&2; exit 1; }

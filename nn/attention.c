@@ -104,10 +104,12 @@ kg_tensor *kg_attention_mask(kg_ctx *ctx, kg_tensor *keep, int64_t T, int64_t po
 
 /* ---- Attention ---------------------------------------------------------------------------- */
 
-/* (B, T, n·D) → (B, n, T, D). */
+/* (B, T, n·D) → (B, n, T, D). One position (decoding) is the same memory: one view, not two. */
 static kg_tensor *split_heads(kg_tensor *x, int64_t n, int64_t D)
 {
     int64_t B = kg_tensor_dim(x, 0), T = kg_tensor_dim(x, 1);
+    if (T == 1)
+        return kg_reshape(x, 4, (int64_t[]){B, n, 1, D});
     return kg_transpose(kg_reshape(x, 4, (int64_t[]){B, T, n, D}), 1, 2);
 }
 
@@ -183,7 +185,10 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
     kg_tensor *probs = kg_softmax_scaled(scores, a->scale_query ? 1.0f : scale, mask);
     probs = kg_mode_dropout(a->mode, probs, a->dropout);
     kg_tensor *out = kg_matmul(kg_reshape(probs, 4, (int64_t[]){B, Hkv, G * T, S}), v);
-    out = kg_reshape(kg_transpose(kg_reshape(out, 4, (int64_t[]){B, H, T, D}), 1, 2), 3,
-                     (int64_t[]){B, T, H * D});
+    if (T == 1) /* (B, Hkv, G, D) is already (B, 1, H·D) in memory */
+        out = kg_reshape(out, 3, (int64_t[]){B, 1, H * D});
+    else
+        out = kg_reshape(kg_transpose(kg_reshape(out, 4, (int64_t[]){B, H, T, D}), 1, 2), 3,
+                         (int64_t[]){B, T, H * D});
     return kg_linear_forward(&a->o, out);
 }

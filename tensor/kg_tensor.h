@@ -117,8 +117,9 @@ kg_profile_host kg_profile_host_read(const kg_ctx *ctx);
 size_t kg_vulkan_devices(char *buf, size_t cap);
 
 /* The CPU backend's threads and the BLAS its GEMM uses ("none (portable kernel…)" without);
- * the instruction set of its batch-1 matrix-vector kernels ("AVX-512", "AVX2", or "none (GEMM
- * path)"; KG_GEMV=avx2|off picks a lower one). */
+ * the instruction set of its batch-1 matrix-vector kernels and how block formats multiply
+ * ("AVX-512, int8 dot (VNNI)", "AVX2, f32 activations", … or "none (GEMM path)"; KG_GEMV, a
+ * comma list of avx2, f32, off, picks lower ones). */
 int kg_cpu_thread_count(void);
 const char *kg_cpu_blas(void);
 const char *kg_cpu_gemv_name(void);

@@ -4,7 +4,9 @@
  * matrix-vector kernels, GQA over the cache) against recomputing the whole sequence (GEMMs),
  * token for token greedy and sampled, and by logits; and the tokens the code gave before the
  * decode path existed, for fixed seeds. `vulkan` as argv[1] runs it on Vulkan; `real` runs the
- * same checks on SmolLM2-135M (skipped, 77, without scripts/fetch-models.sh's files).
+ * same checks on SmolLM2-135M (skipped, 77, without scripts/fetch-models.sh's files). Block
+ * formats on the CPU take the integer kernels (x rounded to 8 bits) unless KG_GEMV=f32: their
+ * checks are then the ones x's rounding allows (int8_path); meson runs both.
  */
 #include "kg_test.h"
 #include "tensor/cpu/cpu.h"
@@ -16,6 +18,14 @@ static const char *real_path; /* the real model, when argv[1] is "real" */
 static const kg_dtype all_dtypes[] = {KG_DTYPE_F32, KG_DTYPE_F16, KG_DTYPE_BF16,
                                       KG_DTYPE_Q8_0, KG_DTYPE_Q4_0, KG_DTYPE_Q4_1};
 enum { N_DTYPES = sizeof all_dtypes / sizeof all_dtypes[0] };
+
+/* Whether one-row products with dt weights take the integer kernels (gemv.c: x quantized to
+ * 8-bit blocks of 32). */
+static bool int8_path(kg_dtype dt)
+{
+    return backend == KG_BACKEND_CPU && kg__dtype_is_block(dt) &&
+           strstr(kg_cpu_gemv_name(), "int8") != NULL;
+}
 
 static float frand(uint64_t *s)
 {
@@ -62,10 +72,25 @@ static void test_gemv_kernels(void **state)
             want[n] = (float)acc;
         }
         char what[64];
-        snprintf(what, sizeof what, "%s gemv vs double", kg_dtype_name(dt));
-        assert_close(got, want, N, 1e-5f, 1e-5f, what);
-        snprintf(what, sizeof what, "%s gemv vs the GEMM path", kg_dtype_name(dt));
-        assert_close(got, gemm, N, 1e-5f, 1e-5f, what);
+        if (int8_path(dt)) { /* x rounded to dx/2 = max|x_b|/254 per block (test_gemv_int.c) */
+            for (int64_t n = 0; n < N; n++) {
+                double tol = 1e-5;
+                for (int64_t k = 0; k < K; k++) {
+                    float amax = 0;
+                    for (int64_t e = k / 32 * 32; e < k / 32 * 32 + 32; e++)
+                        amax = fmaxf(amax, fabsf(x[e]));
+                    tol += fabs(deq[n * K + k]) * amax / 254.0 * (1 + 1e-6);
+                }
+                if (fabs(got[n] - want[n]) > tol || fabs(got[n] - gemm[n]) > tol + 1e-5)
+                    fail_msg("%s int8 gemv row %lld: %g; double %g, GEMM %g, bound %g",
+                             kg_dtype_name(dt), (long long)n, got[n], want[n], gemm[n], tol);
+            }
+        } else {
+            snprintf(what, sizeof what, "%s gemv vs double", kg_dtype_name(dt));
+            assert_close(got, want, N, 1e-5f, 1e-5f, what);
+            snprintf(what, sizeof what, "%s gemv vs the GEMM path", kg_dtype_name(dt));
+            assert_close(got, gemm, N, 1e-5f, 1e-5f, what);
+        }
         free(deq);
         free(got);
         free(gemm);
@@ -112,8 +137,12 @@ static void same_tokens(kg_model *m, const int32_t *prompt, int64_t np, kg_gener
 
 /* Step by step through a decoder with the cache, each position's logits equal those of a
  * decoder without one (the whole sequence again): rtol 1e-4 on logits of order 1. And a step
- * records no tape and leaves no tensor behind. */
-static void same_logits(kg_model *m, const int32_t *ids, int64_t n, float tol, const char *what)
+ * records no tape and leaves no tensor behind. With int8 (the integer kernels: every product's
+ * x rounded to 8 bits, carried through the layers), the logits are within 8% of the largest
+ * one (measured: up to 5.3% on SmolLM2, 3.5% on the fixture's random weights) and the top token is
+ * the same. */
+static void same_logits(kg_model *m, const int32_t *ids, int64_t n, float tol, bool int8,
+                        const char *what)
 {
     int64_t V = m->cfg.vocab_size;
     kg_decoder *fast = kg_decoder_new(m, n, true), *slow = kg_decoder_new(m, n, false);
@@ -138,7 +167,20 @@ static void same_logits(kg_model *m, const int32_t *ids, int64_t n, float tol, c
         assert_ok(ctx);
         char w[96];
         snprintf(w, sizeof w, "%s: logits at position %lld", what, (long long)i);
-        assert_close(a, b, V, tol, tol, w);
+        if (int8) {
+            int64_t ta = 0, tb = 0;
+            float big = 0;
+            for (int64_t v = 0; v < V; v++) {
+                ta = a[v] > a[ta] ? v : ta, tb = b[v] > b[tb] ? v : tb;
+                big = fmaxf(big, fabsf(b[v]));
+            }
+            assert_close(a, b, V, 0.08f * big, 0.0f, w);
+            if (ta != tb)
+                fail_msg("%s: top token %lld with the cache, %lld without", w, (long long)ta,
+                         (long long)tb);
+        } else {
+            assert_close(a, b, V, tol, tol, w);
+        }
     }
     kg_decoder_free(fast);
     kg_decoder_free(slow);
@@ -155,11 +197,15 @@ static void test_paths_agree(void **state)
     for (int f = 0; f < 2; f++)
         for (int i = 0; i < N_DTYPES; i++) {
             kg_model *m = load(names[f], all_dtypes[i]);
+            bool int8 = int8_path(all_dtypes[i]);
             char what[96];
+            /* tokens: the fixture's random weights leave near-ties that x's rounding can flip,
+             * so the integer path is checked by logits (the KG_GEMV=f32 run checks tokens) */
             snprintf(what, sizeof what, "%s, %s, greedy", names[f], kg_dtype_name(all_dtypes[i]));
-            same_tokens(m, prompt, 5, (kg_generate_config){.max_new = 12, .ignore_eos = true},
+            if (!int8)
+                same_tokens(m, prompt, 5, (kg_generate_config){.max_new = 12, .ignore_eos = true},
                         got, what);
-            for (uint64_t seed = 1; seed <= 3; seed++) {
+            for (uint64_t seed = 1; seed <= 3 && !int8; seed++) {
                 snprintf(what, sizeof what, "%s, %s, seed %llu", names[f],
                          kg_dtype_name(all_dtypes[i]), (unsigned long long)seed);
                 same_tokens(m, prompt, 5,
@@ -169,7 +215,7 @@ static void test_paths_agree(void **state)
             }
             int32_t ids[12] = {36, 30, 40, 5, 69, 11, 17, 92, 6, 94, 27, 82};
             snprintf(what, sizeof what, "%s, %s", names[f], kg_dtype_name(all_dtypes[i]));
-            same_logits(m, ids, 12, 1e-4f, what);
+            same_logits(m, ids, 12, 1e-4f, int8, what);
             kg_test_model_free(ctx, m);
         }
     print_message("%s: cached and uncached generation agree (2 files x %d dtypes, greedy and "
@@ -235,7 +281,7 @@ static void test_packed_head(void **state)
     assert_int_equal(kg_tensor_dtype(kg_decoder_head(d)->weight), KG_DTYPE_Q8_0);
     kg_decoder_free(d);
     int32_t ids[10] = {36, 30, 40, 5, 69, 11, 17, 92, 6, 94};
-    same_logits(m, ids, 10, 1e-4f, "q8_0-exact head");
+    same_logits(m, ids, 10, 1e-4f, int8_path(KG_DTYPE_Q8_0), "q8_0-exact head");
     kg_test_model_free(ctx, m);
 }
 
@@ -258,7 +304,9 @@ static void test_real_model(void **state)
                                  {.max_new = 16, .temperature = 0.8f, .top_p = 0.9f, .seed = 7,
                                   .ignore_eos = true}};
     const int32_t *want[2] = {greedy, sampled};
-    for (int c = 0; c < 2; c++) {
+    /* the integer kernels: greedy only (x's rounding moves sampled draws: see same_logits) */
+    bool int8 = int8_path(KG_DTYPE_Q4_1);
+    for (int c = 0; c < (int8 ? 1 : 2); c++) {
         int32_t got[32];
         same_tokens(m, prompt, 5, cfg[c], got, c ? "SmolLM2 sampled" : "SmolLM2 greedy");
         for (int i = 0; i < 16; i++)
@@ -266,11 +314,21 @@ static void test_real_model(void **state)
                 fail_msg("SmolLM2 case %d: token %d is %d; before the decode path it was %d", c,
                          i, got[i], want[c][i]);
     }
+    /* two more prompts, greedy: "Water boils at a temperature of", "Once upon a time, there
+     * was a". ("def fibonacci(n):" is no such check: with x rounded to 8 bits its 14th token
+     * is 2822 where the f32 paths give 304, a near tie; VNNI and AVX2 agree on 2822.) */
+    static const int32_t more[2][8] = {{12615, 36411, 418, 253, 2779, 282},
+                                       {6403, 1980, 253, 655, 28, 665, 436, 253}};
+    for (int p = 0; p < 2; p++) {
+        int32_t got[32];
+        same_tokens(m, more[p], p ? 8 : 6, cfg[0], got,
+                    p ? "SmolLM2 greedy, story" : "SmolLM2 greedy, water");
+    }
     kg_decoder *d = kg_decoder_new(m, 4, true);
     assert_int_equal(kg_tensor_dtype(kg_decoder_head(d)->weight), KG_DTYPE_Q8_0);
     kg_decoder_free(d);
     int32_t ids[8] = {504, 3575, 282, 4649, 314, 7042, 30, 198};
-    same_logits(m, ids, 8, 2e-3f, "SmolLM2");
+    same_logits(m, ids, 8, 2e-3f, int8, "SmolLM2");
     kg_test_model_free(ctx, m);
 }
 
