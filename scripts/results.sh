@@ -5,7 +5,8 @@
 # CommonsenseQA → OpenBookQA, and docs/results.md's tables and figures made from what they wrote.
 #
 #   scripts/results.sh [lr|minilm|continual|smol|report ...]   (default: all, in that order)
-#   settings: CSQA_STEPS (120), SMOL_STEPS (40), SMOL_EVAL (150), CONTINUAL_SEEDS ("0 1")
+#   settings: CSQA_STEPS (120), SMOL_STEPS (32), SMOL_EVAL (100), STAGE_STEPS (60),
+#   CONTINUAL_SEEDS ("0 1")
 #
 # Every hyperparameter but the learning rate is given on the command line; the rate is each
 # adapter's default (phase lr measured them), and the tables print the rate each row used.
@@ -33,8 +34,9 @@ common=(--rank 8 --alpha 16 --batch 8 --warmup 6 --schedule linear --optimizer a
 configs=(--config lora:r8 --config lora:r16 --config kronlora:r8:2x4 --config kronlora:r8:4x4
   --config lokr:r8)
 CSQA_STEPS=${CSQA_STEPS:-120} # ≈ one epoch of CommonsenseQA's 972 training items at batch 8
-SMOL_STEPS=${SMOL_STEPS:-40}  # 320 of PIQA's 1,206 training items: the decoder step is 5× dearer
-SMOL_EVAL=${SMOL_EVAL:-150}   # held-out PIQA items scored (of 294)
+SMOL_STEPS=${SMOL_STEPS:-32}  # 256 of PIQA's 1,206 training items: the decoder step is 5× dearer
+SMOL_EVAL=${SMOL_EVAL:-100}   # held-out PIQA items scored (of 294)
+STAGE_STEPS=${STAGE_STEPS:-60} # per continual stage
 
 phase_lr() { # the learning rates: MiniLM on all of CommonsenseQA, one seed, a curve every 40
   local tr ev run a lr
@@ -69,7 +71,7 @@ phase_continual() { # CommonsenseQA, then OpenBookQA: the accuracy matrix and fo
       nice -n 19 "$K" train --model "$MINILM" --tasks commonsense_qa,openbookqa \
         --data "$M/commonsense-qa/train.jsonl" --data "$M/openbookqa/train.jsonl" \
         --eval-data "$M/commonsense-qa/heldout.jsonl" --eval-data "$M/openbookqa/heldout.jsonl" \
-        --adapter $a "${common[@]}" --max-length 64 --steps 80 --seed "$seed" \
+        --adapter $a "${common[@]}" --max-length 64 --steps "$STAGE_STEPS" --seed "$seed" \
         --out "$OUT/$name" >"$OUT/$name.txt" 2>&1
       tail -n 8 "$OUT/$name.txt"
     done

@@ -84,7 +84,7 @@ def lr_table(out):
     if not runs:
         return []
     runs.sort()
-    steps = [p["step"] for p in max((r[2] for r in runs), key=len)]
+    steps = sorted({p["step"] for r in runs for p in r[2]})
     lines = ["**lr** — held-out accuracy during training, one seed per row (MiniLM, CommonsenseQA)",
              "", "| adapter | lr | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|---|---|" + "---|" * len(steps)]
