@@ -866,5 +866,11 @@ bool kg_train_run(kg_model *m, kg_tokenizer *tok, const kg_task *train, const kg
     ok = all_ok(m->ctx, ok, "kg_train_run") &&
          kg__train_run_trainer(t, opts, eval ? mc_eval : NULL, &e, out);
     kg_trainer_free(t);
+    if (!ok) { /* a failed run hands back nothing to free */
+        free(out->losses);
+        free(out->curve);
+        out->losses = NULL;
+        out->curve = NULL;
+    }
     return ok;
 }
