@@ -285,6 +285,51 @@ static void test_packed_head(void **state)
     kg_test_model_free(ctx, m);
 }
 
+/* Decoding with an adapter, unmerged (its product beside the base one in every adapted
+ * linear, as `generate --adapter` decodes): the cache path against the whole sequence, greedy
+ * tokens and logits, for a PEFT LoRA (q and v, rank 4) and a Kron-LoRA (all seven linears, A
+ * 2x4, rank 2) on the fixture Llama with f32, bf16 and q4_1 weights. The adapters change the
+ * logits (checked), so the adapted path is the one compared. The integer kernels (x rounded
+ * to 8 bits) flip near-ties of the fixture's random weights, so q4_1 is checked where they are
+ * off: the KG_GEMV=f32 and avx2,f32 runs. */
+static void test_adapter_decode(void **state)
+{
+    (void)state;
+    static const char *const dirs[] = {"sft/lora", "export/kronlora_llama"};
+    const kg_dtype dts[] = {KG_DTYPE_F32, KG_DTYPE_BF16, KG_DTYPE_Q4_1};
+    const int32_t prompt[] = {36, 30, 40, 5, 69};
+    int32_t ids[12] = {36, 30, 40, 5, 69, 11, 17, 92, 6, 94, 27, 82};
+    for (int a = 0; a < 2; a++)
+        for (int i = 0; i < 3; i++) {
+            if (int8_path(dts[i]))
+                continue;
+            kg_model *m = load("llama", dts[i]);
+            kg_decoder *d = kg_decoder_new(m, 5, true);
+            float base[100];
+            assert_int_equal(m->cfg.vocab_size, 100);
+            memcpy(base, kg_decoder_feed(d, prompt, 5), sizeof base);
+            kg_decoder_free(d);
+            char path[512], what[96];
+            snprintf(path, sizeof path, "%s/%s", KG_FIXTURES, dirs[a]);
+            assert_true(kg_peft_load(m, path));
+            assert_ok(ctx);
+            d = kg_decoder_new(m, 5, true);
+            const float *adapted = kg_decoder_feed(d, prompt, 5);
+            double moved = 0;
+            for (int v = 0; v < 100; v++)
+                moved = fmax(moved, fabs(adapted[v] - base[v]));
+            kg_decoder_free(d);
+            snprintf(what, sizeof what, "%s, %s", dirs[a], kg_dtype_name(dts[i]));
+            if (!(moved > 1e-3))
+                fail_msg("%s: the adapter moved no logit by more than %g", what, moved);
+            int32_t got[32];
+            same_tokens(m, prompt, 5, (kg_generate_config){.max_new = 12, .ignore_eos = true},
+                        got, what);
+            same_logits(m, ids, 12, 1e-4f, false, what);
+            kg_test_model_free(ctx, m);
+        }
+}
+
 /* A decode step calls no allocator once its sizes have been seen: the tensor headers, the
  * small tensors and the kernels' scratch come back from the context's pools. Within one
  * sequence the only sizes that grow are attention's scores and probabilities over the cache,
@@ -412,6 +457,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_tokens_as_before),
         cmocka_unit_test(test_packed_head),
+        cmocka_unit_test(test_adapter_decode),
         cmocka_unit_test(test_no_step_allocation),
     };
     const struct CMUnitTest real[] = {cmocka_unit_test(test_real_model)};
