@@ -236,16 +236,29 @@ static kg_tensor *as_rows(kg_tensor *x, int64_t cols)
 /* C (M, N) = A (M, K)·Bᵀ, B stored [N, K], all contiguous. A few rows (an adapter's factors
  * while decoding one token: 1 row, or dA1 = 4 for Kron-LoRA) are that many matrix-vector
  * products: the GEMM's packing and thread wake-ups cost far more than their arithmetic (a LoRA-8
- * product took 7.6 us a call on SmolLM2 that way, a fifth of a decode step). */
+ * product took 7.6 us a call on SmolLM2 that way, a fifth of a decode step). A short K (the
+ * rank: B is the up-projection) is a plain loop: the vector kernel's per-row sum would cost
+ * more than the row's few products. */
 static bool gemm_rows_bt(const kg_opcall *c, int64_t M, int64_t N, int64_t K, const float *A,
                          const float *B, float *C)
 {
-    if (M <= 4 && kg_cpu_gemv_supports(KG_DTYPE_F32)) {
-        for (int64_t i = 0; i < M; i++)
-            kg_cpu_gemv(KG_DTYPE_F32, B, N, K, A + i * K, C + i * N);
-        return true;
+    if (M > 4)
+        return gemm(c, false, true, M, N, K, A, K, B, K, C, N);
+    for (int64_t i = 0; i < M; i++) {
+        const float *a = A + i * K;
+        float *y = C + i * N;
+        if (K >= 32 && kg_cpu_gemv_supports(KG_DTYPE_F32)) {
+            kg_cpu_gemv(KG_DTYPE_F32, B, N, K, a, y);
+            continue;
+        }
+        for (int64_t n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                acc += B[n * K + k] * a[k];
+            y[n] = acc;
+        }
     }
-    return gemm(c, false, true, M, N, K, A, K, B, K, C, N);
+    return true;
 }
 
 /* ---- lowrank_linear: x (N, d_in), B1 (d_out, R), B2 (R, d_in) → x·B2ᵀ·B1ᵀ (N, d_out) ------ */
