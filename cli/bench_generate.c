@@ -11,7 +11,7 @@
 #include <time.h>
 
 typedef struct bench_gen_opts {
-    const char *model, *frozen, *backend;
+    const char *model, *frozen, *backend, *adapter;
     int64_t n_new, prompt, reps;
     bool profile, json;
 } bench_gen_opts;
@@ -25,6 +25,8 @@ static const kg_flag flags[] = {
      "prompt tokens fed first, untimed (default 1: the BOS token, as llama-bench -p 0)"},
     {"reps", KG_FLAG_INT, offsetof(bench_gen_opts, reps), "R",
      "timed runs (default 5); the median is reported"},
+    {"adapter", KG_FLAG_STRING, offsetof(bench_gen_opts, adapter), "DIR",
+     "a PEFT adapter directory (what train --out wrote), decoded unmerged as generate does"},
     {"frozen", KG_FLAG_STRING, offsetof(bench_gen_opts, frozen), "DTYPE",
      "the blocks' linear weights as: f32, bf16, f16, q8_0, q4_0, q4_1 or nf4 (default q4_1: "
      "a GGUF's q4_1 weights stay packed, as llama.cpp reads them)"},
@@ -148,6 +150,8 @@ static int run_bench_generate(void *p)
         return 1;
     double t0 = now();
     kg_model *m = kg_model_load_frozen(ctx, o->model, frozen);
+    if (m && o->adapter)
+        kg_peft_load(m, o->adapter); /* an error stays on the context */
     double load = now() - t0;
     kg_decoder *d = kg_decoder_new(m, o->prompt + o->n_new, true);
     double *secs = calloc((size_t)o->reps, sizeof *secs);
@@ -172,6 +176,8 @@ static int run_bench_generate(void *p)
         printf("  %-18s %s; head read as %s; %.1f MB read per token; load %.1f s\n",
                "weights", kg_dtype_name(frozen), kg_dtype_name(kg_tensor_dtype(head)),
                bytes / 1e6, load);
+        if (o->adapter)
+            printf("  %-18s %s\n", "adapter", o->adapter);
         printf("  %-18s %lld prompt tokens, then %lld generated (greedy), %lld runs\n", "run",
                (long long)o->prompt, (long long)o->n_new, (long long)o->reps);
         printf("  %-18s %.1f tok/s (median; min %.1f, max %.1f); %.2f ms per token\n",
@@ -184,9 +190,10 @@ static int run_bench_generate(void *p)
             kg_profile(ctx, false);
         }
         if (o->json)
-            printf("{\"model\": \"%s\", \"frozen\": \"%s\", \"n_new\": %lld, "
-                   "\"tokens_per_s\": %.2f, \"weight_bytes\": %.0f}\n", o->model,
-                   kg_dtype_name(frozen), (long long)o->n_new, tps, bytes);
+            printf("{\"model\": \"%s\", \"adapter\": \"%s\", \"frozen\": \"%s\", "
+                   "\"n_new\": %lld, \"tokens_per_s\": %.2f, \"weight_bytes\": %.0f}\n",
+                   o->model, o->adapter ? o->adapter : "", kg_dtype_name(frozen),
+                   (long long)o->n_new, tps, bytes);
         rc = kg_ctx_status(ctx) ? kg_cli_fail("bench generate", ctx) : 0;
     }
     free(ids);
@@ -200,7 +207,7 @@ static int run_bench_generate(void *p)
 const kg_command kg_cmd_bench_generate = {
     .name = "bench generate",
     .summary = "Time decoding (tokens/s, batch 1) on a model file, and profile a decode step.",
-    .usage = "--model PATH [--new N] [--frozen DTYPE] [--profile] [options]",
+    .usage = "--model PATH [--adapter DIR] [--new N] [--frozen DTYPE] [--profile] [options]",
     .flags = flags,
     .n_flags = sizeof flags / sizeof flags[0],
     .opts_size = sizeof(bench_gen_opts),

@@ -74,7 +74,11 @@ kg_tensor *kg__decoder_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep
 {
     int64_t T = kg_tensor_dim(ids, 1), pos0 = cache ? cache[0].len : 0;
     kg_tensor *x = kg_embed_forward(&m->tokens, ids); /* (B, T, C) */
-    kg_tensor *mask = kg_attention_mask(m->ctx, keep, T, pos0, true, m->cfg.sliding_window);
+    /* One new position that sees every cached one (a decode step without padding) needs no
+     * mask: it would be all zeros, made on the host each step. */
+    int64_t window = m->cfg.sliding_window;
+    bool sees_all = T == 1 && !keep && (window <= 0 || pos0 + 1 <= window);
+    kg_tensor *mask = sees_all ? NULL : kg_attention_mask(m->ctx, keep, T, pos0, true, window);
     kg__blocks b = kg__blocks_begin(m->ctx);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];

@@ -47,6 +47,7 @@ void kg_ctx_free(kg_ctx *ctx)
     while (ctx->kept)
         kg_tensor_free(ctx->kept);
     free(ctx->tensors);
+    kg__pool_drop(&ctx->headers);
     if (ctx->be)
         ctx->be->destroy(ctx->be_state);
     free(ctx);

@@ -22,6 +22,41 @@ void *kg__calloc(size_t n, size_t size);
 void *kg__realloc(void *p, size_t bytes);
 void *kg__aligned_alloc(size_t align, size_t bytes);
 long kg__fail_alloc_after(long n);
+/* How many times the four above were called so far, in every thread (a test counts a step's). */
+unsigned long kg__alloc_calls(void);
+
+/* Whether freed blocks are kept for reuse: not under AddressSanitizer, so that a use after free
+ * is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KG__KEEP_FREED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KG__KEEP_FREED 0
+#endif
+#endif
+#ifndef KG__KEEP_FREED
+#define KG__KEEP_FREED 1
+#endif
+
+/* A pool of freed small blocks, kept by power-of-two class (64 B to 64 KiB) for the next take of
+ * that class, so that a loop of steps making the same small tensors (a decode step: headers,
+ * one-row activations) stops calling malloc after its first steps. One owner (a context or its
+ * backend), one thread at a time. As the CPU backend's cache of large blocks, the bytes kept
+ * stay below the most bytes live at once (reuse at most doubles the footprint), and under
+ * AddressSanitizer nothing is kept. Blocks are 64-byte aligned; a size of KG__POOL_MAX_BYTES or
+ * more is not pooled (plain kg__aligned_alloc and free). kg__pool_take returns NULL when out of
+ * memory; kg__pool_give takes back a block that kg__pool_take gave for the same bytes;
+ * kg__pool_drop frees the kept blocks. */
+enum { KG__POOL_CLASSES = 11, KG__POOL_MAX_BYTES = 1 << 16 };
+typedef struct kg__pool {
+    void *free[KG__POOL_CLASSES]; /* each class's kept blocks, linked through their first word */
+    size_t live, high, kept;      /* bytes (of the classes' sizes) */
+} kg__pool;
+void *kg__pool_take(kg__pool *p, size_t bytes);
+void kg__pool_give(kg__pool *p, void *block, size_t bytes);
+void kg__pool_drop(kg__pool *p);
+/* The bytes of the class that holds a block of bytes (bytes itself when not pooled). */
+size_t kg__pool_size(size_t bytes);
 
 /* ---- Ops ------------------------------------------------------------------------------------ */
 
@@ -207,6 +242,7 @@ struct kg_ctx {
     kg_tensor **tensors; /* every tensor of the context, in creation order (freed ones NULL) */
     size_t n_tensors, cap_tensors;
     kg_tensor *kept; /* tensors kept past their scope, freed by kg_ctx_free */
+    kg__pool headers; /* freed kg_tensor and kg_storage structs, for the next ones */
     int no_grad;
     int scopes; /* open scopes: tensors made inside one are a step's activations */
     unsigned visit; /* generation counter for graph walks */

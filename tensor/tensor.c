@@ -140,11 +140,12 @@ static bool register_tensor(kg_ctx *ctx, const char *fn, kg_tensor *t)
 static kg_tensor *header(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
                          const int64_t *shape, bool owned)
 {
-    kg_tensor *t = kg__calloc(1, sizeof *t);
+    kg_tensor *t = kg__pool_take(&ctx->headers, sizeof *t);
     if (!t) {
         kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of host memory", fn);
         return NULL;
     }
+    *t = (kg_tensor){0};
     t->ctx = ctx;
     t->dtype = dtype;
     t->ndim = ndim;
@@ -153,7 +154,7 @@ static kg_tensor *header(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndim,
     kg__contiguous_strides(ndim, t->shape, t->stride);
     t->slot = SIZE_MAX;
     if (owned && !register_tensor(ctx, fn, t)) {
-        free(t);
+        kg__pool_give(&ctx->headers, t, sizeof *t);
         return NULL;
     }
     return t;
@@ -165,23 +166,21 @@ kg_tensor *kg__tensor_alloc(kg_ctx *ctx, const char *fn, kg_dtype dtype, int ndi
     if (!ctx || ctx->status || !check_shape(ctx, fn, dtype, ndim, shape))
         return NULL;
     size_t bytes = kg_dtype_bytes(dtype, kg__numel(ndim, shape));
-    kg_storage *s = kg__calloc(1, sizeof *s);
+    kg_storage *s = kg__pool_take(&ctx->headers, sizeof *s);
     bool persistent = !owned || ctx->scopes == 0;
     void *h = s ? ctx->be->alloc(ctx->be_state, bytes ? bytes : 1, persistent) : NULL;
     if (!h) {
-        free(s);
+        kg__pool_give(&ctx->headers, s, sizeof *s);
         char buf[64];
         kg_set_error(ctx, KG_ERR_NOMEM, "%s: out of %s memory allocating %s (%zu bytes)", fn,
                      ctx->be->name, describe(ndim, shape, dtype, buf, sizeof buf), bytes);
         return NULL;
     }
-    s->refs = 1;
-    s->bytes = bytes ? bytes : 1;
-    s->handle = h;
+    *s = (kg_storage){.refs = 1, .bytes = bytes ? bytes : 1, .handle = h};
     kg_tensor *t = header(ctx, fn, dtype, ndim, shape, owned);
     if (!t) {
         ctx->be->release(ctx->be_state, h, s->bytes);
-        free(s);
+        kg__pool_give(&ctx->headers, s, sizeof *s);
         return NULL;
     }
     t->storage = s;
@@ -274,9 +273,9 @@ void kg_tensor_free(kg_tensor *t)
         kg_tensor_free(t->grad);
     if (--t->storage->refs == 0) {
         ctx->be->release(ctx->be_state, t->storage->handle, t->storage->bytes);
-        free(t->storage);
+        kg__pool_give(&ctx->headers, t->storage, sizeof *t->storage);
     }
-    free(t);
+    kg__pool_give(&ctx->headers, t, sizeof *t);
 }
 
 kg_tensor *kg_tensor_new(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)

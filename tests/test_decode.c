@@ -285,6 +285,108 @@ static void test_packed_head(void **state)
     kg_test_model_free(ctx, m);
 }
 
+/* Decoding with an adapter, unmerged (its product beside the base one in every adapted
+ * linear, as `generate --adapter` decodes): the cache path against the whole sequence, greedy
+ * tokens and logits, for a PEFT LoRA (q and v, rank 4) and a Kron-LoRA (all seven linears, A
+ * 2x4, rank 2) on the fixture Llama with f32, bf16 and q4_1 weights. The adapters change the
+ * logits (checked), so the adapted path is the one compared. The integer kernels (x rounded
+ * to 8 bits) flip near-ties of the fixture's random weights, so q4_1 is checked where they are
+ * off: the KG_GEMV=f32 and avx2,f32 runs. */
+static void test_adapter_decode(void **state)
+{
+    (void)state;
+    static const char *const dirs[] = {"sft/lora", "export/kronlora_llama"};
+    const kg_dtype dts[] = {KG_DTYPE_F32, KG_DTYPE_BF16, KG_DTYPE_Q4_1};
+    const int32_t prompt[] = {36, 30, 40, 5, 69};
+    int32_t ids[12] = {36, 30, 40, 5, 69, 11, 17, 92, 6, 94, 27, 82};
+    for (int a = 0; a < 2; a++)
+        for (int i = 0; i < 3; i++) {
+            if (int8_path(dts[i]))
+                continue;
+            kg_model *m = load("llama", dts[i]);
+            kg_decoder *d = kg_decoder_new(m, 5, true);
+            float base[100];
+            assert_int_equal(m->cfg.vocab_size, 100);
+            memcpy(base, kg_decoder_feed(d, prompt, 5), sizeof base);
+            kg_decoder_free(d);
+            char path[512], what[96];
+            snprintf(path, sizeof path, "%s/%s", KG_FIXTURES, dirs[a]);
+            assert_true(kg_peft_load(m, path));
+            assert_ok(ctx);
+            d = kg_decoder_new(m, 5, true);
+            const float *adapted = kg_decoder_feed(d, prompt, 5);
+            double moved = 0;
+            for (int v = 0; v < 100; v++)
+                moved = fmax(moved, fabs(adapted[v] - base[v]));
+            kg_decoder_free(d);
+            snprintf(what, sizeof what, "%s, %s", dirs[a], kg_dtype_name(dts[i]));
+            if (!(moved > 1e-3))
+                fail_msg("%s: the adapter moved no logit by more than %g", what, moved);
+            int32_t got[32];
+            same_tokens(m, prompt, 5, (kg_generate_config){.max_new = 12, .ignore_eos = true},
+                        got, what);
+            same_logits(m, ids, 12, 1e-4f, false, what);
+            kg_test_model_free(ctx, m);
+        }
+}
+
+/* A decode step calls no allocator once its sizes have been seen: the tensor headers, the
+ * small tensors and the kernels' scratch come back from the context's pools. Within one
+ * sequence the only sizes that grow are attention's scores and probabilities over the cache,
+ * (1, H, 1, S) f32: a step allocates only where 4·H·S enters a larger power-of-two class, and
+ * then at most those two tensors per layer. A second run of the same sequence (after
+ * kg_decoder_reset, as `bench generate` times it) allocates nothing at all (on Vulkan its
+ * steps none; the prompt's feed a few). The tokens of the two runs are the same. Under
+ * AddressSanitizer nothing is kept: skipped there. */
+static void test_no_step_allocation(void **state)
+{
+    (void)state;
+    if (!KG__KEEP_FREED) {
+        print_message("skipped: built with AddressSanitizer, where freed blocks are not kept\n");
+        return;
+    }
+    enum { PROMPT = 5, NEW = 24 };
+    const int32_t prompt[PROMPT] = {36, 30, 40, 5, 69};
+    const kg_dtype dts[] = {KG_DTYPE_F32, KG_DTYPE_Q4_1};
+    for (int i = 0; i < 2; i++) {
+        kg_model *m = load("llama.gguf", dts[i]);
+        int64_t H = m->cfg.n_heads, L = m->cfg.n_layers;
+        kg_decoder *d = kg_decoder_new(m, PROMPT + NEW, true);
+        int32_t first[NEW];
+        for (int run = 0; run < 2; run++) {
+            kg_decoder_reset(d);
+            unsigned long before = kg__alloc_calls();
+            assert_non_null(kg_decoder_feed(d, prompt, PROMPT));
+            if (run == 1 && backend == KG_BACKEND_CPU) /* Vulkan's makes 3 here: steps only */
+                assert_int_equal(kg__alloc_calls() - before, 0);
+            for (int t = 0; t < NEW; t++) {
+                int32_t id = (int32_t)kg_decoder_pick(d, &(kg_generate_config){0}, NULL);
+                int64_t S = kg_decoder_len(d) + 1; /* the keys this step attends to */
+                before = kg__alloc_calls();
+                assert_non_null(kg_decoder_feed(d, &id, 1));
+                unsigned long made = kg__alloc_calls() - before;
+                bool grows = kg__pool_size((size_t)(4 * H * S)) >
+                             kg__pool_size((size_t)(4 * H * (S - 1)));
+                if (run == 0 && t >= 4 && made > (grows ? (unsigned long)(2 * L) : 0))
+                    fail_msg("%s, first run: step %d (%lld keys) made %lu allocations; expected "
+                             "%s", kg_dtype_name(dts[i]), t, (long long)S, made,
+                             grows ? "at most 2 per layer (the scores' class grew)" : "none");
+                if (run == 1 && made != 0)
+                    fail_msg("%s, second run: step %d made %lu allocations; expected none",
+                             kg_dtype_name(dts[i]), t, made);
+                if (run == 0)
+                    first[t] = id;
+                else if (first[t] != id)
+                    fail_msg("%s: token %d is %d in the second run, %d in the first",
+                             kg_dtype_name(dts[i]), t, id, first[t]);
+            }
+        }
+        assert_ok(ctx);
+        kg_decoder_free(d);
+        kg_test_model_free(ctx, m);
+    }
+}
+
 /* SmolLM2-135M-Instruct, its q4_1 weights read packed: the cache path against the
  * uncached one (greedy, sampled, logits), and the tokens of `krongrad generate` before the
  * decode path (commit ede193b, f32 weights dequantized from the same file):
@@ -355,6 +457,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_paths_agree),
         cmocka_unit_test(test_tokens_as_before),
         cmocka_unit_test(test_packed_head),
+        cmocka_unit_test(test_adapter_decode),
+        cmocka_unit_test(test_no_step_allocation),
     };
     const struct CMUnitTest real[] = {cmocka_unit_test(test_real_model)};
     int rc = real_path ? cmocka_run_group_tests(real, NULL, NULL)

@@ -11,31 +11,23 @@
  * step, and a large block fresh from malloc is a fresh mapping whose every page faults on first
  * touch: on DistilBERT-base (1024 tokens) that was about a third of the step as system time.
  * Kept bytes stay below the most bytes ever live at once, so reuse at most doubles the
- * footprint (and in a steady loop of steps adds nothing). Small blocks come fast from malloc's
- * own heap and are not kept; under AddressSanitizer nothing is, so a use after free is caught. */
+ * footprint (and in a steady loop of steps adds nothing). Blocks below KEEP_MIN_BYTES go to a
+ * pool by power-of-two class instead (alloc.c), so a decode step, all small tensors, calls no
+ * malloc once its sizes have been seen; under AddressSanitizer nothing is kept, so a use after
+ * free is caught. */
 typedef struct kept_block {
     struct kept_block *next;
     size_t bytes;
 } kept_block;
 
-enum { KEEP_BUCKETS = 512, KEEP_MIN_BYTES = 1 << 16 };
-
-#if defined(__SANITIZE_ADDRESS__)
-#define KEEP_FREED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KEEP_FREED 0
-#endif
-#endif
-#ifndef KEEP_FREED
-#define KEEP_FREED 1
-#endif
+enum { KEEP_BUCKETS = 512, KEEP_MIN_BYTES = KG__POOL_MAX_BYTES };
 
 typedef struct cpu_state {
     size_t current, peak;
     size_t high;   /* the most bytes live at once, ever (the bound on kept bytes) */
     size_t kept;   /* bytes in kept blocks */
     kept_block *bucket[KEEP_BUCKETS];
+    kg__pool small; /* blocks below KEEP_MIN_BYTES */
 } cpu_state;
 
 static kept_block **bucket_of(cpu_state *s, size_t bytes)
@@ -65,6 +57,7 @@ static void drop_kept(cpu_state *s)
             free(b);
         }
     s->kept = 0;
+    kg__pool_drop(&s->small);
 }
 
 static bool cpu_init(kg_ctx *ctx, void **state)
@@ -87,10 +80,13 @@ static void *cpu_alloc(void *state, size_t bytes, bool persistent)
     (void)persistent; /* malloc keeps its own arenas */
     cpu_state *s = state;
     /* 64-byte alignment suits every vector width. */
-    void *p = bytes >= KEEP_MIN_BYTES ? take_kept(s, bytes) : NULL;
-    if (!p && !(p = kg__aligned_alloc(64, bytes)) && s->kept) {
-        drop_kept(s); /* memory is short: give the kept blocks back and try once more */
+    bool small = bytes < KEEP_MIN_BYTES;
+    void *p = small ? kg__pool_take(&s->small, bytes) : take_kept(s, bytes);
+    if (!p && !small)
         p = kg__aligned_alloc(64, bytes);
+    if (!p && (s->kept || s->small.kept)) {
+        drop_kept(s); /* memory is short: give the kept blocks back and try once more */
+        p = small ? kg__pool_take(&s->small, bytes) : kg__aligned_alloc(64, bytes);
     }
     if (p) {
         s->current += bytes;
@@ -106,7 +102,11 @@ static void cpu_release(void *state, void *handle, size_t bytes)
 {
     cpu_state *s = state;
     s->current -= bytes;
-    if (KEEP_FREED && bytes >= KEEP_MIN_BYTES && s->kept + bytes <= s->high) {
+    if (bytes < KEEP_MIN_BYTES) {
+        kg__pool_give(&s->small, handle, bytes);
+        return;
+    }
+    if (KG__KEEP_FREED && s->kept + bytes <= s->high) {
         kept_block *b = handle;
         *b = (kept_block){.next = *bucket_of(s, bytes), .bytes = bytes};
         *bucket_of(s, bytes) = b;

@@ -233,6 +233,34 @@ static kg_tensor *as_rows(kg_tensor *x, int64_t cols)
     return kg_reshape(x, 2, (int64_t[]){-1, cols});
 }
 
+/* C (M, N) = A (M, K)·Bᵀ, B stored [N, K], all contiguous. A few rows (an adapter's factors
+ * while decoding one token: 1 row, or dA1 = 4 for Kron-LoRA) are that many matrix-vector
+ * products: the GEMM's packing and thread wake-ups cost far more than their arithmetic (a LoRA-8
+ * product took 7.6 us a call on SmolLM2 that way, a fifth of a decode step). A short K (the
+ * rank: B is the up-projection) is a plain loop: the vector kernel's per-row sum would cost
+ * more than the row's few products. */
+static bool gemm_rows_bt(const kg_opcall *c, int64_t M, int64_t N, int64_t K, const float *A,
+                         const float *B, float *C)
+{
+    if (M > 4)
+        return gemm(c, false, true, M, N, K, A, K, B, K, C, N);
+    for (int64_t i = 0; i < M; i++) {
+        const float *a = A + i * K;
+        float *y = C + i * N;
+        if (K >= 32 && kg_cpu_gemv_supports(KG_DTYPE_F32)) {
+            kg_cpu_gemv(KG_DTYPE_F32, B, N, K, a, y);
+            continue;
+        }
+        for (int64_t n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                acc += B[n * K + k] * a[k];
+            y[n] = acc;
+        }
+    }
+    return true;
+}
+
 /* ---- lowrank_linear: x (N, d_in), B1 (d_out, R), B2 (R, d_in) → x·B2ᵀ·B1ᵀ (N, d_out) ------ */
 
 bool kg__shape_lowrank_linear(const kg_opcall *c, kg_shape *s)
@@ -256,8 +284,8 @@ bool kg__cpu_lowrank_linear(const kg_opcall *c)
     float *t = kg_cpu_scratch(c, sizeof(float) * (size_t)(n * r)); /* (N, R): the only one */
     if (!t)
         return false;
-    bool ok = gemm(c, false, true, n, r, din, kg_cpu_f32(x), din, kg_cpu_f32(b2), din, t, r) &&
-              gemm(c, false, true, n, dout, r, t, r, kg_cpu_f32(b1), r, kg_cpu_f32(c->out), dout);
+    bool ok = gemm_rows_bt(c, n, r, din, kg_cpu_f32(x), kg_cpu_f32(b2), t) &&
+              gemm_rows_bt(c, n, dout, r, t, kg_cpu_f32(b1), kg_cpu_f32(c->out));
     kg_cpu_scratch_free(c, t, sizeof(float) * (size_t)(n * r));
     return ok;
 }
@@ -336,12 +364,11 @@ bool kg__cpu_kron_linear(const kg_opcall *c)
     if (!t1)
         return false;
     float *t2 = t1 + n * da1 * r;
-    bool ok = gemm(c, false, true, n * da1, r, db1, kg_cpu_f32(x), db1, kg_cpu_f32(b2), db1, t1, r);
+    bool ok = gemm_rows_bt(c, n * da1, r, db1, kg_cpu_f32(x), kg_cpu_f32(b2), t1);
     if (ok) {
         mix_job j = {kg_cpu_f32(a), t1, t2, da2, da1, r};
         kg_cpu_parallel_for(n, 1 + 4096 / (da1 * da2 * r + 1), mix_tokens, &j);
-        ok = gemm(c, false, true, n * da2, db2, r, t2, r, kg_cpu_f32(b1), r, kg_cpu_f32(c->out),
-                  db2);
+        ok = gemm_rows_bt(c, n * da2, db2, r, t2, kg_cpu_f32(b1), kg_cpu_f32(c->out));
     }
     kg_cpu_scratch_free(c, t1, bytes);
     return ok;

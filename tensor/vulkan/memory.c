@@ -134,10 +134,10 @@ vk_alloc *kg__vk_mem_alloc(vk_state *s, size_t bytes, bool staging, int pool)
      * an address of its own. */
     VkDeviceSize size = bytes ? ((VkDeviceSize)bytes + ALIGN - 1) & ~(VkDeviceSize)(ALIGN - 1)
                               : ALIGN;
-    vk_alloc *a = kg__calloc(1, sizeof *a);
+    vk_alloc *a = kg__pool_take(&s->host, sizeof *a);
     if (!a)
         return NULL;
-    a->pool = pool;
+    *a = (vk_alloc){.pool = pool};
     if (!staging) {
         for (vk_block *b = s->blocks[pool]; b; b = b->next)
             if (block_take(b, size, &a->offset)) {
@@ -150,7 +150,7 @@ vk_alloc *kg__vk_mem_alloc(vk_state *s, size_t bytes, bool staging, int pool)
         vk_block *b = block_new(s, bs, staging ? s->staging_type : s->mem_type,
                                 staging || s->host_visible);
         if (!b) {
-            free(a);
+            kg__pool_give(&s->host, a, sizeof *a);
             return NULL;
         }
         if (!staging) {
@@ -187,7 +187,7 @@ void kg__vk_mem_release(vk_state *s, vk_alloc *a, bool staging)
             block_free(s, b);
         }
     }
-    free(a);
+    kg__pool_give(&s->host, a, sizeof *a);
 }
 
 void kg__vk_mem_destroy(vk_state *s)
@@ -198,4 +198,5 @@ void kg__vk_mem_destroy(vk_state *s)
             s->blocks[pool] = b->next;
             block_free(s, b);
         }
+    kg__pool_drop(&s->host);
 }

@@ -495,7 +495,7 @@ static const vk_alloc *rope_table(const kg_opcall *c, int64_t T, int64_t D)
     if (rt->mem && rt->pos0 == pos0 && rt->T == T && rt->D == D && rt->theta == theta)
         return rt->mem;
     size_t bytes = sizeof(float) * (size_t)(T * D);
-    float *host = kg__malloc(bytes);
+    float *host = kg__pool_take(&s->host, bytes);
     if (!host) {
         kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_rope: out of host memory for a %zu-byte table",
                      bytes);
@@ -516,7 +516,7 @@ static const vk_alloc *rope_table(const kg_opcall *c, int64_t T, int64_t D)
         kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_rope: out of vulkan memory for a %zu-byte table",
                      bytes);
     bool ok = mem && c->ctx->be->upload(s, mem, 0, host, bytes); /* a failure sets the error */
-    free(host);
+    kg__pool_give(&s->host, host, bytes);
     if (!ok) {
         if (mem)
             c->ctx->be->release(s, mem, bytes);

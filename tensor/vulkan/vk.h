@@ -81,6 +81,7 @@ typedef struct vk_state {
     uint32_t staging_type; /* host-visible, coherent */
     vk_block *blocks[POOL_COUNT];
     size_t current, peak;
+    kg__pool host; /* freed small host blocks (vk_alloc structs, rope tables) for the next */
 
     VkPipelineLayout layout;
     VkPipelineCache cache;
