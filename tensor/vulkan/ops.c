@@ -523,7 +523,7 @@ static const vk_alloc *rope_table(const kg_opcall *c, int64_t T, int64_t D)
         return NULL;
     }
     if (rt->mem) /* queued work may still read the old table: it goes after the flush */
-        c->ctx->be->release(s, rt->mem, bytes);
+        c->ctx->be->release(s, rt->mem, sizeof(float) * (size_t)(rt->T * rt->D));
     *rt = (struct rope_table){mem, pos0, T, D, theta};
     return mem;
 }
