@@ -168,11 +168,11 @@ static bool run_row(kg_ctx *ctx, const char *path, kg_tokenizer *tok, const kg_t
         ok = (row->acc_q[b] = calloc((size_t)n_seeds, sizeof *row->acc_q[b])) && ok;
     if (!ok)
         kg_set_error(ctx, KG_ERR_NOMEM, "kg_compare_run: out of host memory");
+    row->lr = base->lr > 0 ? base->lr : kg_train_config_default(row->adapter.kind).lr;
     for (int s = 0; ok && s < n_seeds; s++) {
         kg_train_config cfg = *base;
         cfg.adapter = row->adapter;
-        cfg.lr = base->lr > 0 ? base->lr : kg_train_config_default(row->adapter.kind).lr;
-        row->lr = cfg.lr;
+        cfg.lr = row->lr;
         cfg.seed = base->seed + (uint64_t)s;
         cfg.adapter.seed = cfg.seed;
         kg_model *m = fresh_model(ctx, path, cfg.seed);
