@@ -198,17 +198,23 @@ int main(int argc, char **argv)
 {
     const char *backend = "cpu";
     int layers = 32, steps = 2, T = 256;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--backend"))
-            backend = argv[i + 1];
+    bool bad = false; /* an unknown option or --help: the usage, not a run of minutes */
+    for (int i = 1; i < argc && !bad; i += 2) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            bad = true;
+        else if (!strcmp(argv[i], "--backend"))
+            backend = v;
         else if (!strcmp(argv[i], "--layers"))
-            layers = atoi(argv[i + 1]);
+            layers = atoi(v);
         else if (!strcmp(argv[i], "--steps"))
-            steps = atoi(argv[i + 1]);
+            steps = atoi(v);
         else if (!strcmp(argv[i], "--seq"))
-            T = atoi(argv[i + 1]);
+            T = atoi(v);
+        else
+            bad = true;
     }
-    if (layers < 1 || steps < 1 || T < 2) {
+    if (bad || layers < 1 || steps < 1 || T < 2) {
         fprintf(stderr, "usage: bench_7b [--backend cpu|vulkan] [--layers N] [--steps S] "
                         "[--seq T]\n");
         return 2;

@@ -205,15 +205,20 @@ int main(int argc, char **argv)
     double budget = 1.0;
     bool frozen_only = false, lm_head = false;
     int rounds = 5;
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
+        char *end;
         if (!strcmp(argv[i], "--frozen-only"))
             frozen_only = true;
         else if (!strcmp(argv[i], "--lm-head"))
             lm_head = true;
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
-        else
-            budget = atof(argv[i]);
+        else if ((budget = strtod(argv[i], &end)) <= 0 || *end) {
+            fprintf(stderr, "usage: bench_gemm [SECONDS per SGEMM shape] [--frozen-only] "
+                            "[--lm-head] [--rounds N]\n");
+            return 2;
+        }
+    }
     printf("krongrad GEMM benchmark, %d threads\nBLAS: %s\n\n", kg_cpu_threads(),
            kg_cpu_blas_name());
     if (!frozen_only)

@@ -438,6 +438,28 @@ static bool push_saved(kg_model *m, int *cap, const kg_module *d)
            push(m, cap, d->lin->bias, f, d->name, "bias");
 }
 
+/* --frozen bf16 stores the frozen GEMMs' weights in bf16, and a causal LM's head is one of them
+ * once an adapter is attached (PEFT's all-linear leaves it out) unless it is trained
+ * (modules_to_save) or adapted: its products, a fifth of a SmolLM2 step, then run on vdpbf16ps
+ * as PyTorch's bf16 autocast runs them. The f32 weight stays where it was: the tied embedding
+ * still looks rows up in it, and checkpoints and exports read it. */
+static bool bf16_head(kg_model *m)
+{
+    kg_linear *h = &m->lm_head;
+    if (m->cfg.frozen != KG_DTYPE_BF16 || !h->weight || h->kind != KG_LINEAR_DENSE || h->bias ||
+        kg_tensor_dtype(h->weight) != KG_DTYPE_F32 || kg_requires_grad(h->weight))
+        return true;
+    kg_ctx *ctx = m->ctx;
+    kg_no_grad_begin(ctx);
+    kg_tensor *q = kg_tensor_keep(kg_quantize(h->weight, KG_DTYPE_BF16));
+    kg_no_grad_end(ctx);
+    if (!q)
+        return false;
+    m->head_f32 = h->weight;
+    m->head_bf16 = h->weight = q;
+    return true;
+}
+
 bool kg__attach_chosen(kg_model *m, const kg_adapter_config *cfg, kg_module_list *L)
 {
     for (int i = 0; i < m->n_params; i++)
@@ -466,7 +488,7 @@ bool kg__attach_chosen(kg_model *m, const kg_adapter_config *cfg, kg_module_list
     for (int i = 0; i < L->n; i++)
         if (L->mods[i].saved && !push_saved(m, &cap, &L->mods[i]))
             return false;
-    return true;
+    return bf16_head(m);
 }
 
 bool kg_model_attach(kg_model *m, const kg_adapter_config *cfg)
@@ -498,6 +520,11 @@ int64_t kg_model_trainable_count(const kg_model *m)
 
 void kg__adapters_free(kg_model *m)
 {
+    if (m->head_bf16) { /* the head back to its f32 weight (bf16_head) */
+        m->lm_head.weight = m->head_f32;
+        kg_tensor_free(m->head_bf16);
+        m->head_bf16 = m->head_f32 = NULL;
+    }
     kg_module_list L;
     if (m->layers && kg__modules(m->ctx, &m->cfg, m, &L)) {
         for (int i = 0; i < L.n; i++)

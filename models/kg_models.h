@@ -115,6 +115,10 @@ typedef struct kg_model {
      * their layer) or model parameters. */
     kg_param *trainable;
     int n_trainable;
+    /* Under --frozen bf16 (cfg.frozen), an adapter's frozen LM head multiplies in bf16 as the
+     * blocks' frozen linears do: kg_model_attach points lm_head.weight at head_bf16, a copy, and
+     * keeps the f32 weight (a parameter, or the tied embedding) in head_f32. NULL otherwise. */
+    kg_tensor *head_bf16, *head_f32;
 } kg_model;
 
 /* Load path: an HF directory (config.json + model.safetensors or its sharded index), a

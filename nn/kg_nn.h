@@ -81,9 +81,9 @@ typedef struct kg_linear {
 /* x (..., in) → (..., out). */
 kg_tensor *kg_linear_forward(const kg_linear *l, kg_tensor *x);
 /* Each row's log-probability of its target under the head l: log softmax(l(x))[i, t_i] for
- * x (N, in) and targets (N, i32), 0 where the target is ignore_index. A plain f32 head (an LM
- * head: no bias, no adapter) goes through kg_linear_log_prob, which never stores the (N, V)
- * logits; any other head computes them. */
+ * x (N, in) and targets (N, i32), 0 where the target is ignore_index. A plain head (an LM
+ * head: no bias, no adapter; f32, or frozen in any weight dtype) goes through
+ * kg_linear_log_prob, which never stores the (N, V) logits; any other head computes them. */
 kg_tensor *kg_linear_log_probs(const kg_linear *l, kg_tensor *x, kg_tensor *targets,
                                int32_t ignore_index);
 

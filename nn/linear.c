@@ -32,8 +32,7 @@ kg_tensor *kg_linear_log_probs(const kg_linear *l, kg_tensor *x, kg_tensor *targ
 {
     if (!l || !x)
         return NULL;
-    bool plain = (l->kind == KG_LINEAR_DENSE || l->ad.merged) && !l->bias &&
-                 kg_tensor_dtype(l->weight) == KG_DTYPE_F32;
+    bool plain = (l->kind == KG_LINEAR_DENSE || l->ad.merged) && !l->bias;
     if (plain)
         return kg_linear_log_prob(x, l->weight, targets, ignore_index);
     int64_t V = kg_tensor_dim(l->weight, 0);

@@ -1,10 +1,11 @@
 /* test_fused.c — each fused op against the unfused ops it replaces, values and gradients, on
  * shapes that exercise its blocking: kg_linear_log_prob against log_softmax(x·Wᵀ) picked by
- * one_hot; kg_swiglu against silu and mul; kg_softmax_scaled against scale, mask add and a
+ * one_hot (W f32, or frozen in bf16, f16 or blocks against matmul_q); kg_swiglu against silu and mul; kg_softmax_scaled against scale, mask add and a
  * softmax spelled out in exp, max, sum and div; gelu's one-pass backward against its ops. Runs on the CPU backend, or on Vulkan with
  * argument "vulkan" (77 without a device).
  */
 #include "kg_test.h"
+#include "tensor/cpu/cpu.h"
 
 static kg_backend_kind backend;
 
@@ -76,6 +77,64 @@ static void test_linear_log_prob_matches_unfused(void **state)
         t[i] = i == 5 || i == 37 ? -100 : (int32_t)((i * 7919) % 120000);
     t[39] = 119999;
     check_lp(40, 24, 120000, t);
+}
+
+/* A frozen head stored in bf16, f16 or a block dtype: the fused op multiplies it as matmul_q
+ * does (vdpbf16ps for bf16 where the CPU has it), so it must match log_softmax(matmul_q(x, W))
+ * picked by one_hot, values and dx (W gets no gradient). */
+static void run_lp_packed(kg_ctx *ctx, bool fuse, kg_dtype dtype, int64_t N, int64_t C,
+                          int64_t V, const int32_t *tgt, float **out, float **gx)
+{
+    kg_scope scope = kg_scope_begin(ctx);
+    kg_tensor *x = kg_uniform(ctx, 2, SHAPE(N, C), -1.0f, 1.0f, 7);
+    kg_tensor *w = kg_quantize(kg_uniform(ctx, 2, SHAPE(V, C), -0.6f, 0.6f, 8), dtype);
+    kg_set_requires_grad(x, true);
+    kg_tensor *t = kg_from_host(ctx, KG_DTYPE_I32, 1, &N, tgt);
+    kg_tensor *y = fuse ? kg_linear_log_prob(x, w, t, -100)
+                        : kg_sum(kg_mul(kg_log_softmax(kg_matmul_q(x, w, true)),
+                                        kg_one_hot(t, V, -100)), -1, false);
+    kg_backward(kg_sum_all(kg_mul(y, kg_uniform(ctx, 1, &N, -1.0f, 1.0f, 9))));
+    assert_ok(ctx);
+    *out = kg_tensor_to_f32(y);
+    *gx = kg_tensor_to_f32(kg_grad(x));
+    assert_ok(ctx);
+    kg_scope_end(ctx, scope);
+}
+
+static void check_lp_packed(kg_dtype dtype, int64_t N, int64_t C, int64_t V, const int32_t *tgt)
+{
+    kg_ctx *ctx = kg_ctx_new(backend);
+    float *o[2], *gx[2];
+    run_lp_packed(ctx, true, dtype, N, C, V, tgt, &o[0], &gx[0]);
+    run_lp_packed(ctx, false, dtype, N, C, V, tgt, &o[1], &gx[1]);
+    char what[64];
+    snprintf(what, sizeof what, "%s head: log-probabilities", kg_dtype_name(dtype));
+    assert_close(o[0], o[1], N, 1e-5f, 1e-5f, what);
+    snprintf(what, sizeof what, "%s head: dx", kg_dtype_name(dtype));
+    /* dx = dZ·W: where bf16 W runs on vdpbf16ps, dZ is rounded to bf16 on the way in, and the
+     * two paths' dZ differ in the last f32 bits (the fused one forms g·(onehot - p) directly),
+     * which can flip a bf16 rounding: each by at most 2⁻⁸·|dz|, so |Δdx| <= 2⁻⁸·Σ|dz|·max|W|
+     * with Σ_v |dz_v| <= 2·|g| <= 2 and |W| <= 0.6. */
+    bool bf16_dz = backend == KG_BACKEND_CPU && dtype == KG_DTYPE_BF16 &&
+                   kg_cpu_gemm_w_path(dtype) == KG_GEMM_AVX512_BF16;
+    assert_close(gx[0], gx[1], N * C, bf16_dz ? 2.0f * 0.6f / 256.0f : 1e-6f, 1e-4f, what);
+    for (int i = 0; i < 2; i++)
+        free(o[i]), free(gx[i]);
+    kg_ctx_free(ctx);
+}
+
+static void test_linear_log_prob_packed_weight(void **state)
+{
+    (void)state;
+    const kg_dtype dtypes[] = {KG_DTYPE_BF16, KG_DTYPE_F16, KG_DTYPE_Q8_0, KG_DTYPE_Q4_1};
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++)
+        check_lp_packed(dtypes[d], 7, 64, 2600, (const int32_t[]){0, 1500, -100, 2599, 1023, 1024, 17});
+    if (backend != KG_BACKEND_CPU)
+        return;
+    int32_t t[40]; /* two blocks of rows on the CPU, as in the f32 test */
+    for (int i = 0; i < 40; i++)
+        t[i] = i == 5 ? -100 : (int32_t)((i * 7919) % 120000);
+    check_lp_packed(KG_DTYPE_BF16, 40, 32, 120000, t);
 }
 
 static void test_linear_log_prob_rejects_bad_input(void **state)
@@ -253,6 +312,7 @@ int main(int argc, char **argv)
         return 77;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_log_prob_matches_unfused),
+        cmocka_unit_test(test_linear_log_prob_packed_weight),
         cmocka_unit_test(test_linear_log_prob_rejects_bad_input),
         cmocka_unit_test(test_swiglu_matches_unfused),
         cmocka_unit_test(test_swiglu_rejects_bad_input),

@@ -335,6 +335,57 @@ static void test_frozen_model_matches_f32(void **state)
     kg_ctx_free(ctx);
 }
 
+/* --frozen bf16: an adapter's frozen LM head multiplies in bf16 (a copy, which kg_model_free
+ * frees; the tied embedding keeps its f32 weight), and its log-probabilities stay near the f32
+ * head's. A trained head (full fine-tune) stays f32. */
+static void test_frozen_bf16_head(void **state)
+{
+    (void)state;
+    kg_model_config cfg = {.arch = KG_ARCH_LLAMA, .head = KG_HEAD_CAUSAL_LM, .vocab_size = 96,
+                           .hidden_size = 64, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1,
+                           .head_dim = 32, .intermediate_size = 128, .max_positions = 32,
+                           .norm_eps = 1e-5, .rope_theta = 10000.0, .tie_word_embeddings = true,
+                           .frozen = KG_DTYPE_BF16};
+    kg_ctx *ctx = kg_ctx_new(backend);
+    kg_model *m = kg_model_random(ctx, &cfg, 5);
+    assert_ok(ctx);
+    kg_tensor *emb = m->tokens.weight;
+    assert_ptr_equal(m->lm_head.weight, emb); /* tied, before an adapter */
+    kg_adapter_config ac = kg_adapter_config_default(KG_ADAPTER_LORA);
+    assert_true(kg_model_attach(m, &ac));
+    assert_int_equal(kg_tensor_dtype(m->lm_head.weight), KG_DTYPE_BF16);
+    assert_ptr_equal(m->head_f32, emb);
+    assert_ptr_equal(m->tokens.weight, emb);
+    assert_int_equal(kg_tensor_dtype(emb), KG_DTYPE_F32);
+
+    kg_scope s = kg_scope_begin(ctx);
+    int32_t tg[12];
+    for (int i = 0; i < 12; i++)
+        tg[i] = (i * 37 + 5) % 96;
+    kg_tensor *x = kg_uniform(ctx, 2, SHAPE(12, 64), -1.0f, 1.0f, 3);
+    kg_tensor *t = kg_from_host(ctx, KG_DTYPE_I32, 1, SHAPE(12), tg);
+    float *got = kg_tensor_to_f32(kg_linear_log_probs(&m->lm_head, x, t, -100));
+    float *want = kg_tensor_to_f32(kg_linear_log_prob(x, emb, t, -100));
+    assert_ok(ctx);
+    double e = rel_rms(got, want, 12);
+    printf("bf16 head log-probabilities: rms(Δ)/rms(f32) = %.5f\n", e);
+    if (e > 0.01 || e == 0.0) /* bf16 rounding is there, and small */
+        fail_msg("bf16 head: log-probabilities differ from the f32 head's by %.5f; expected "
+                 "(0, 0.01]", e);
+    free(got);
+    free(want);
+    kg_scope_end(ctx, s);
+    kg_model_free(m); /* frees the copy (ASan sees a leak otherwise) */
+
+    m = kg_model_random(ctx, &cfg, 5);
+    ac = kg_adapter_config_default(KG_ADAPTER_FULL);
+    assert_true(kg_model_attach(m, &ac));
+    assert_ptr_equal(m->lm_head.weight, m->tokens.weight); /* trained: stays f32, tied */
+    assert_null(m->head_bf16);
+    kg_model_free(m);
+    kg_ctx_free(ctx);
+}
+
 int main(int argc, char **argv)
 {
     if (!kg_test_backend(argc, argv, &backend))
@@ -345,6 +396,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_matmul_q_matches_the_dequantized_product),
         cmocka_unit_test(test_quantized_tensors_refuse_misuse),
         cmocka_unit_test(test_frozen_model_matches_f32),
+        cmocka_unit_test(test_frozen_bf16_head),
         cmocka_unit_test(test_gguf_blocks_stay_packed),
         cmocka_unit_test(test_gguf_frozen_as_asked),
         cmocka_unit_test(test_adapter_quantization),

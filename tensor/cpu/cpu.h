@@ -69,12 +69,26 @@ size_t kg_cpu_gemm_w_scratch(void);
 void kg_cpu_gemm_w(kg_gemm_path path, const void *w, kg_dtype dtype, int64_t n, int64_t k,
                    bool trans, int64_t m, const float *X, float *Y, void *scratch);
 
+/* Y [m, ·] = X · Wᵀ (trans) or X · W for W [n, k] of any weight dtype, contiguous X and Y, by
+ * the best path this CPU has: OpenBLAS for f32, kg_cpu_gemm_w's kernels, else f32 panels
+ * (gemm_quant.c). The op c names the error (out of memory) when it returns false. */
+bool kg_cpu_gemm_q(const kg_opcall *c, const kg_tensor *w, bool trans, int64_t m,
+                   const float *X, float *Y);
+
 /* y (N) = W · x (K) for one vector x, W [N, K] row-major in its stored dtype (gemv.c): the
  * decode path's product, at the memory-bandwidth limit. kg_cpu_gemv_supports says whether this
  * CPU and dtype have a kernel (else the GEMM path runs); kg_cpu_gemv_isa names the one chosen. */
 bool kg_cpu_gemv_supports(kg_dtype dtype);
 void kg_cpu_gemv(kg_dtype dtype, const void *w, int64_t N, int64_t K, const float *x, float *y);
 const char *kg_cpu_gemv_isa(void);
+
+/* v[k] ← expf(v[k]) and v[k] ← erff(v[k]) for k < n (vec_math.c): 16 lanes of glibc's libmvec
+ * where the CPU has AVX-512 (within 4 ulp; an element's result does not depend on its place
+ * in v), else libm per element; KG_EXP_PATH=scalar or kg_cpu_exp_cap(KG_EXP_SCALAR) picks libm.
+ * kg_cpu_vec_math says whether the vector path runs. */
+void kg_cpu_expf_inplace(float *v, int64_t n);
+void kg_cpu_erff_inplace(float *v, int64_t n);
+bool kg_cpu_vec_math(void);
 
 /* The fused LM head's passes over a row of logits (exp_rows.c): its max, Σ_k e^(z[k] - m), and
  * z[k] ← g·e^(z[k] - shift). One polynomial e^x (~2 ulp for x <= 0; e^-87 below -87), in two

@@ -25,32 +25,14 @@ static void dequantize_part(void *arg, int64_t lo, int64_t hi)
                         j->panel + lo * w->shape[1]);
 }
 
-bool kg__cpu_matmul_q(const kg_opcall *c)
+bool kg_cpu_gemm_q(const kg_opcall *c, const kg_tensor *w, bool trans, int64_t m,
+                   const float *X, float *Y)
 {
-    const kg_tensor *x = c->in[0], *w = c->in[1];
-    bool trans = c->p.matmul.trans_b;
-    int64_t n = w->shape[0], k = w->shape[1];
-    int64_t in = trans ? k : n, out = trans ? n : k, m = kg_tensor_numel(x) / in;
-    const float *X = kg_cpu_f32(x);
-    float *Y = kg_cpu_f32(c->out);
-    if (m == 1 && trans && kg_cpu_gemv_supports(w->dtype)) { /* one token: decode (gemv.c) */
-        /* Where bf16 weights run on vdpbf16ps, the GEMM multiplies x rounded to bf16: the one
-         * row does too, so decoding a token gives what scoring the same row in a batch gives. */
-        float *xr = NULL;
-        if (w->dtype == KG_DTYPE_BF16 && kg_cpu_gemm_w_path(w->dtype) == KG_GEMM_AVX512_BF16) {
-            if (!(xr = kg_cpu_scratch(c, (size_t)k * sizeof *xr)))
-                return false;
-            for (int64_t i = 0; i < k; i++)
-                xr[i] = kg_bf16_to_f32(kg_f32_to_bf16(X[i]));
-        }
-        kg_cpu_gemv(w->dtype, kg_cpu_raw(w), n, k, xr ? xr : X, Y);
-        if (xr)
-            kg_cpu_scratch_free(c, xr, (size_t)k * sizeof *xr);
-        return true;
-    }
+    int64_t n = w->shape[0], k = w->shape[1], in = trans ? k : n, out = trans ? n : k;
+    const char *op = kg_op_table[c->op].name;
     if (w->dtype == KG_DTYPE_F32) /* nothing to convert: one GEMM on W itself */
         return kg_cpu_sgemm(false, trans, m, out, in, 1.0f, X, in, kg_cpu_f32(w), k, 0.0f, Y, out) ||
-               kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_matmul_q: out of host memory for the GEMM");
+               kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the GEMM", op);
     kg_gemm_path path = kg_cpu_gemm_w_path(w->dtype);
     if (path != KG_GEMM_PANEL) { /* decoded inside the kernel's packing */
         void *packed = kg_cpu_scratch(c, kg_cpu_gemm_w_scratch());
@@ -79,6 +61,32 @@ bool kg__cpu_matmul_q(const kg_opcall *c)
                               r0 ? 1.0f : 0.0f, Y, k);
     }
     kg_cpu_scratch_free(c, panel, bytes);
-    return ok || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_matmul_q: out of host memory for the "
-                              "GEMM's packing buffer");
+    return ok || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the GEMM's "
+                              "packing buffer", op);
 }
+
+bool kg__cpu_matmul_q(const kg_opcall *c)
+{
+    const kg_tensor *x = c->in[0], *w = c->in[1];
+    bool trans = c->p.matmul.trans_b;
+    int64_t n = w->shape[0], k = w->shape[1], m = kg_tensor_numel(x) / (trans ? k : n);
+    const float *X = kg_cpu_f32(x);
+    float *Y = kg_cpu_f32(c->out);
+    if (m == 1 && trans && kg_cpu_gemv_supports(w->dtype)) { /* one token: decode (gemv.c) */
+        /* Where bf16 weights run on vdpbf16ps, the GEMM multiplies x rounded to bf16: the one
+         * row does too, so decoding a token gives what scoring the same row in a batch gives. */
+        float *xr = NULL;
+        if (w->dtype == KG_DTYPE_BF16 && kg_cpu_gemm_w_path(w->dtype) == KG_GEMM_AVX512_BF16) {
+            if (!(xr = kg_cpu_scratch(c, (size_t)k * sizeof *xr)))
+                return false;
+            for (int64_t i = 0; i < k; i++)
+                xr[i] = kg_bf16_to_f32(kg_f32_to_bf16(X[i]));
+        }
+        kg_cpu_gemv(w->dtype, kg_cpu_raw(w), n, k, xr ? xr : X, Y);
+        if (xr)
+            kg_cpu_scratch_free(c, xr, (size_t)k * sizeof *xr);
+        return true;
+    }
+    return kg_cpu_gemm_q(c, w, trans, m, X, Y);
+}
+

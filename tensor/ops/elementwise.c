@@ -50,13 +50,27 @@ static int64_t ew_grain(const ew_iter *it) { return 1 + (1 << 14) / (it->dim[3] 
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT2PI 0.39894228040143268f
 
-/* gelu'(x) = Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(-x²/2)/√(2π), rounded as the
- * unfused rule's ops (scale, erf, add_scalar, scale; mul, scale, exp, scale) rounded it. */
-static inline float gelu_slope(float x)
-{
-    float cdf = 0.5f * (erff(INV_SQRT2 * x) + 1.0f), pdf = INV_SQRT2PI * expf(-0.5f * (x * x));
-    return cdf + x * pdf;
-}
+/* Ops that call expf or erff go a block of VBLK elements at a time: the call's argument into t
+ * (plain arithmetic, which the compiler vectorizes), the call over the block at once
+ * (cpu/vec_math.c: 16 lanes where the CPU has them), then the rest of the expression with u, the
+ * call's result; `load` (EW_X, EW_XY) puts the element's inputs in scope in both passes. The
+ * roundings are those of the one expression per element it replaces. */
+enum { VBLK = 256 };
+
+#define EW_CALL(arg, call, expr, load)                                                        \
+    for (int64_t j0 = 0; j0 < n; j0 += VBLK) {                                                 \
+        int64_t m = n - j0 < VBLK ? n - j0 : VBLK;                                             \
+        for (int64_t j = 0; j < m; j++) {                                                      \
+            load;                                                                              \
+            t[j] = (arg);                                                                      \
+        }                                                                                      \
+        call(t, m);                                                                            \
+        for (int64_t j = 0; j < m; j++) {                                                      \
+            load;                                                                              \
+            float u = t[j];                                                                    \
+            o[j0 + j] = (expr);                                                                \
+        }                                                                                      \
+    }
 
 /* One loop per op, so the compiler inlines and vectorizes each body (a call through a function
  * pointer per element would stop both). a and b step by sa and sb: 1, or 0 when broadcast. */
@@ -66,10 +80,39 @@ static inline float gelu_slope(float x)
         o[j] = (expr);                                                                         \
     }
 
+/* The loads of EW_CALL's passes (a pass may use only some of them). */
+#define EW_XY                                                                                  \
+    float x = a[(j0 + j) * sa], y = b[(j0 + j) * sb];                                          \
+    (void)x, (void)y
+
+/* g·gelu'(x), gelu'(x) = Φ(x) + x·φ(x), Φ(x) = (1 + erf(x/√2))/2, φ(x) = e^(-x²/2)/√(2π), rounded
+ * as the unfused rule's ops (scale, erf, add_scalar, scale; mul, scale, exp, scale) rounded it:
+ * the two calls' arguments, both calls, then the rest. */
+static void gelu_grad_row(const float *a, int64_t sa, const float *b, int64_t sb, float *o,
+                          int64_t n)
+{
+    float cdf[VBLK], pdf[VBLK];
+    for (int64_t j0 = 0; j0 < n; j0 += VBLK) {
+        int64_t m = n - j0 < VBLK ? n - j0 : VBLK;
+        for (int64_t j = 0; j < m; j++) {
+            float x = a[(j0 + j) * sa];
+            cdf[j] = INV_SQRT2 * x;
+            pdf[j] = -0.5f * (x * x);
+        }
+        kg_cpu_erff_inplace(cdf, m);
+        kg_cpu_expf_inplace(pdf, m);
+        for (int64_t j = 0; j < m; j++) {
+            EW_XY;
+            o[j0 + j] = y * (0.5f * (cdf[j] + 1.0f) + x * (INV_SQRT2PI * pdf[j]));
+        }
+    }
+}
+
 static void binary_rows(void *arg, int64_t lo, int64_t hi)
 {
     const ew_iter *it = arg;
     int64_t n = it->dim[3], sa = it->st[0][3], sb = it->st[1][3];
+    float t[VBLK];
     for (int64_t r = lo; r < hi; r++) {
         const float *a = it->src[0] + ew_row(it, 0, r), *b = it->src[1] + ew_row(it, 1, r);
         float *o = it->dst + r * n;
@@ -79,8 +122,9 @@ static void binary_rows(void *arg, int64_t lo, int64_t hi)
         case KG_OP_MUL: EW_BINARY(x * y) break;
         case KG_OP_DIV: EW_BINARY(x / y) break;
         case KG_OP_EQ: EW_BINARY(x == y ? 1.0f : 0.0f) break;
-        case KG_OP_SWIGLU: EW_BINARY(x / (1.0f + expf(-x)) * y) break; /* as kg_silu, then kg_mul */
-        case KG_OP_GELU_GRAD: EW_BINARY(y * gelu_slope(x)) break;
+        case KG_OP_SWIGLU: /* as kg_silu, then kg_mul */
+            EW_CALL(-x, kg_cpu_expf_inplace, x / (1.0f + u) * y, EW_XY) break;
+        case KG_OP_GELU_GRAD: gelu_grad_row(a, sa, b, sb, o, n); break;
         default: KG_ASSERT(!"binary_rows: kg__cpu_binary admits only the ops above"); return;
         }
     }
@@ -157,26 +201,31 @@ kg_tensor *kg_eq(kg_tensor *a, kg_tensor *b) { return kg__op(KG_OP_EQ, 2, (kg_te
         o[j] = (expr);                                                                         \
     }
 
+#define EW_X                                                                                   \
+    float x = src[(j0 + j) * sx];                                                              \
+    (void)x
+
 static void unary_rows(void *arg, int64_t lo, int64_t hi)
 {
     const ew_iter *it = arg;
     int64_t n = it->dim[3], sx = it->st[0][3];
+    float t[VBLK];
     float s = it->p->affine.scale, b = it->p->affine.shift;
     for (int64_t r = lo; r < hi; r++) {
         const float *src = it->src[0] + ew_row(it, 0, r);
         float *o = it->dst + r * n;
         switch (it->c->op) {
         case KG_OP_SCALE: EW_UNARY(s * x + b) break;
-        case KG_OP_EXP: EW_UNARY(expf(x)) break;
+        case KG_OP_EXP: EW_CALL(x, kg_cpu_expf_inplace, u, EW_X) break;
         case KG_OP_LOG: EW_UNARY(logf(x)) break;
         case KG_OP_SQRT: EW_UNARY(sqrtf(x)) break;
         case KG_OP_RSQRT: EW_UNARY(1.0f / sqrtf(x)) break;
         case KG_OP_TANH: EW_UNARY(tanhf(x)) break;
-        case KG_OP_SIGMOID: EW_UNARY(1.0f / (1.0f + expf(-x))) break;
-        case KG_OP_ERF: EW_UNARY(erff(x)) break;
+        case KG_OP_SIGMOID: EW_CALL(-x, kg_cpu_expf_inplace, 1.0f / (1.0f + u), EW_X) break;
+        case KG_OP_ERF: EW_CALL(x, kg_cpu_erff_inplace, u, EW_X) break;
         case KG_OP_RELU: EW_UNARY(x > 0.0f ? x : 0.0f) break;
-        case KG_OP_GELU: EW_UNARY(0.5f * x * (1.0f + erff(x * INV_SQRT2))) break;
-        case KG_OP_SILU: EW_UNARY(x / (1.0f + expf(-x))) break;
+        case KG_OP_GELU: EW_CALL(x * INV_SQRT2, kg_cpu_erff_inplace, 0.5f * x * (1.0f + u), EW_X) break;
+        case KG_OP_SILU: EW_CALL(-x, kg_cpu_expf_inplace, x / (1.0f + u), EW_X) break;
         case KG_OP_STEP: EW_UNARY(x > 0.0f ? 1.0f : 0.0f) break;
         default: KG_ASSERT(!"unary_rows: kg__cpu_unary admits only the ops above"); return;
         }
@@ -329,11 +378,17 @@ static void swiglu_grad_range(void *arg, int64_t lo, int64_t hi)
     const kg_opcall *c = arg;
     const float *x = kg_cpu_f32(c->in[0]), *u = kg_cpu_f32(c->in[1]), *g = kg_cpu_f32(c->in[2]);
     int64_t n = kg_tensor_numel(c->in[0]);
-    float *dgate = kg_cpu_f32(c->out), *dup = dgate + n;
-    for (int64_t i = lo; i < hi; i++) { /* silu' = s·(1 + x·(1 - s)), s = sigmoid(x) */
-        float e = 1.0f + expf(-x[i]), s = 1.0f / e; /* rounded as kg_sigmoid and kg_silu */
-        dgate[i] = g[i] * u[i] * (s * (1.0f + x[i] * (1.0f - s)));
-        dup[i] = g[i] * (x[i] / e);
+    float *dgate = kg_cpu_f32(c->out), *dup = dgate + n, t[VBLK];
+    for (int64_t i0 = lo; i0 < hi; i0 += VBLK) { /* silu' = s·(1 + x·(1 - s)), s = sigmoid(x) */
+        int64_t m = hi - i0 < VBLK ? hi - i0 : VBLK;
+        for (int64_t j = 0; j < m; j++)
+            t[j] = -x[i0 + j];
+        kg_cpu_expf_inplace(t, m);
+        for (int64_t j = 0, i = i0; j < m; j++, i++) {
+            float e = 1.0f + t[j], s = 1.0f / e; /* rounded as kg_sigmoid and kg_silu */
+            dgate[i] = g[i] * u[i] * (s * (1.0f + x[i] * (1.0f - s)));
+            dup[i] = g[i] * (x[i] / e);
+        }
     }
 }
 

@@ -3,8 +3,10 @@
  * exist. As Liger Kernel's fused linear cross entropy does, the forward also forms the input's
  * gradient while each block's logits are at hand: dy_i/dx_i = (onehot(t_i) - p_i)·W, so the
  * backward of x is a per-row scale, and the LM head costs two GEMM passes, not three. W's own
- * gradient (a trained head) recomputes each block's logits in the backward. The rows' max and
- * exp passes are cpu/exp_rows.c's (AVX-512 where the CPU has it).
+ * gradient (a trained head) recomputes each block's logits in the backward. A frozen head may
+ * be stored in bf16, f16 or a block dtype: its two products then run as matmul_q's do
+ * (kg_cpu_gemm_q: vdpbf16ps for bf16). The rows' max and exp passes are cpu/exp_rows.c's
+ * (AVX-512 where the CPU has it).
  */
 #include "ops.h"
 #include "../cpu/cpu.h"
@@ -27,9 +29,16 @@ static int64_t lp_block_rows(int64_t N, int64_t V)
 bool kg__shape_linear_log_prob(const kg_opcall *c, kg_shape *s)
 {
     const kg_tensor *x = c->in[0], *w = c->in[1], *t = c->in[2];
-    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 1, KG_DTYPE_F32) ||
-        !kg__want_dtype(c, 2, KG_DTYPE_I32))
+    if (!kg__want_dtype(c, 0, KG_DTYPE_F32) || !kg__want_dtype(c, 2, KG_DTYPE_I32))
         return false;
+    /* A frozen W may be stored in any weight dtype (its products then run as matmul_q's); W's
+     * own gradient (the _grad op: a trained head) needs it in f32. */
+    if ((c->op == KG_OP_LINEAR_LOG_PROB_GRAD || w->requires_grad) &&
+        !kg__want_dtype(c, 1, KG_DTYPE_F32))
+        return false;
+    if (w->dtype == KG_DTYPE_I32)
+        return kg_set_error(c->ctx, KG_ERR_DTYPE, "kg_linear_log_prob: weight is %s; expected a "
+                            "float or quantized dtype", KG_DESC(w));
     if (x->ndim != 2 || w->ndim != 2 || t->ndim != 1 || w->shape[1] != x->shape[1] ||
         t->shape[0] != x->shape[0] || w->shape[0] < 1)
         return kg_set_error(c->ctx, KG_ERR_SHAPE, "kg_linear_log_prob: x %s, weight %s, targets "
@@ -86,7 +95,7 @@ static bool lp_blocks(const kg_opcall *c, float *y, const float *g, float *u, fl
 {
     const kg_tensor *x = c->in[0], *w = c->in[1];
     int64_t N = x->shape[0], C = x->shape[1], V = w->shape[0], nb = lp_block_rows(N, V);
-    const float *X = kg_cpu_f32(x), *W = kg_cpu_f32(w);
+    const float *X = kg_cpu_f32(x);
     size_t bytes = sizeof(float) * (size_t)(nb * V);
     float *z = kg_cpu_scratch(c, bytes);
     bool ok = z != NULL;
@@ -95,20 +104,19 @@ static bool lp_blocks(const kg_opcall *c, float *y, const float *g, float *u, fl
     for (int64_t r0 = 0; ok && r0 < N; r0 += nb) {
         int64_t rows = N - r0 < nb ? N - r0 : nb;
         j.r0 = r0;
-        ok = kg_cpu_sgemm(false, true, rows, V, C, 1.0f, X + r0 * C, C, W, C, 0.0f, z, V);
-        if (!ok)
+        if (!(ok = kg_cpu_gemm_q(c, w, true, rows, X + r0 * C, z)))
             break;
         kg_cpu_parallel_for(rows, 1 + 65536 / V, lp_rows, &j);
         if (u)
-            ok = kg_cpu_sgemm(false, false, rows, C, V, 1.0f, z, V, W, C, 0.0f, u + r0 * C, C);
-        else if (dw)
-            ok = kg_cpu_sgemm(true, false, V, C, rows, 1.0f, z, V, X + r0 * C, C,
-                              r0 ? 1.0f : 0.0f, dw, C);
+            ok = kg_cpu_gemm_q(c, w, false, rows, z, u + r0 * C);
+        else if (dw && !(ok = kg_cpu_sgemm(true, false, V, C, rows, 1.0f, z, V, X + r0 * C, C,
+                                           r0 ? 1.0f : 0.0f, dw, C)))
+            kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for the GEMM's "
+                         "packing buffer", kg_op_table[c->op].name);
     }
     if (z)
         kg_cpu_scratch_free(c, z, bytes);
-    return ok || kg_set_error(c->ctx, KG_ERR_NOMEM, "kg_%s: out of host memory for its logits or "
-                              "the GEMM's packing buffer", kg_op_table[c->op].name);
+    return ok;
 }
 
 bool kg__cpu_linear_log_prob(const kg_opcall *c)

@@ -187,11 +187,16 @@ static void softmax_rows(void *arg, int64_t lo, int64_t hi)
             continue;
         }
         double sum = 0.0;
-        for (int64_t k = 0; k < j->C; k++) { /* x may be y itself: each read before written */
-            float e = expf(x[k] - mx);
-            sum += e;
-            if (!log_form)
-                y[k] = e; /* kept, so each entry's expf runs once */
+        if (log_form) {
+            for (int64_t k = 0; k < j->C; k++)
+                sum += expf(x[k] - mx);
+        } else { /* e^(x - max) kept in y (x may be y itself: each read before written), the
+                  * row's calls at once (cpu/vec_math.c) */
+            for (int64_t k = 0; k < j->C; k++)
+                y[k] = x[k] - mx;
+            kg_cpu_expf_inplace(y, j->C);
+            for (int64_t k = 0; k < j->C; k++)
+                sum += y[k];
         }
         float lse = (float)log(sum), inv = (float)(1.0 / sum);
         for (int64_t k = 0; k < j->C; k++)

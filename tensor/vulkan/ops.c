@@ -275,25 +275,30 @@ bool kg__vk_matmul(const kg_opcall *c)
     return matmul_into(c, c->out, c->in[0], c->in[1], c->p.matmul.trans_a, c->p.matmul.trans_b);
 }
 
-/* y = x · op(W) with W decoded as its tiles load (matmul_q.comp); rows of x in chunks the
- * grid's y dimension allows. */
-bool kg__vk_matmul_q(const kg_opcall *c)
+/* y = x · op(W) with W decoded as its tiles load (matmul_q.comp), for the op c; rows of x in
+ * chunks the grid's y dimension allows. */
+static bool matmul_q_into(const kg_opcall *c, const kg_tensor *y, kg_tensor *x, kg_tensor *w,
+                          bool trans)
 {
-    kg_tensor *x = c->in[0], *w = c->in[1];
-    bool trans = c->p.matmul.trans_b;
     int64_t in = trans ? w->shape[1] : w->shape[0], out = trans ? w->shape[0] : w->shape[1];
     int64_t m = kg_tensor_numel(x) / in, chunk = (int64_t)kg_vk_max_groups(c->ctx, 1) * 32;
+    kg_tensor *reads[2] = {x, w};
     for (int64_t r0 = 0; r0 < m; r0 += chunk) {
         int64_t rows = m - r0 < chunk ? m - r0 : chunk;
-        matmul_q_push p = {.y = kg_vk_addr(c->out), .x = kg_vk_addr(x), .w = kg_vk_addr(w),
+        matmul_q_push p = {.y = kg_vk_addr(y), .x = kg_vk_addr(x), .w = kg_vk_addr(w),
                            .status = kg_vk_status_addr(c->ctx), .M = u32(m),
                            .n = u32(w->shape[0]), .k = u32(w->shape[1]), .trans = trans,
                            .dtype = w->dtype, .row0 = u32(r0), .op = c->op};
         if (!kg_vk_dispatch(c, KG_VK_MATMUL_Q, &p, sizeof p, u32(GROUPS(out, 32)),
-                            u32(GROUPS(rows, 32)), 1, c->in, 2, c->out))
+                            u32(GROUPS(rows, 32)), 1, reads, 2, y))
             return false;
     }
     return true;
+}
+
+bool kg__vk_matmul_q(const kg_opcall *c)
+{
+    return matmul_q_into(c, c->out, c->in[0], c->in[1], c->p.matmul.trans_b);
 }
 
 bool kg__vk_kron(const kg_opcall *c)
@@ -435,7 +440,8 @@ bool kg__vk_rows(const kg_opcall *c)
 }
 
 /* linear_log_prob: the logits Z = X·Wᵀ into scratch (the whole vocabulary at once here: device
- * memory holds N × V floats for the op's duration), the log-probabilities by a rows pass, and
+ * memory holds N × V floats for the op's duration; a frozen W stored packed multiplies as
+ * matmul_q's), the log-probabilities by a rows pass, and
  * where asked the unit gradients U = (onehot - softmax(Z))·W after them in the output. Its
  * backward for W: dZ = g·(onehot - softmax(Z)), dW = dZᵀ·X. */
 bool kg__vk_linear_log_prob(const kg_opcall *c)
@@ -449,7 +455,9 @@ bool kg__vk_linear_log_prob(const kg_opcall *c)
     kg_tensor *dz = grad_w || unit ? kg__tensor_alloc(c->ctx, "kg_linear_log_prob", KG_DTYPE_F32,
                                                       2, (int64_t[]){N, V}, false)
                                    : NULL;
-    bool ok = z && (dz || !(grad_w || unit)) && matmul_into(c, z, x, w, false, true);
+    bool packed = w->dtype != KG_DTYPE_F32; /* a frozen head in bf16, f16 or blocks */
+    bool ok = z && (dz || !(grad_w || unit)) &&
+              (packed ? matmul_q_into(c, z, x, w, true) : matmul_into(c, z, x, w, false, true));
     rows_push p = {.x = ok ? kg_vk_addr(z) : 0, .status = kg_vk_status_addr(c->ctx),
                    .rows = u32(N), .C = u32(V), .targets = kg_vk_addr(c->in[2]),
                    .ignore_index = c->p.classes.ignore_index, .op = c->op};
@@ -471,7 +479,8 @@ bool kg__vk_linear_log_prob(const kg_opcall *c)
     if (ok && unit) { /* U = dZ·W, the (N, C) after the N log-probabilities */
         kg_tensor *u = kg__tensor_view(c->out, "kg_linear_log_prob", 2, (int64_t[]){N, C},
                                        (int64_t[]){C, 1}, c->out->offset + N);
-        ok = u && matmul_into(c, u, dz, w, false, false);
+        ok = u && (packed ? matmul_q_into(c, u, dz, w, false)
+                          : matmul_into(c, u, dz, w, false, false));
         kg_tensor_free(u);
     }
     kg_tensor_free(z); /* released once the queued work is done */
