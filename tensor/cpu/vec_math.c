@@ -16,15 +16,17 @@
 #include <immintrin.h>
 #define KG_VEC_MVEC 1
 
-#pragma GCC push_options
-#pragma GCC target("avx512f")
+/* Compiled for AVX-512 (an attribute, which gcc and clang both honour), called only where the CPU
+ * has it. */
+#define T512 __attribute__((target("avx512f")))
+
 /* libmvec's AVX-512 variants (the x86-64 vector ABI's names: 'e' = AVX-512, N16 = 16 lanes). */
-__m512 _ZGVeN16v_expf(__m512 x);
-__m512 _ZGVeN16v_erff(__m512 x);
+T512 __m512 _ZGVeN16v_expf(__m512 x);
+T512 __m512 _ZGVeN16v_erff(__m512 x);
 
 typedef __m512 (*vec_fn)(__m512);
 
-static void apply16(vec_fn f, float *v, int64_t n)
+T512 static void apply16(vec_fn f, float *v, int64_t n)
 {
     int64_t k = 0;
     for (; k + 16 <= n; k += 16)
@@ -36,7 +38,6 @@ static void apply16(vec_fn f, float *v, int64_t n)
         memcpy(v + k, pad, sizeof(float) * (size_t)(n - k));
     }
 }
-#pragma GCC pop_options
 #endif
 
 void kg_cpu_expf_inplace(float *v, int64_t n)
