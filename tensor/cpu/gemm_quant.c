@@ -89,4 +89,3 @@ bool kg__cpu_matmul_q(const kg_opcall *c)
     }
     return kg_cpu_gemm_q(c, w, trans, m, X, Y);
 }
-
