@@ -462,6 +462,17 @@ static bool bf16_head(kg_model *m)
 
 bool kg__attach_chosen(kg_model *m, const kg_adapter_config *cfg, kg_module_list *L)
 {
+    /* A weight stored as bf16, f16 or blocks (--frozen) multiplies through matmul_q, whose
+     * backward gives the weight no gradient: trained in full, it would never move. */
+    for (int i = 0; cfg->kind == KG_ADAPTER_FULL && i < m->n_params; i++) {
+        kg_dtype dt = kg_tensor_dtype(m->params[i].tensor);
+        if (dt != KG_DTYPE_F32)
+            return kg_set_error(m->ctx, KG_ERR_ARG, "adapter config: kind full with %s is "
+                                "stored as %s (frozen %s); a full fine-tune trains f32 "
+                                "weights only (load with frozen f32, or choose an adapter)",
+                                m->params[i].name, kg_dtype_name(dt),
+                                kg_dtype_name(m->cfg.frozen));
+    }
     for (int i = 0; i < m->n_params; i++)
         kg_set_requires_grad(m->params[i].tensor, false);
     m->adapter = *cfg;

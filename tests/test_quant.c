@@ -337,7 +337,7 @@ static void test_frozen_model_matches_f32(void **state)
 
 /* --frozen bf16: an adapter's frozen LM head multiplies in bf16 (a copy, which kg_model_free
  * frees; the tied embedding keeps its f32 weight), and its log-probabilities stay near the f32
- * head's. A trained head (full fine-tune) stays f32. */
+ * head's. A full fine-tune, which would train the bf16 block weights, is refused. */
 static void test_frozen_bf16_head(void **state)
 {
     (void)state;
@@ -377,10 +377,29 @@ static void test_frozen_bf16_head(void **state)
     kg_scope_end(ctx, s);
     kg_model_free(m); /* frees the copy (ASan sees a leak otherwise) */
 
+    /* A full fine-tune would train the bf16 block weights, which matmul_q gives no gradient:
+     * refused by name, and the model is left as it was, with nothing trainable. */
     m = kg_model_random(ctx, &cfg, 5);
     ac = kg_adapter_config_default(KG_ADAPTER_FULL);
+    assert_false(kg_model_attach(m, &ac));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_ARG);
+    const char *msg = kg_error(ctx);
+    if (!strstr(msg, "kind full") || !strstr(msg, "bf16") || !strstr(msg, "layers.0."))
+        fail_msg("full + frozen bf16: expected an error naming the kind, the dtype and the "
+                 "weight; got \"%s\"", msg);
+    kg_clear_error(ctx);
+    assert_int_equal(m->n_trainable, 0);
+    assert_int_equal(m->adapter.kind, KG_ADAPTER_NONE);
+    assert_ptr_equal(m->lm_head.weight, m->tokens.weight);
+    assert_null(m->head_bf16);
+    kg_model_free(m);
+
+    /* Loaded with frozen f32, the same model fine-tunes in full, its tied head trained in f32. */
+    cfg.frozen = KG_DTYPE_F32;
+    m = kg_model_random(ctx, &cfg, 5);
     assert_true(kg_model_attach(m, &ac));
-    assert_ptr_equal(m->lm_head.weight, m->tokens.weight); /* trained: stays f32, tied */
+    assert_int_equal(m->n_trainable, m->n_params);
+    assert_ptr_equal(m->lm_head.weight, m->tokens.weight);
     assert_null(m->head_bf16);
     kg_model_free(m);
     kg_ctx_free(ctx);
