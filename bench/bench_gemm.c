@@ -3,6 +3,7 @@
  * BLAS ratio. Then matmul_q's GEMM on frozen weights W stored in bf16, f16 and the block dtypes,
  * at the linear layers' shapes of SmolLM2-135M and DistilBERT-base over 1024 tokens, forward
  * (x·Wᵀ) and backward (dy·W), side by side with the f32 SGEMM on the same shape, interleaved.
+ * --lm-head adds SmolLM2's LM head to that table, and times the fused LM head (lm_head.c).
  *   bench_gemm [seconds per SGEMM case] [--frozen-only] [--lm-head] [--rounds R]
  */
 #include "krongrad.h"
@@ -200,6 +201,70 @@ static int frozen_table(int rounds, bool lm_head)
     return 0;
 }
 
+/* ---- The fused LM head --------------------------------------------------------------------- */
+
+/* One step of the fused head (tensor/ops/lm_head.c) at SmolLM2-135M's shape: the targets'
+ * log-probabilities of 1,016 rows over the 49,152-token vocabulary, and x's gradient, which the
+ * forward forms (two GEMM passes over W: 4·N·C·V FLOP). W in f32 and in bf16 (--frozen bf16),
+ * each with the kernel's default budget of logits per row block and with the old one (4 Mi:
+ * 85 rows), interleaved. */
+static double time_head(kg_ctx *ctx, kg_tensor *w, kg_tensor *t, int64_t N, int64_t C, int seed)
+{
+    kg_scope sc = kg_scope_begin(ctx);
+    kg_tensor *x = kg_normal(ctx, 2, (int64_t[]){N, C}, 0.0f, 1.0f, (uint64_t)seed);
+    kg_set_requires_grad(x, true);
+    double t0 = now();
+    kg_backward(kg_sum_all(kg_linear_log_prob(x, w, t, -100)));
+    float *dx = kg_tensor_to_f32(kg_grad(x)); /* flushes */
+    double dt = now() - t0;
+    free(dx);
+    kg_scope_end(ctx, sc);
+    return dt;
+}
+
+static int fused_head_table(int rounds)
+{
+    const int64_t N = 1016, C = 576, V = 49152;
+    static const int64_t budgets[] = {0, 1 << 22}; /* 0: the default */
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    kg_tensor *w32 = kg_tensor_keep(kg_normal(ctx, 2, (int64_t[]){V, C}, 0.0f, 0.02f, 1));
+    kg_tensor *w[2] = {w32, kg_tensor_keep(kg_quantize(w32, KG_DTYPE_BF16))};
+    int32_t *tg = malloc(sizeof *tg * (size_t)N);
+    for (int64_t i = 0; tg && i < N; i++)
+        tg[i] = (int32_t)((i * 7919) % V);
+    kg_tensor *t = tg ? kg_tensor_keep(kg_from_host(ctx, KG_DTYPE_I32, 1, &N, tg)) : NULL;
+    free(tg);
+    if (kg_ctx_status(ctx) || !t) {
+        fprintf(stderr, "bench_gemm: %s\n", t ? kg_error(ctx) : "out of memory");
+        return 1;
+    }
+    double best[2][2] = {{1e30, 1e30}, {1e30, 1e30}};
+    for (int r = 0; r <= rounds; r++) /* round 0 warms up */
+        for (int d = 0; d < 2; d++)
+            for (int b = 0; b < 2; b++) {
+                kg_cpu_lm_head_block(budgets[b]);
+                double dt = time_head(ctx, w[d], t, N, C, 2 + r);
+                if (r > 0 && dt < best[d][b])
+                    best[d][b] = dt;
+            }
+    kg_cpu_lm_head_block(0);
+    if (kg_ctx_status(ctx)) {
+        fprintf(stderr, "bench_gemm: %s\n", kg_error(ctx));
+        return 1;
+    }
+    printf("\nFused LM head (kg_linear_log_prob, log-probabilities and dx), N %lld rows, C %lld, "
+           "V %lld; best of %d interleaved rounds\n%-6s %22s %22s %8s\n", (long long)N,
+           (long long)C, (long long)V, rounds, "W", "default block: s, GF/s",
+           "4 Mi logits: s, GF/s", "speedup");
+    double flop = 4.0 * (double)N * (double)C * (double)V;
+    for (int d = 0; d < 2; d++)
+        printf("%-6s %12.3f %9.1f %12.3f %9.1f %7.2fx\n", d ? "bf16" : "f32", best[d][0],
+               flop / best[d][0] / 1e9, best[d][1], flop / best[d][1] / 1e9,
+               best[d][1] / best[d][0]);
+    kg_ctx_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double budget = 1.0;
@@ -223,5 +288,7 @@ int main(int argc, char **argv)
            kg_cpu_blas_name());
     if (!frozen_only)
         sgemm_table(budget);
-    return frozen_table(rounds < 1 ? 1 : rounds, lm_head);
+    rounds = rounds < 1 ? 1 : rounds;
+    int rc = frozen_table(rounds, lm_head);
+    return rc || !lm_head ? rc : fused_head_table(rounds);
 }

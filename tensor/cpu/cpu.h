@@ -104,6 +104,10 @@ float kg_cpu_row_max(kg_exp_path path, const float *z, int64_t n);
 float kg_cpu_sum_exp(kg_exp_path path, const float *z, int64_t n, float m);
 void kg_cpu_scale_exp(kg_exp_path path, float *z, int64_t n, float shift, float g);
 
+/* The fused LM head's logits per block of rows (ops/lm_head.c; 0: the default, 16 Mi). For
+ * tests, which reach several blocks with a small vocabulary; not thread-safe. */
+void kg_cpu_lm_head_block(int64_t floats);
+
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 
