@@ -319,8 +319,17 @@ double kg__load(const void *base, kg_dtype dtype, int64_t i);
 void kg__store(void *base, kg_dtype dtype, int64_t i, double v);
 
 /* Counter-based random numbers: a pure function of (seed, index), so any backend and the
- * backward pass can redraw them. */
-uint32_t kg__hash(uint64_t seed, uint64_t index);
+ * backward pass can redraw them. splitmix64 of (seed, index): cheap, well mixed, and easy to
+ * write in GLSL too (shaders/common.glsl). Inline: dropout draws one per element, and a call
+ * per element was most of its time. */
+static inline uint32_t kg__hash(uint64_t seed, uint64_t index)
+{
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (uint32_t)(z >> 32);
+}
 static inline float kg__uniform01(uint64_t seed, uint64_t index)
 {
     return (float)(kg__hash(seed, index) >> 8) * (1.0f / 16777216.0f);

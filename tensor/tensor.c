@@ -335,16 +335,6 @@ kg_tensor *kg_ones(kg_ctx *ctx, kg_dtype dtype, int ndim, const int64_t *shape)
     return kg_full(ctx, dtype, ndim, shape, 1.0);
 }
 
-uint32_t kg__hash(uint64_t seed, uint64_t index)
-{
-    /* splitmix64 of (seed, index): cheap, well mixed, and easy to write in GLSL too. */
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (uint32_t)(z >> 32);
-}
-
 static kg_tensor *random_tensor(kg_ctx *ctx, const char *fn, int ndim, const int64_t *shape,
                                 float a, float b, uint64_t seed, bool normal)
 {

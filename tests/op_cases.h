@@ -270,6 +270,8 @@ static void cases_masked_fill_dropout(check_fn check)
     check("masked_fill", f_masked_fill, NULL, 2, m, 110);
     gc_input d[] = {F32(2, 6, 7)};
     check("dropout", f_dropout, NULL, 1, d, 111);
+    gc_input e[] = {F32(2, 300)}; /* rows past the CPU kernel's block of 256 draws */
+    check("dropout long rows", f_dropout, NULL, 1, e, 112);
 }
 
 static void cases_views_and_concat(check_fn check)

@@ -7,6 +7,7 @@
  * Bound: within 4 ulp of the double result, an ulp being that of the correctly rounded float
  * result (glibc documents libmvec's variants to 4 ulp; libm's scalar ones are within 1).
  * Results below the smallest normal float are held to 4 ulp of the smallest subnormal spacing.
+ * Also dropout's keep factors (cpu/dropout_mask.c), vectorized the same way: exact.
  */
 #include "kg_test.h"
 #include "tensor/cpu/cpu.h"
@@ -101,11 +102,55 @@ static void test_erff(void **state)
     check(kg_cpu_erff_inplace, erf, "erff", -0.01f, 0.01f);
 }
 
+/* Dropout's keep factors (cpu/dropout_mask.c) on each path: bit for bit the draw every backend
+ * makes, kg__uniform01(seed, index) >= p, at any length and offset (indices past 2³² too); and
+ * over 10⁶ draws the kept fraction within 0.002 of 1 - p (4 standard deviations at p = 0.5). */
+static void test_dropout_mask(void **state)
+{
+    (void)state;
+    enum { N = 1000000 };
+    float *f = malloc(sizeof(float) * N);
+    assert_non_null(f);
+    const uint64_t starts[] = {0, 12345, (1ull << 32) - 3};
+    const int64_t lens[] = {1, 7, 255, 256, 1000};
+    const float ps[] = {0.1f, 0.5f};
+    for (int i = 0; i < n_paths; i++) {
+        kg_cpu_exp_cap(paths[i]);
+        for (size_t a = 0; a < 3; a++)
+            for (size_t b = 0; b < 5; b++)
+                for (size_t c = 0; c < 2; c++) {
+                    float p = ps[c], keep = 1.0f / (1.0f - p);
+                    kg_cpu_dropout_mask(f, lens[b], 77, starts[a], p, keep);
+                    for (int64_t k = 0; k < lens[b]; k++) {
+                        float want = kg__uniform01(77, starts[a] + (uint64_t)k) >= p ? keep : 0.0f;
+                        if (f[k] != want)
+                            fail_msg("dropout mask (path %d): element %lld of %lld from %llu is "
+                                     "%g; expected %g", (int)paths[i], (long long)k,
+                                     (long long)lens[b], (unsigned long long)starts[a],
+                                     (double)f[k], (double)want);
+                    }
+                }
+        for (size_t c = 0; c < 2; c++) {
+            kg_cpu_dropout_mask(f, N, 5, 3, ps[c], 2.0f);
+            int64_t kept = 0;
+            for (int64_t k = 0; k < N; k++)
+                kept += f[k] != 0.0f;
+            double frac = (double)kept / N;
+            if (fabs(frac - (1.0 - ps[c])) > 0.002)
+                fail_msg("dropout mask: kept %.4f of the elements at p = %g; expected %.4f",
+                         frac, (double)ps[c], 1.0 - ps[c]);
+        }
+    }
+    kg_cpu_exp_cap(KG_EXP_AVX512);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expf),
         cmocka_unit_test(test_erff),
+        cmocka_unit_test(test_dropout_mask),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

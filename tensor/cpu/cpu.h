@@ -90,6 +90,11 @@ void kg_cpu_expf_inplace(float *v, int64_t n);
 void kg_cpu_erff_inplace(float *v, int64_t n);
 bool kg_cpu_vec_math(void);
 
+/* f[k] = keep_scale where dropout keeps element index0 + k (kg__uniform01(seed, index0 + k) >= p),
+ * else 0 (dropout_mask.c; 8 draws at a time where the CPU has AVX512-DQ, the same bits). */
+void kg_cpu_dropout_mask(float *f, int64_t n, uint64_t seed, uint64_t index0, float p,
+                         float keep_scale);
+
 /* The fused LM head's passes over a row of logits (exp_rows.c): its max, Σ_k e^(z[k] - m), and
  * z[k] ← g·e^(z[k] - shift). One polynomial e^x (~2 ulp for x <= 0; e^-87 below -87), in two
  * implementations: KG_EXP_SCALAR, portable, and KG_EXP_AVX512, 16 lanes with fused

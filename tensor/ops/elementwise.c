@@ -465,17 +465,21 @@ kg_tensor *kg_masked_fill(kg_tensor *x, kg_tensor *mask, float value)
 
 /* ---- Dropout -------------------------------------------------------------------------------- */
 
+/* The keep factors a block at a time (cpu/dropout_mask.c draws them, vectorized), then
+ * o = x·f where kept and 0 where dropped (0, not x·0: a dropped inf or NaN gives 0). */
 static void dropout_rows(void *arg, int64_t lo, int64_t hi)
 {
     const ew_iter *it = arg;
-    float p = it->p->dropout.p, keep_scale = 1.0f / (1.0f - p);
+    float p = it->p->dropout.p, keep_scale = 1.0f / (1.0f - p), f[VBLK];
     int64_t n = it->dim[3], sx = it->st[0][3];
     for (int64_t r = lo; r < hi; r++) {
         const float *x = it->src[0] + ew_row(it, 0, r);
         float *o = it->dst + r * n;
-        for (int64_t j = 0; j < n; j++) {
-            bool keep = kg__uniform01(it->p->dropout.seed, (uint64_t)(r * n + j)) >= p;
-            o[j] = keep ? x[j * sx] * keep_scale : 0.0f;
+        for (int64_t j0 = 0; j0 < n; j0 += VBLK) {
+            int64_t m = n - j0 < VBLK ? n - j0 : VBLK;
+            kg_cpu_dropout_mask(f, m, it->p->dropout.seed, (uint64_t)(r * n + j0), p, keep_scale);
+            for (int64_t j = 0; j < m; j++)
+                o[j0 + j] = f[j] != 0.0f ? x[(j0 + j) * sx] * f[j] : 0.0f;
         }
     }
 }

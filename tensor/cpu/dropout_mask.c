@@ -1,0 +1,52 @@
+/* dropout_mask.c — a row of dropout's keep factors: f[k] = keep_scale where element index0 + k
+ * is kept (kg__uniform01(seed, index0 + k) >= p, the draw every backend makes and the backward
+ * pass makes again), else 0. The draw is splitmix64, three 64-bit multiplies per element: one at
+ * a time that was dropout's whole cost (~4 ns an element). Where the CPU has AVX512-DQ (vpmullq,
+ * 8 multiplies at once) the same C loop is compiled for it, and the compiler vectorizes it; the
+ * factors are the same bits either way (the draw is integer arithmetic, and its conversion to
+ * float exact). KG_EXP_PATH=scalar (cpu/exp_rows.c's switch for the vector paths) keeps the
+ * portable loop.
+ */
+#include "cpu.h"
+
+#include <pthread.h>
+
+static inline __attribute__((always_inline)) void mask_loop(float *f, int64_t n, uint64_t seed,
+                                                            uint64_t index0, float p,
+                                                            float keep_scale)
+{
+    for (int64_t k = 0; k < n; k++)
+        f[k] = kg__uniform01(seed, index0 + (uint64_t)k) >= p ? keep_scale : 0.0f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KG_MASK_DQ 1
+static bool has_dq;
+static pthread_once_t dq_once = PTHREAD_ONCE_INIT;
+
+static void detect_dq(void)
+{
+    __builtin_cpu_init();
+    has_dq = __builtin_cpu_supports("avx512dq");
+}
+
+__attribute__((target("avx512f,avx512dq"))) static void mask_dq(float *f, int64_t n,
+                                                                  uint64_t seed, uint64_t index0,
+                                                                  float p, float keep_scale)
+{
+    mask_loop(f, n, seed, index0, p, keep_scale);
+}
+#endif
+
+void kg_cpu_dropout_mask(float *f, int64_t n, uint64_t seed, uint64_t index0, float p,
+                         float keep_scale)
+{
+#ifdef KG_MASK_DQ
+    pthread_once(&dq_once, detect_dq);
+    if (has_dq && kg_cpu_exp_path() == KG_EXP_AVX512) {
+        mask_dq(f, n, seed, index0, p, keep_scale);
+        return;
+    }
+#endif
+    mask_loop(f, n, seed, index0, p, keep_scale);
+}
