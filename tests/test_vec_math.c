@@ -1,6 +1,6 @@
 /* test_vec_math.c — expf and erff over arrays (tensor/cpu/vec_math.c), the calls of the
- * elementwise kernels: on the vector path (libmvec's AVX-512 variants, where this CPU and build
- * have them) and on libm's, against double exp and erf, on the whole float range with inf, NaN,
+ * elementwise kernels: on each vector path (libmvec's AVX-512 and AVX2 variants, where this CPU
+ * and build have them) and on libm's, against double exp and erf, on the whole float range with inf, NaN,
  * zeros of both signs and subnormal results; and an element's result the same wherever in the
  * array it sits (the last partial group of 16 goes through a padded copy).
  *
@@ -14,18 +14,23 @@
 
 #include <math.h>
 
-static kg_exp_path paths[2];
+static kg_exp_path paths[3];
 static int n_paths;
+static const char *const path_name[] = {"libm", "AVX2", "AVX-512"};
 
+/* Every path this CPU and build run: libm, and each vector path up to the best. */
 static int setup(void **state)
 {
     (void)state;
     paths[n_paths++] = KG_EXP_SCALAR;
+    for (kg_exp_path p = KG_EXP_AVX2; p <= KG_EXP_AVX512; p++) {
+        kg_cpu_exp_cap(p);
+        if (kg_cpu_exp_path() == p && kg_cpu_vec_math())
+            paths[n_paths++] = p;
+        else
+            print_message("no libmvec %s path on this CPU or build\n", path_name[p]);
+    }
     kg_cpu_exp_cap(KG_EXP_AVX512);
-    if (kg_cpu_vec_math())
-        paths[n_paths++] = KG_EXP_AVX512;
-    else
-        print_message("no libmvec AVX-512 path on this CPU or build: libm alone is checked\n");
     return 0;
 }
 
@@ -69,12 +74,11 @@ static void check(vec_fn f, double (*want)(double), const char *name, float lo, 
             worst = u > worst ? u : worst;
             if (u > 4.0)
                 fail_msg("%s(%a) on the %s path = %a; double gives %a (%.1f ulp; expected <= 4)",
-                         name, (double)x[i], paths[p] ? "vector" : "libm", (double)y[i],
+                         name, (double)x[i], path_name[paths[p]], (double)y[i],
                          want((double)x[i]), u);
         }
-        print_message("%s on the %s path: worst %.2f ulp\n", name, paths[p] ? "vector" : "libm",
-                      worst);
-        /* the same value at every place in an array of 37 (two groups of 16, then a tail) */
+        print_message("%s on the %s path: worst %.2f ulp\n", name, path_name[paths[p]], worst);
+        /* the same value at every place in an array of 37 (groups of 16 or 8, then a tail) */
         float v[37], first;
         for (int i = 0; i < 37; i++)
             v[i] = x[ns + 5];
@@ -114,8 +118,10 @@ static void test_dropout_mask(void **state)
     const uint64_t starts[] = {0, 12345, (1ull << 32) - 3};
     const int64_t lens[] = {1, 7, 255, 256, 1000};
     const float ps[] = {0.1f, 0.5f};
-    for (int i = 0; i < n_paths; i++) {
-        kg_cpu_exp_cap(paths[i]);
+    for (kg_exp_path path = KG_EXP_SCALAR; path <= KG_EXP_AVX512; path++) {
+        kg_cpu_exp_cap(path); /* the mask's paths need no libmvec: every one the CPU runs */
+        if (kg_cpu_exp_path() != path)
+            continue;
         for (size_t a = 0; a < 3; a++)
             for (size_t b = 0; b < 5; b++)
                 for (size_t c = 0; c < 2; c++) {
@@ -124,8 +130,8 @@ static void test_dropout_mask(void **state)
                     for (int64_t k = 0; k < lens[b]; k++) {
                         float want = kg__uniform01(77, starts[a] + (uint64_t)k) >= p ? keep : 0.0f;
                         if (f[k] != want)
-                            fail_msg("dropout mask (path %d): element %lld of %lld from %llu is "
-                                     "%g; expected %g", (int)paths[i], (long long)k,
+                            fail_msg("dropout mask (%s path): element %lld of %lld from %llu is "
+                                     "%g; expected %g", path_name[path], (long long)k,
                                      (long long)lens[b], (unsigned long long)starts[a],
                                      (double)f[k], (double)want);
                     }

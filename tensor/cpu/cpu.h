@@ -82,27 +82,30 @@ bool kg_cpu_gemv_supports(kg_dtype dtype);
 void kg_cpu_gemv(kg_dtype dtype, const void *w, int64_t N, int64_t K, const float *x, float *y);
 const char *kg_cpu_gemv_isa(void);
 
-/* v[k] ← expf(v[k]) and v[k] ← erff(v[k]) for k < n (vec_math.c): 16 lanes of glibc's libmvec
- * where the CPU has AVX-512 (within 4 ulp; an element's result does not depend on its place
- * in v), else libm per element; KG_EXP_PATH=scalar or kg_cpu_exp_cap(KG_EXP_SCALAR) picks libm.
- * kg_cpu_vec_math says whether the vector path runs. */
+/* v[k] ← expf(v[k]) and v[k] ← erff(v[k]) for k < n (vec_math.c): glibc's libmvec, 16 lanes
+ * where the CPU has AVX-512 and 8 where it has AVX2 and FMA (within 4 ulp; an element's result
+ * does not depend on its place in v), else libm per element; KG_EXP_PATH=scalar|avx2 or
+ * kg_cpu_exp_cap caps the path. kg_cpu_vec_math says whether a vector path runs. */
 void kg_cpu_expf_inplace(float *v, int64_t n);
 void kg_cpu_erff_inplace(float *v, int64_t n);
 bool kg_cpu_vec_math(void);
 
 /* f[k] = keep_scale where dropout keeps element index0 + k (kg__uniform01(seed, index0 + k) >= p),
- * else 0 (dropout_mask.c; 8 draws at a time where the CPU has AVX512-DQ, the same bits). */
+ * else 0 (dropout_mask.c; vectorized where the CPU has AVX2 or AVX512-DQ, the same bits). */
 void kg_cpu_dropout_mask(float *f, int64_t n, uint64_t seed, uint64_t index0, float p,
                          float keep_scale);
 
-/* The fused LM head's passes over a row of logits (exp_rows.c): its max, Σ_k e^(z[k] - m), and
+/* The CPU's vector paths for e^x and its kin: KG_EXP_SCALAR (portable), KG_EXP_AVX2 (AVX2 with
+ * FMA) and KG_EXP_AVX512. kg_cpu_exp_path gives the best one this CPU runs (detected at run
+ * time); KG_EXP_PATH=scalar|avx2 in the environment, or kg_cpu_exp_cap (tests), allows no better
+ * one than named.
+ *
+ * The fused LM head's passes over a row of logits (exp_rows.c): its max, Σ_k e^(z[k] - m), and
  * z[k] ← g·e^(z[k] - shift). One polynomial e^x (~2 ulp for x <= 0; e^-87 below -87), in two
- * implementations: KG_EXP_SCALAR, portable, and KG_EXP_AVX512, 16 lanes with fused
- * multiply-adds (which round once where the portable loop rounds twice: the two differ by a few
- * ulp, tests/test_exp_rows.c bounds it). kg_cpu_exp_path gives the best one this CPU runs
- * (detected at run time); KG_EXP_PATH=scalar in the environment, or kg_cpu_exp_cap (tests),
- * allows no better one than named. */
-typedef enum kg_exp_path { KG_EXP_SCALAR, KG_EXP_AVX512 } kg_exp_path;
+ * implementations: portable (KG_EXP_SCALAR and KG_EXP_AVX2 take it), and KG_EXP_AVX512, 16 lanes
+ * with fused multiply-adds (which round once where the portable loop rounds twice: the two
+ * differ by a few ulp, tests/test_exp_rows.c bounds it). */
+typedef enum kg_exp_path { KG_EXP_SCALAR, KG_EXP_AVX2, KG_EXP_AVX512 } kg_exp_path;
 kg_exp_path kg_cpu_exp_path(void);
 void kg_cpu_exp_cap(kg_exp_path cap);
 float kg_cpu_row_max(kg_exp_path path, const float *z, int64_t n);

@@ -145,18 +145,22 @@ T512 static void scale_exp_avx512(float *z, int64_t n, float shift, float g)
 /* ---- Which path ----------------------------------------------------------------------------- */
 
 static struct {
-    bool avx512;
-    int cap; /* the best path allowed: KG_EXP_PATH=scalar, or kg_cpu_exp_cap */
+    bool avx2, avx512;
+    int cap; /* the best path allowed: KG_EXP_PATH=scalar|avx2, or kg_cpu_exp_cap */
 } isa;
 
 static void detect(void)
 {
 #ifdef KG_HAVE_X86
     __builtin_cpu_init();
+    isa.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     isa.avx512 = __builtin_cpu_supports("avx512f");
 #endif
     const char *want = getenv("KG_EXP_PATH");
-    isa.cap = want && strcmp(want, "scalar") == 0 ? KG_EXP_SCALAR : KG_EXP_AVX512;
+    isa.cap = !want                        ? KG_EXP_AVX512
+              : strcmp(want, "scalar") == 0 ? KG_EXP_SCALAR
+              : strcmp(want, "avx2") == 0   ? KG_EXP_AVX2
+                                            : KG_EXP_AVX512;
 }
 
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
@@ -164,7 +168,9 @@ static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 kg_exp_path kg_cpu_exp_path(void)
 {
     pthread_once(&detect_once, detect);
-    return isa.avx512 && isa.cap >= KG_EXP_AVX512 ? KG_EXP_AVX512 : KG_EXP_SCALAR;
+    return isa.avx512 && isa.cap >= KG_EXP_AVX512 ? KG_EXP_AVX512
+           : isa.avx2 && isa.cap >= KG_EXP_AVX2   ? KG_EXP_AVX2
+                                                  : KG_EXP_SCALAR;
 }
 
 void kg_cpu_exp_cap(kg_exp_path cap)
