@@ -108,6 +108,8 @@ void kg_cpu_dropout_mask(float *f, int64_t n, uint64_t seed, uint64_t index0, fl
 typedef enum kg_exp_path { KG_EXP_SCALAR, KG_EXP_AVX2, KG_EXP_AVX512 } kg_exp_path;
 kg_exp_path kg_cpu_exp_path(void);
 void kg_cpu_exp_cap(kg_exp_path cap);
+/* Whether the CPU has AVX512-DQ (detected with the paths above; dropout_mask.c's vpmullq). */
+bool kg_cpu_has_avx512dq(void);
 float kg_cpu_row_max(kg_exp_path path, const float *z, int64_t n);
 float kg_cpu_sum_exp(kg_exp_path path, const float *z, int64_t n, float m);
 void kg_cpu_scale_exp(kg_exp_path path, float *z, int64_t n, float shift, float g);

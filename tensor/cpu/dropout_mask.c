@@ -9,8 +9,6 @@
  */
 #include "cpu.h"
 
-#include <pthread.h>
-
 static inline __attribute__((always_inline)) void mask_loop(float *f, int64_t n, uint64_t seed,
                                                             uint64_t index0, float p,
                                                             float keep_scale)
@@ -21,15 +19,6 @@ static inline __attribute__((always_inline)) void mask_loop(float *f, int64_t n,
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KG_MASK_DQ 1
-static bool has_dq;
-static pthread_once_t dq_once = PTHREAD_ONCE_INIT;
-
-static void detect_dq(void)
-{
-    __builtin_cpu_init();
-    has_dq = __builtin_cpu_supports("avx512dq");
-}
-
 __attribute__((target("avx512f,avx512dq"))) static void mask_dq(float *f, int64_t n,
                                                                   uint64_t seed, uint64_t index0,
                                                                   float p, float keep_scale)
@@ -49,9 +38,8 @@ void kg_cpu_dropout_mask(float *f, int64_t n, uint64_t seed, uint64_t index0, fl
                          float keep_scale)
 {
 #ifdef KG_MASK_DQ
-    pthread_once(&dq_once, detect_dq);
     kg_exp_path path = kg_cpu_exp_path();
-    if (has_dq && path == KG_EXP_AVX512) {
+    if (path == KG_EXP_AVX512 && kg_cpu_has_avx512dq()) {
         mask_dq(f, n, seed, index0, p, keep_scale);
         return;
     }

@@ -145,7 +145,7 @@ T512 static void scale_exp_avx512(float *z, int64_t n, float shift, float g)
 /* ---- Which path ----------------------------------------------------------------------------- */
 
 static struct {
-    bool avx2, avx512;
+    bool avx2, avx512, avx512dq;
     int cap; /* the best path allowed: KG_EXP_PATH=scalar|avx2, or kg_cpu_exp_cap */
 } isa;
 
@@ -155,6 +155,7 @@ static void detect(void)
     __builtin_cpu_init();
     isa.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     isa.avx512 = __builtin_cpu_supports("avx512f");
+    isa.avx512dq = isa.avx512 && __builtin_cpu_supports("avx512dq");
 #endif
     const char *want = getenv("KG_EXP_PATH");
     isa.cap = !want                        ? KG_EXP_AVX512
@@ -171,6 +172,12 @@ kg_exp_path kg_cpu_exp_path(void)
     return isa.avx512 && isa.cap >= KG_EXP_AVX512 ? KG_EXP_AVX512
            : isa.avx2 && isa.cap >= KG_EXP_AVX2   ? KG_EXP_AVX2
                                                   : KG_EXP_SCALAR;
+}
+
+bool kg_cpu_has_avx512dq(void)
+{
+    pthread_once(&detect_once, detect);
+    return isa.avx512dq;
 }
 
 void kg_cpu_exp_cap(kg_exp_path cap)
