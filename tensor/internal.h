@@ -41,8 +41,9 @@ unsigned long kg__alloc_calls(void);
 /* A pool of freed small blocks, kept by power-of-two class (64 B to 64 KiB) for the next take of
  * that class, so that a loop of steps making the same small tensors (a decode step: headers,
  * one-row activations) stops calling malloc after its first steps. One owner (a context or its
- * backend), one thread at a time. As the CPU backend's cache of large blocks, the bytes kept
- * stay below the most bytes live at once (reuse at most doubles the footprint), and under
+ * backend), one thread at a time. The bytes kept stay below the most bytes live at once
+ * (for small blocks that at most doubles a small footprint; the CPU backend's cache of large
+ * blocks bounds live and kept bytes together: cpu/backend.c), and under
  * AddressSanitizer nothing is kept. Blocks are 64-byte aligned; a size of KG__POOL_MAX_BYTES or
  * more is not pooled (plain kg__aligned_alloc and free). kg__pool_take returns NULL when out of
  * memory; kg__pool_give takes back a block that kg__pool_take gave for the same bytes;

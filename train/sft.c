@@ -460,12 +460,15 @@ kg_tensor *kg_sft_loss(const kg_model *m, const kg_sft_data *d, const int64_t *r
         }
     }
     if (ok) {
-        /* The head runs on the label positions alone: P × V logits, not R·T × V. */
+        /* The head runs on the label positions alone: P rows, not R·T. */
         kg_model_input in = {.ids = kg_from_host(ctx, KG_DTYPE_I32, 2, (int64_t[]){R, T}, ids)};
         kg_tensor *h = kg_reshape(kg_model_hidden(m, &in, NULL), 2, (int64_t[]){R * T, -1});
         kg_tensor *sel = kg_embedding(h, kg_from_host(ctx, KG_DTYPE_I32, 1, &P, pick));
-        out = kg_cross_entropy(kg_linear_forward(&m->lm_head, sel),
-                               kg_from_host(ctx, KG_DTYPE_I32, 1, &P, target), -100);
+        /* the mean NLL, through the fused head (tensor/ops/lm_head.c): the P × V logits are
+         * never formed, and the head costs two GEMM passes */
+        kg_tensor *lp = kg_linear_log_probs(&m->lm_head, sel,
+                                            kg_from_host(ctx, KG_DTYPE_I32, 1, &P, target), -100);
+        out = kg_scale(kg_sum_all(lp), -1.0f / (float)P);
         if (tokens)
             *tokens = R * T;
     }

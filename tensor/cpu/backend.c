@@ -10,13 +10,18 @@
 /* Freed blocks kept for reuse, found by exact size. A training step makes the same sizes every
  * step, and a large block fresh from malloc is a fresh mapping whose every page faults on first
  * touch: on DistilBERT-base (1024 tokens) that was about a third of the step as system time.
- * Kept bytes stay below the most bytes ever live at once, so reuse at most doubles the
- * footprint (and in a steady loop of steps adds nothing). Blocks below KEEP_MIN_BYTES go to a
- * pool by power-of-two class instead (alloc.c), so a decode step, all small tensors, calls no
- * malloc once its sizes have been seen; under AddressSanitizer nothing is kept, so a use after
- * free is caught. */
+ * The live and the kept bytes together stay below the most bytes ever live at once (plus an
+ * eighth): a miss first frees the blocks kept longest. So a loop of fixed sizes, whose
+ * allocations all hit after its first step, keeps what it needs and adds nothing to its
+ * footprint, and a loop whose sizes change (SFT batches of varying length) does not pile up
+ * blocks of sizes it no longer makes: there the old bound, kept bytes below the most live,
+ * let the footprint reach twice the tensors' peak. Blocks below KEEP_MIN_BYTES go to a pool by
+ * power-of-two class instead (alloc.c), so a decode step, all small tensors, calls no malloc
+ * once its sizes have been seen; under AddressSanitizer nothing is kept, so a use after free
+ * is caught. */
 typedef struct kept_block {
-    struct kept_block *next;
+    struct kept_block *next;          /* in its bucket */
+    struct kept_block *older, *newer; /* in the order the blocks were kept */
     size_t bytes;
 } kept_block;
 
@@ -24,9 +29,10 @@ enum { KEEP_BUCKETS = 512, KEEP_MIN_BYTES = KG__POOL_MAX_BYTES };
 
 typedef struct cpu_state {
     size_t current, peak;
-    size_t high;   /* the most bytes live at once, ever (the bound on kept bytes) */
+    size_t high;   /* the most bytes live at once, ever (with an eighth more: the footprint's bound) */
     size_t kept;   /* bytes in kept blocks */
     kept_block *bucket[KEEP_BUCKETS];
+    kept_block *oldest, *newest;
     kg__pool small; /* blocks below KEEP_MIN_BYTES */
 } cpu_state;
 
@@ -35,29 +41,57 @@ static kept_block **bucket_of(cpu_state *s, size_t bytes)
     return &s->bucket[(bytes / 64 * 0x9e3779b97f4a7c15ULL) >> 55 & (KEEP_BUCKETS - 1)];
 }
 
+/* Take b out of the cache (at *link in its bucket); the caller frees or reuses it. */
+static void unkeep(cpu_state *s, kept_block **link, kept_block *b)
+{
+    *link = b->next;
+    *(b->older ? &b->older->newer : &s->oldest) = b->newer;
+    *(b->newer ? &b->newer->older : &s->newest) = b->older;
+    s->kept -= b->bytes;
+}
+
 /* A kept block of exactly bytes, taken out of the cache, or NULL. */
 static void *take_kept(cpu_state *s, size_t bytes)
 {
     for (kept_block **p = bucket_of(s, bytes); *p; p = &(*p)->next)
         if ((*p)->bytes == bytes) {
             kept_block *b = *p;
-            *p = b->next;
-            s->kept -= bytes;
+            unkeep(s, p, b);
             return b;
         }
     return NULL;
 }
 
+static void free_oldest(cpu_state *s)
+{
+    kept_block *b = s->oldest, **p = bucket_of(s, b->bytes);
+    while (*p != b)
+        p = &(*p)->next;
+    unkeep(s, p, b);
+    free(b);
+}
+
+/* Free the blocks kept longest until bytes more fit under the footprint's bound. */
+static void make_room(cpu_state *s, size_t bytes)
+{
+    size_t bound = s->high + s->high / 8;
+    while (s->oldest && s->current + s->kept + bytes > bound)
+        free_oldest(s);
+}
+
 static void drop_kept(cpu_state *s)
 {
-    for (int i = 0; i < KEEP_BUCKETS; i++)
-        while (s->bucket[i]) {
-            kept_block *b = s->bucket[i];
-            s->bucket[i] = b->next;
-            free(b);
-        }
-    s->kept = 0;
+    while (s->oldest)
+        free_oldest(s);
     kg__pool_drop(&s->small);
+}
+
+size_t kg_cpu_kept_bytes(const kg_ctx *ctx)
+{
+    if (ctx->be != &kg_cpu_backend)
+        return 0;
+    const cpu_state *s = ctx->be_state;
+    return s->kept + s->small.kept;
 }
 
 static bool cpu_init(kg_ctx *ctx, void **state)
@@ -82,8 +116,10 @@ static void *cpu_alloc(void *state, size_t bytes, bool persistent)
     /* 64-byte alignment suits every vector width. */
     bool small = bytes < KEEP_MIN_BYTES;
     void *p = small ? kg__pool_take(&s->small, bytes) : take_kept(s, bytes);
-    if (!p && !small)
+    if (!p && !small) {
+        make_room(s, bytes);
         p = kg__aligned_alloc(64, bytes);
+    }
     if (!p && (s->kept || s->small.kept)) {
         drop_kept(s); /* memory is short: give the kept blocks back and try once more */
         p = small ? kg__pool_take(&s->small, bytes) : kg__aligned_alloc(64, bytes);
@@ -106,10 +142,12 @@ static void cpu_release(void *state, void *handle, size_t bytes)
         kg__pool_give(&s->small, handle, bytes);
         return;
     }
-    if (KG__KEEP_FREED && s->kept + bytes <= s->high) {
+    if (KG__KEEP_FREED) { /* live and kept bytes together are unchanged */
         kept_block *b = handle;
-        *b = (kept_block){.next = *bucket_of(s, bytes), .bytes = bytes};
+        *b = (kept_block){.next = *bucket_of(s, bytes), .older = s->newest, .bytes = bytes};
         *bucket_of(s, bytes) = b;
+        *(s->newest ? &s->newest->newer : &s->oldest) = b;
+        s->newest = b;
         s->kept += bytes;
         return;
     }

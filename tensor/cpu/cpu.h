@@ -118,6 +118,9 @@ void kg_cpu_scale_exp(kg_exp_path path, float *z, int64_t n, float shift, float 
  * tests, which reach several blocks with a small vocabulary; not thread-safe. */
 void kg_cpu_lm_head_block(int64_t floats);
 
+/* Bytes the CPU backend of ctx keeps in freed blocks for reuse (backend.c); for tests. */
+size_t kg_cpu_kept_bytes(const kg_ctx *ctx);
+
 /* The BLAS in use, e.g. "OpenBLAS 0.3.21 (Haswell)", or "none (portable kernel)". */
 const char *kg_cpu_blas_name(void);
 
