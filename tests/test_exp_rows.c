@@ -1,14 +1,16 @@
 /* test_exp_rows.c — the fused LM head's row passes (tensor/cpu/exp_rows.c): the portable loop
- * and, where this CPU has AVX-512F, the explicit 16-lane one, against double-precision exp and
- * sums and against each other, on lengths around the lane width and unaligned rows.
+ * and, where this CPU has them, the explicit AVX2 (8-lane) and AVX-512F (16-lane) ones, against
+ * double-precision exp and sums and against each other, on lengths around the lane widths and
+ * unaligned rows.
  *
  * Bounds. e^x for x in [-87, 0]: within EXP_REL = 4·2⁻²³ (4 ulp) of exp((double)x) on either
- * path (the polynomial is ~2 ulp; the AVX-512 path's fused multiply-adds move the rounding, not
- * the error's size), so the two paths differ by at most twice that. Below -87 both give e^-87.
+ * path (the polynomial is ~2 ulp; the vector paths' fused multiply-adds move the rounding, not
+ * the error's size), so two paths differ by at most twice that. Below -87 both give e^-87.
  * Σ e^(z - m) over n entries: the exp bound plus f32 accumulation of positive terms in 16 or 32
  * lanes: a sum of positive terms is within (d - 1)·2⁻²⁴ of exact (relative), d the most
- * additions on one term's way to the result: ⌊n/16⌋ in a lane, then at most 15 of the tail and
- * 16 across the lanes, so ⌊n/16⌋ + 32 bounds both paths. The max is exact.
+ * additions on one term's way to the result: ⌊n/16⌋ in a lane (AVX2's two accumulators of 8
+ * lanes make 16 too), then at most 15 of the tail and 16 across the lanes, so ⌊n/16⌋ + 32
+ * bounds every path. The max is exact.
  */
 #include "kg_test.h"
 #include "tensor/cpu/cpu.h"
@@ -19,17 +21,21 @@
 
 static const int64_t lengths[] = {1, 2, 15, 16, 17, 31, 32, 33, 47, 1000, 49152 + 7};
 
-static kg_exp_path paths[2];
+static kg_exp_path paths[3];
+static const char *path_name[] = {"portable", "AVX2", "AVX-512"};
 static int n_paths;
 
 static int setup(void **state)
 {
     (void)state;
     paths[n_paths++] = KG_EXP_SCALAR;
+    if (kg_cpu_exp_path() >= KG_EXP_AVX2)
+        paths[n_paths++] = KG_EXP_AVX2;
     if (kg_cpu_exp_path() == KG_EXP_AVX512)
         paths[n_paths++] = KG_EXP_AVX512;
-    else
-        print_message("no AVX-512F on this CPU: the portable path alone is checked\n");
+    if (n_paths < 3)
+        print_message("checked: %d of the 3 paths (this CPU has no %s)\n", n_paths,
+                      n_paths == 1 ? "AVX2 with FMA" : "AVX-512F");
     return 0;
 }
 
@@ -46,7 +52,7 @@ static void test_exp_matches_double(void **state)
 {
     (void)state;
     enum { N = 200003 };
-    float *x = malloc(sizeof(float) * N), *y[2];
+    float *x = malloc(sizeof(float) * N), *y[3];
     fill(x, N, -87.0f, 0.0f, 1);
     x[0] = 0.0f, x[1] = -87.0f, x[2] = -1e-8f, x[3] = -0.34657359f; /* ends, near 0, -ln2/2 */
     for (int p = 0; p < n_paths; p++) {
@@ -61,14 +67,14 @@ static void test_exp_matches_double(void **state)
                 fail_msg("path %d: e^%.9g = %.9g, want %.9g (relative error %.3g > %.3g)", p,
                          (double)x[i], (double)y[p][i], want, rel, EXP_REL);
         }
-        print_message("path %d: worst relative error of e^x %.3g (%.2f ulp)\n", p, worst,
-                      worst * 8388608.0);
+        print_message("%s: worst relative error of e^x %.3g (%.2f ulp)\n", path_name[paths[p]],
+                      worst, worst * 8388608.0);
     }
-    if (n_paths == 2)
+    for (int p = 1; p < n_paths; p++)
         for (int64_t i = 0; i < N; i++)
-            if (fabs(y[0][i] - y[1][i]) > 2.0 * EXP_REL * y[0][i])
-                fail_msg("e^%.9g: portable %.9g, AVX-512 %.9g", (double)x[i], (double)y[0][i],
-                         (double)y[1][i]);
+            if (fabs(y[0][i] - y[p][i]) > 2.0 * EXP_REL * y[0][i])
+                fail_msg("e^%.9g: portable %.9g, %s %.9g", (double)x[i], (double)y[0][i],
+                         path_name[paths[p]], (double)y[p][i]);
     /* below -87 (and far below): e^-87, not 0 or a wrapped exponent */
     for (int p = 0; p < n_paths; p++) {
         float z[3] = {-88.0f, -1000.0f, -INFINITY};
@@ -146,8 +152,8 @@ static void test_lm_head_paths_agree(void **state)
     if (n_paths < 2)
         skip();
     enum { N = 9, C = 16, V = 3001 };
-    float *lp[2], *gx[2];
-    for (int p = 0; p < 2; p++) {
+    float *lp[3], *gx[3];
+    for (int p = 0; p < n_paths; p++) {
         kg_cpu_exp_cap(paths[p]);
         kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
         kg_tensor *x = kg_uniform(ctx, 2, SHAPE(N, C), -1.0f, 1.0f, 3);
@@ -163,9 +169,12 @@ static void test_lm_head_paths_agree(void **state)
         kg_ctx_free(ctx);
     }
     kg_cpu_exp_cap(KG_EXP_AVX512);
-    assert_close(lp[1], lp[0], N, 2e-6f, 1e-6f, "log-probabilities, AVX-512 vs portable");
-    assert_close(gx[1], gx[0], N * C, 1e-6f, 1e-5f, "dx, AVX-512 vs portable");
-    for (int p = 0; p < 2; p++)
+    for (int p = 1; p < n_paths; p++) {
+        print_message("%s against the portable path\n", path_name[paths[p]]);
+        assert_close(lp[p], lp[0], N, 2e-6f, 1e-6f, "log-probabilities");
+        assert_close(gx[p], gx[0], N * C, 1e-6f, 1e-5f, "dx");
+    }
+    for (int p = 0; p < n_paths; p++)
         free(lp[p]), free(gx[p]);
 }
 
