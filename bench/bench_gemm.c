@@ -190,7 +190,10 @@ static int frozen_table(int rounds, bool lm_head)
                     printf(" %10.1f", flop / best[c] / 1e9);
                 else
                     printf(" %10s", "-");
-            printf(" %7.2fx\n", best[0] / best[5]);
+            if (usable[5])
+                printf(" %7.2fx\n", best[0] / best[5]);
+            else
+                printf(" %8s\n", "-");
         }
         free(y);
         kg_scope_end(ctx, sc);
