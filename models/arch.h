@@ -61,10 +61,11 @@ kg_tensor *kg__block_end(kg__blocks *b, kg_tensor *x);
 kg_tensor *kg__blocks_end(kg__blocks *b, kg_tensor *x);
 
 /* Per family: load the parameters into ld->m; the last hidden states of ids (N, T) with keep
- * (N, S) or NULL; the head's scores (N, labels) from hidden states. */
+ * (N, S) or NULL (an encoder's with first_only: position 0's alone, (N, 1, C), its last layer
+ * computed for that position); the head's scores (N, labels) from hidden states. */
 bool kg__bert_load(kg_loader *ld);
 kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
-                           kg_tensor *types);
+                           kg_tensor *types, bool first_only);
 kg_tensor *kg__bert_head(const kg_model *m, kg_tensor *hidden);
 
 bool kg__decoder_load(kg_loader *ld);

@@ -92,7 +92,7 @@ bool kg__bert_load(kg_loader *ld)
 }
 
 kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
-                           kg_tensor *types)
+                           kg_tensor *types, bool first_only)
 {
     kg_ctx *ctx = m->ctx;
     int64_t T = kg_tensor_dim(ids, 1);
@@ -123,10 +123,16 @@ kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];
         kg__block_begin(&b);
-        kg_tensor *a = kg_attention_forward(&L->attn, x, mask, NULL);
+        /* The head reads position 0 alone: the last layer's queries, output projection and MLP
+         * run on it (its keys and values still on every position). */
+        kg_tensor *xq = first_only && l == m->cfg.n_layers - 1
+                            ? kg_contiguous(kg_slice(x, 1, 0, 1)) /* (N, 1, C) */
+                            : x;
+        kg_tensor *a = xq == x ? kg_attention_forward(&L->attn, x, mask, NULL)
+                               : kg_attention_forward_queries(&L->attn, xq, x, mask);
         if (m->cfg.arch == KG_ARCH_BERT) /* DistilBERT has no dropout after out_lin */
             a = kg_mode_dropout(mode, a, p); /* drop */
-        x = kg_norm_forward(&L->attn_norm, kg_add(x, a));
+        x = kg_norm_forward(&L->attn_norm, kg_add(xq, a));
         x = kg_norm_forward(&L->mlp_norm,
                             kg_add(x, kg_mode_dropout(mode, kg_mlp_forward(&L->mlp, x), p)));
         x = kg__block_end(&b, x);

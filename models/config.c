@@ -192,7 +192,7 @@ static bool read_bert(const reader *r, kg_model_config *c)
 /* A dropout probability (absent or null: dflt), 0 <= p < 1. */
 static bool get_prob(const reader *r, const char *key, double dflt, float *out)
 {
-    double p;
+    double p = 0.0;
     if (!get_number(r, r->root, key, dflt, &p))
         return false;
     if (!(p >= 0.0 && p < 1.0))

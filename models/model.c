@@ -290,6 +290,7 @@ typedef struct flat_input {
 static bool flatten(const kg_model *m, const char *fn, const kg_model_input *in, flat_input *f)
 {
     kg_ctx *ctx = m->ctx;
+    *f = (flat_input){0};
     if (kg_ctx_status(ctx))
         return false;
     if (!in || !in->ids)
@@ -314,7 +315,10 @@ static bool flatten(const kg_model *m, const char *fn, const kg_model_input *in,
     return !kg_ctx_status(ctx);
 }
 
-static kg_tensor *hidden_of(const kg_model *m, const flat_input *f, kg_kv_cache *cache)
+/* The last hidden states (B, T, C); first_only: an encoder may give position 0's alone (its
+ * heads and CLS pooling read nothing else). */
+static kg_tensor *hidden_of(const kg_model *m, const flat_input *f, kg_kv_cache *cache,
+                            bool first_only)
 {
     if (m->cfg.arch == KG_ARCH_DISTILBERT || m->cfg.arch == KG_ARCH_BERT) {
         if (cache) {
@@ -322,7 +326,7 @@ static kg_tensor *hidden_of(const kg_model *m, const flat_input *f, kg_kv_cache 
                          "encoder; only decoders generate");
             return NULL;
         }
-        return kg__bert_hidden(m, f->ids, f->keep, f->types);
+        return kg__bert_hidden(m, f->ids, f->keep, f->types, first_only);
     }
     return kg__decoder_hidden(m, f->ids, f->keep, cache);
 }
@@ -332,7 +336,7 @@ kg_tensor *kg_model_hidden(const kg_model *m, const kg_model_input *in, kg_kv_ca
     flat_input f;
     if (!m || !flatten(m, "kg_model_hidden", in, &f))
         return NULL;
-    return hidden_of(m, &f, cache);
+    return hidden_of(m, &f, cache, false);
 }
 
 kg_tensor *kg_model_logits(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache)
@@ -342,13 +346,13 @@ kg_tensor *kg_model_logits(const kg_model *m, const kg_model_input *in, kg_kv_ca
         return NULL;
     switch (m->cfg.head) {
     case KG_HEAD_CAUSAL_LM:
-        return kg_linear_forward(&m->lm_head, hidden_of(m, &f, cache)); /* (B, T, V) */
+        return kg_linear_forward(&m->lm_head, hidden_of(m, &f, cache, false)); /* (B, T, V) */
     case KG_HEAD_MULTIPLE_CHOICE: {
-        kg_tensor *scores = kg__bert_head(m, hidden_of(m, &f, cache)); /* (B·K, 1) */
+        kg_tensor *scores = kg__bert_head(m, hidden_of(m, &f, cache, true)); /* (B·K, 1) */
         return f.K ? kg_reshape(scores, 2, (int64_t[]){f.B, f.K}) : scores;
     }
     case KG_HEAD_SEQ_CLASSIFICATION:
-        return kg__bert_head(m, hidden_of(m, &f, cache));
+        return kg__bert_head(m, hidden_of(m, &f, cache, true));
     case KG_HEAD_NONE:
         break;
     }
@@ -374,7 +378,7 @@ kg_tensor *kg_model_embed(const kg_model *m, const kg_model_input *in, kg_pool p
     flat_input f;
     if (!m || !flatten(m, "kg_model_embed", in, &f))
         return NULL;
-    kg_tensor *h = hidden_of(m, &f, NULL); /* (B, T, C) */
+    kg_tensor *h = hidden_of(m, &f, NULL, pool == KG_POOL_CLS); /* (B, T or 1, C) */
     int64_t B = kg_tensor_dim(f.ids, 0), C = m->cfg.hidden_size;
     if (pool == KG_POOL_CLS)
         return kg_reshape(kg_slice(h, 1, 0, 1), 2, (int64_t[]){B, C});

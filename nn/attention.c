@@ -138,22 +138,23 @@ static bool cache_append(kg_kv_cache *c, kg_tensor **k, kg_tensor **v)
     return true;
 }
 
-kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *mask,
-                                kg_kv_cache *cache)
+/* Queries from xq (B, T, C), keys and values from x (B, S', C): xq is x itself, or (no cache,
+ * no RoPE) its first T positions. */
+static kg_tensor *attend(const kg_attention *a, kg_tensor *xq, kg_tensor *x, kg_tensor *mask,
+                         kg_kv_cache *cache)
 {
-    if (!a || !x)
-        return NULL;
     kg_ctx *ctx = kg_tensor_ctx(x);
     int64_t H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
-    if (kg_tensor_ndim(x) != 3 || H <= 0 || Hkv <= 0 || D <= 0 || H % Hkv != 0) {
+    if (kg_tensor_ndim(x) != 3 || kg_tensor_ndim(xq) != 3 || H <= 0 || Hkv <= 0 || D <= 0 ||
+        H % Hkv != 0) {
         kg_set_error(ctx, KG_ERR_SHAPE, "kg_attention_forward: x has %d dims, H %lld, Hkv %lld, "
                      "D %lld; expected x (B, T, C) and H a multiple of Hkv", kg_tensor_ndim(x),
                      (long long)H, (long long)Hkv, (long long)D);
         return NULL;
     }
-    int64_t B = kg_tensor_dim(x, 0), T = kg_tensor_dim(x, 1);
+    int64_t B = kg_tensor_dim(xq, 0), T = kg_tensor_dim(xq, 1);
     int64_t pos0 = cache ? cache->len : 0;
-    kg_tensor *q = split_heads(kg_linear_forward(&a->q, x), H, D);   /* (B, H, T, D) */
+    kg_tensor *q = split_heads(kg_linear_forward(&a->q, xq), H, D);  /* (B, H, T, D) */
     kg_tensor *k = split_heads(kg_linear_forward(&a->k, x), Hkv, D); /* (B, Hkv, T, D) */
     kg_tensor *v = split_heads(kg_linear_forward(&a->v, x), Hkv, D);
     if (a->rope_theta > 0) {
@@ -191,4 +192,27 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
         out = kg_reshape(kg_transpose(kg_reshape(out, 4, (int64_t[]){B, H, T, D}), 1, 2), 3,
                          (int64_t[]){B, T, H * D});
     return kg_linear_forward(&a->o, out);
+}
+
+kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *mask,
+                                kg_kv_cache *cache)
+{
+    return a && x ? attend(a, x, x, mask, cache) : NULL;
+}
+
+kg_tensor *kg_attention_forward_queries(const kg_attention *a, kg_tensor *xq, kg_tensor *x,
+                                        kg_tensor *mask)
+{
+    if (!a || !xq || !x)
+        return NULL;
+    if (a->rope_theta > 0 || kg_tensor_ndim(xq) != 3 || kg_tensor_ndim(x) != 3 ||
+        kg_tensor_dim(xq, 0) != kg_tensor_dim(x, 0) || kg_tensor_dim(xq, 2) != kg_tensor_dim(x, 2) ||
+        kg_tensor_dim(xq, 1) > kg_tensor_dim(x, 1))
+        return kg_set_error(kg_tensor_ctx(x), KG_ERR_SHAPE, "kg_attention_forward_queries: "
+                            "queries %d dims (%lld positions), x %d dims (%lld), RoPE %s; "
+                            "expected (B, Tq, C) and (B, T, C) with Tq <= T, and no RoPE",
+                            kg_tensor_ndim(xq), (long long)kg_tensor_dim(xq, 1), kg_tensor_ndim(x),
+                            (long long)kg_tensor_dim(x, 1), a->rope_theta > 0 ? "on" : "off"),
+               NULL;
+    return attend(a, xq, x, mask, NULL);
 }

@@ -156,6 +156,13 @@ typedef struct kg_attention {
  * whose earlier rows are attended to; T queries sit at positions cache->len.. for RoPE. */
 kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *mask,
                                 kg_kv_cache *cache);
+/* The same with queries from xq (B, Tq, C) alone, against keys and values from x (B, T, C):
+ * (B, Tq, C), rows of what kg_attention_forward gives when xq holds the first Tq positions of x
+ * (no cache, no RoPE: both are refused). An encoder whose head reads one position uses it in
+ * its last layer, so that layer's queries, output projection and MLP run on that position
+ * alone (as llama.cpp computes its last layer on the output positions only). */
+kg_tensor *kg_attention_forward_queries(const kg_attention *a, kg_tensor *xq, kg_tensor *x,
+                                        kg_tensor *mask);
 
 /* ---- MLP ---------------------------------------------------------------------------------- */
 
