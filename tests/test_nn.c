@@ -1,6 +1,7 @@
 /* test_nn.c — the modules of nn/kg_nn.h on their own: the attention masks' values (padding,
  * causal, sliding window, an offset for cached keys), grouped key/value heads against the same
- * attention with the heads written out, and the KV cache's bounds. The models they make up are
+ * attention with the heads written out, queries from the first positions alone against the full
+ * attention's rows, and the KV cache's bounds. The models they make up are
  * checked against transformers in test_models.c.
  */
 #include "kg_test.h"
@@ -79,6 +80,62 @@ static void test_grouped_heads(void **state)
     kg_ctx_free(ctx);
 }
 
+/* kg_attention_forward_queries with the first Tq positions as queries: the rows of the full
+ * attention, and the same gradients of x and of every weight from a loss on those rows (x's
+ * flow through the keys and values of every position and the queries of the first ones). RoPE
+ * is refused: the subset's positions would be needed. */
+static void test_query_subset(void **state)
+{
+    (void)state;
+    kg_ctx *ctx = kg_ctx_new(KG_BACKEND_CPU);
+    const int64_t B = 2, T = 5, Tq = 2, C = 8, H = 2, D = 4;
+    kg_tensor *x = kg_normal(ctx, 3, SHAPE(B, T, C), 0, 1, 1);
+    kg_attention att = {
+        .q = {.weight = kg_normal(ctx, 2, SHAPE(H * D, C), 0, 0.5f, 2),
+              .bias = kg_normal(ctx, 1, SHAPE(H * D), 0, 0.5f, 7)},
+        .k = {.weight = kg_normal(ctx, 2, SHAPE(H * D, C), 0, 0.5f, 3)},
+        .v = {.weight = kg_normal(ctx, 2, SHAPE(H * D, C), 0, 0.5f, 4)},
+        .o = {.weight = kg_normal(ctx, 2, SHAPE(C, H * D), 0, 0.5f, 5)},
+        .n_heads = H, .n_kv_heads = H, .head_dim = D, .scale_query = true,
+    };
+    kg_tensor *params[] = {x, att.q.weight, att.q.bias, att.k.weight, att.v.weight, att.o.weight};
+    enum { P = sizeof params / sizeof params[0] };
+    for (int i = 0; i < P; i++)
+        kg_set_requires_grad(params[i], true);
+    int32_t keep[2 * 5] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0}; /* row 1: two padded keys */
+    kg_tensor *mask = kg_attention_mask(ctx, kg_from_host(ctx, KG_DTYPE_I32, 2, SHAPE(B, T), keep),
+                                        T, 0, false, 0);
+    kg_tensor *w = kg_normal(ctx, 3, SHAPE(B, Tq, C), 0, 1, 8); /* the loss: Σ w ⊙ rows */
+    float *out[2], *grad[2][P];
+    for (int way = 0; way < 2; way++) {
+        kg_scope s = kg_scope_begin(ctx);
+        kg_tensor *y = way == 0 ? kg_slice(kg_attention_forward(&att, x, mask, NULL), 1, 0, Tq)
+                                : kg_attention_forward_queries(&att, kg_slice(x, 1, 0, Tq), x,
+                                                               mask);
+        assert_ok(ctx);
+        assert_int_equal(kg_tensor_dim(y, 1), Tq);
+        kg_backward(kg_sum_all(kg_mul(y, w)));
+        out[way] = kg_tensor_to_f32(y);
+        for (int i = 0; i < P; i++) {
+            grad[way][i] = kg_tensor_to_f32(kg_grad(params[i]));
+            kg_zero_grad(params[i]);
+        }
+        kg_scope_end(ctx, s);
+    }
+    assert_ok(ctx);
+    assert_close(out[1], out[0], B * Tq * C, 1e-6f, 1e-5f, "query subset vs the full rows");
+    for (int i = 0; i < P; i++) {
+        assert_close(grad[1][i], grad[0][i], kg_tensor_numel(params[i]), 1e-6f, 1e-5f,
+                     i == 0 ? "dx" : "d weight");
+        free(grad[0][i]), free(grad[1][i]);
+    }
+    free(out[0]), free(out[1]);
+    att.rope_theta = 10000.0f;
+    assert_null(kg_attention_forward_queries(&att, kg_slice(x, 1, 0, Tq), x, mask));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_SHAPE);
+    kg_ctx_free(ctx);
+}
+
 static void test_kv_cache_bounds(void **state)
 {
     (void)state;
@@ -115,6 +172,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_mask),
         cmocka_unit_test(test_grouped_heads),
+        cmocka_unit_test(test_query_subset),
         cmocka_unit_test(test_kv_cache_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
