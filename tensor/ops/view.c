@@ -206,17 +206,37 @@ typedef struct copy_job {
     size_t es;
 } copy_job;
 
+/* One row's n elements of type T, strided on both sides: a typed loop, not a memcpy call per
+ * element (which, its size known only at run time, costs a library call each: the attention's
+ * head copies spent most of their time there). */
+#define COPY_STRIDED(T, dst, ds, src, ss, n)                                                     \
+    do {                                                                                         \
+        T *d_ = (T *)(void *)(dst);                                                              \
+        const T *s_ = (const T *)(const void *)(src);                                            \
+        for (int64_t k_ = 0; k_ < (n); k_++)                                                     \
+            d_[k_ * (ds)] = s_[k_ * (ss)];                                                       \
+    } while (0)
+
 static void copy_rows(void *arg, int64_t lo, int64_t hi)
 {
     const copy_job *j = arg;
     const char *src = kg_cpu_raw(j->src);
     char *dst = kg_cpu_raw(j->dst);
+    int64_t n = j->dim[3], ss = j->ss[3], ds = j->ds[3];
     for (int64_t r = lo; r < hi; r++) {
-        int64_t so = kg_cpu_row_offset(j->dim, j->ss, r);
-        int64_t d0 = kg_cpu_row_offset(j->dim, j->ds, r);
-        for (int64_t k = 0; k < j->dim[3]; k++)
-            memcpy(dst + (size_t)(d0 + k * j->ds[3]) * j->es,
-                   src + (size_t)(so + k * j->ss[3]) * j->es, j->es);
+        const char *s = src + (size_t)kg_cpu_row_offset(j->dim, j->ss, r) * j->es;
+        char *d = dst + (size_t)kg_cpu_row_offset(j->dim, j->ds, r) * j->es;
+        if (ss == 1 && ds == 1) /* both rows contiguous */
+            memcpy(d, s, (size_t)n * j->es);
+        else if (j->es == 4)
+            COPY_STRIDED(uint32_t, d, ds, s, ss, n);
+        else if (j->es == 2)
+            COPY_STRIDED(uint16_t, d, ds, s, ss, n);
+        else if (j->es == 1)
+            COPY_STRIDED(uint8_t, d, ds, s, ss, n);
+        else /* 8-byte and block dtypes */
+            for (int64_t k = 0; k < n; k++)
+                memcpy(d + (size_t)(k * ds) * j->es, s + (size_t)(k * ss) * j->es, j->es);
     }
 }
 
