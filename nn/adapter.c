@@ -193,14 +193,17 @@ kg_tensor *kg_adapter_forward(const kg_linear *l, kg_tensor *x)
     /* PEFT gives LoRA dropout on the branch's input and LoKr none (it has rank / module
      * dropout instead, not implemented). */
     kg_tensor *xd = l->kind == KG_LINEAR_LOKR ? x : kg_mode_dropout(ad->mode, x, ad->dropout);
+    /* The scale multiplies the smallest factor (LoRA's B: d_out × r; Kron-LoRA's A), not the
+     * (N, d_out) output: the same product (PEFT scales the output; the roundings differ by an
+     * ulp), without a pass over the output forward and another over its gradient backward. */
     kg_tensor *y;
     if (l->kind == KG_LINEAR_LORA) {
-        y = kg_lowrank_linear(xd, ad->lora_b, ad->lora_a); /* B·(A·x) */
+        y = kg_lowrank_linear(xd, kg_scale(ad->lora_b, ad->scale), ad->lora_a); /* s·B·(A·x) */
     } else if (ad->w2_a) {
-        y = kg_kron_linear(xd, outer_factor(ad), ad->w2_a, ad->w2_b);
+        y = kg_kron_linear(xd, kg_scale(outer_factor(ad), ad->scale), ad->w2_a, ad->w2_b);
     } else {
         /* A full w2: Y = W1·X·W2ᵀ per token, X = x as (dA1, dB1) (docs/kron-lora.md). */
-        kg_tensor *w1 = outer_factor(ad);
+        kg_tensor *w1 = kg_scale(outer_factor(ad), ad->scale);
         int64_t a1 = kg_tensor_dim(w1, 1), b1 = kg_tensor_dim(ad->w2, 1);
         int64_t out = kg_tensor_dim(l->weight, 0), nd = kg_tensor_ndim(x);
         int64_t shape[KG_MAX_DIMS];
@@ -211,7 +214,6 @@ kg_tensor *kg_adapter_forward(const kg_linear *l, kg_tensor *x)
         kg_tensor *T = kg_matmul_t(X, ad->w2, false, true);            /* (N, dA1, dB2) */
         y = kg_reshape(kg_matmul(w1, T), (int)nd, shape);              /* (N, dA2, dB2) */
     }
-    y = kg_scale(y, ad->scale);
     if (y && ad->mode && ad->mode->stats) {
         kg_ctx *ctx = kg_tensor_ctx(y);
         kg_no_grad_begin(ctx);
