@@ -139,14 +139,13 @@ static bool cache_append(kg_kv_cache *c, kg_tensor **k, kg_tensor **v)
 }
 
 /* Queries from xq (B, T, C), keys and values from x (B, S', C): xq is x itself, or (no cache,
- * no RoPE) its first T positions. */
+ * no RoPE; its shape checked by kg_attention_forward_queries) its first T positions. */
 static kg_tensor *attend(const kg_attention *a, kg_tensor *xq, kg_tensor *x, kg_tensor *mask,
                          kg_kv_cache *cache)
 {
     kg_ctx *ctx = kg_tensor_ctx(x);
     int64_t H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
-    if (kg_tensor_ndim(x) != 3 || kg_tensor_ndim(xq) != 3 || H <= 0 || Hkv <= 0 || D <= 0 ||
-        H % Hkv != 0) {
+    if (kg_tensor_ndim(x) != 3 || H <= 0 || Hkv <= 0 || D <= 0 || H % Hkv != 0) {
         kg_set_error(ctx, KG_ERR_SHAPE, "kg_attention_forward: x has %d dims, H %lld, Hkv %lld, "
                      "D %lld; expected x (B, T, C) and H a multiple of Hkv", kg_tensor_ndim(x),
                      (long long)H, (long long)Hkv, (long long)D);

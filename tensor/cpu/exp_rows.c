@@ -180,9 +180,11 @@ T256 static float max_avx2(const float *z, int64_t n)
     int64_t k = 0;
     for (; k + 8 <= n; k += 8)
         m = _mm256_max_ps(m, _mm256_loadu_ps(z + k));
-    if (k < n) /* the lanes past the row keep -inf */
-        m = _mm256_max_ps(m, _mm256_blendv_ps(m, _mm256_maskload_ps(z + k, tail8(n - k)),
-                                              _mm256_castsi256_ps(tail8(n - k))));
+    if (k < n) { /* the lanes past the row keep -inf */
+        __m256i t = tail8(n - k);
+        m = _mm256_max_ps(m, _mm256_blendv_ps(m, _mm256_maskload_ps(z + k, t),
+                                              _mm256_castsi256_ps(t)));
+    }
     __m128 v = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     v = _mm_max_ps(v, _mm_movehl_ps(v, v));
     return _mm_cvtss_f32(_mm_max_ss(v, _mm_movehdup_ps(v)));
