@@ -69,7 +69,8 @@ kg_tensor *kg__bert_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
 kg_tensor *kg__bert_head(const kg_model *m, kg_tensor *hidden);
 
 bool kg__decoder_load(kg_loader *ld);
+/* shared: ids (N) laid out as it says (kg_model_hidden_prefixed; keep and cache NULL). */
 kg_tensor *kg__decoder_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
-                              kg_kv_cache *cache);
+                              kg_kv_cache *cache, const kg_prefix_layout *shared);
 
 #endif

@@ -161,6 +161,13 @@ typedef struct kg_model_input {
  * (kg_model_cache_new; decoders only) whose length gives the first position. */
 kg_tensor *kg_model_hidden(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache);
 
+/* A decoder's last hidden states for rows that share prompts (kg_prefix_layout, nn/kg_nn.h):
+ * ids (G·Lp + R·S) i32, the left-padded prompts row by row, then the right-padded suffixes →
+ * (G·Lp + R·S, C) in the same order, each position's state as kg_model_hidden gives it for the
+ * whole row (padding positions hold values nothing reads). */
+kg_tensor *kg_model_hidden_prefixed(const kg_model *m, kg_tensor *ids,
+                                    const kg_prefix_layout *l);
+
 /* What the head gives: causal LM (B, T, V); multiple choice (B, K); sequence classification
  * (B, num_labels). A model without a head is an error (use kg_model_hidden). */
 kg_tensor *kg_model_logits(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache);

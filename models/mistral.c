@@ -70,21 +70,25 @@ bool kg__decoder_load(kg_loader *ld)
 }
 
 kg_tensor *kg__decoder_hidden(const kg_model *m, kg_tensor *ids, kg_tensor *keep,
-                              kg_kv_cache *cache)
+                              kg_kv_cache *cache, const kg_prefix_layout *shared)
 {
-    int64_t T = kg_tensor_dim(ids, 1), pos0 = cache ? cache[0].len : 0;
-    kg_tensor *x = kg_embed_forward(&m->tokens, ids); /* (B, T, C) */
-    /* One new position that sees every cached one (a decode step without padding) needs no
-     * mask: it would be all zeros, made on the host each step. */
-    int64_t window = m->cfg.sliding_window;
-    bool sees_all = T == 1 && !keep && (window <= 0 || pos0 + 1 <= window);
-    kg_tensor *mask = sees_all ? NULL : kg_attention_mask(m->ctx, keep, T, pos0, true, window);
+    kg_tensor *x = kg_embed_forward(&m->tokens, ids); /* (B, T, C), or (N, C) shared */
+    kg_tensor *mask = NULL;
+    if (!shared) {
+        int64_t T = kg_tensor_dim(ids, 1), pos0 = cache ? cache[0].len : 0;
+        /* One new position that sees every cached one (a decode step without padding) needs
+         * no mask: it would be all zeros, made on the host each step. */
+        int64_t window = m->cfg.sliding_window;
+        bool sees_all = T == 1 && !keep && (window <= 0 || pos0 + 1 <= window);
+        mask = sees_all ? NULL : kg_attention_mask(m->ctx, keep, T, pos0, true, window);
+    }
     kg__blocks b = kg__blocks_begin(m->ctx);
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const kg_layer *L = &m->layers[l];
         kg__block_begin(&b);
-        x = kg_add(x, kg_attention_forward(&L->attn, kg_norm_forward(&L->attn_norm, x), mask,
-                                           cache ? &cache[l] : NULL));
+        kg_tensor *h = kg_norm_forward(&L->attn_norm, x);
+        x = kg_add(x, shared ? kg_attention_forward_prefixed(&L->attn, h, shared)
+                             : kg_attention_forward(&L->attn, h, mask, cache ? &cache[l] : NULL));
         x = kg_add(x, kg_mlp_forward(&L->mlp, kg_norm_forward(&L->mlp_norm, x)));
         x = kg__block_end(&b, x);
     }

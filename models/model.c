@@ -328,7 +328,7 @@ static kg_tensor *hidden_of(const kg_model *m, const flat_input *f, kg_kv_cache 
         }
         return kg__bert_hidden(m, f->ids, f->keep, f->types, first_only);
     }
-    return kg__decoder_hidden(m, f->ids, f->keep, cache);
+    return kg__decoder_hidden(m, f->ids, f->keep, cache, NULL);
 }
 
 kg_tensor *kg_model_hidden(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache)
@@ -337,6 +337,22 @@ kg_tensor *kg_model_hidden(const kg_model *m, const kg_model_input *in, kg_kv_ca
     if (!m || !flatten(m, "kg_model_hidden", in, &f))
         return NULL;
     return hidden_of(m, &f, cache, false);
+}
+
+kg_tensor *kg_model_hidden_prefixed(const kg_model *m, kg_tensor *ids,
+                                    const kg_prefix_layout *l)
+{
+    if (!m || !l || kg_ctx_status(m->ctx))
+        return NULL;
+    if (m->cfg.arch == KG_ARCH_DISTILBERT || m->cfg.arch == KG_ARCH_BERT)
+        return kg_set_error(m->ctx, KG_ERR_ARG, "kg_model_hidden_prefixed: an encoder's prompt "
+                            "attends to what follows it; only decoders share prompts"), NULL;
+    if (!ids || kg_tensor_dtype(ids) != KG_DTYPE_I32 || kg_tensor_ndim(ids) != 1 ||
+        kg_tensor_dim(ids, 0) != l->G * l->Lp + l->R * l->S)
+        return kg_set_error(m->ctx, KG_ERR_SHAPE, "kg_model_hidden_prefixed: ids are not i32 "
+                            "(G·Lp + R·S = %lld)", (long long)(l->G * l->Lp + l->R * l->S)),
+               NULL;
+    return kg__decoder_hidden(m, ids, NULL, NULL, l);
 }
 
 kg_tensor *kg_model_logits(const kg_model *m, const kg_model_input *in, kg_kv_cache *cache)

@@ -164,6 +164,33 @@ kg_tensor *kg_attention_forward(const kg_attention *a, kg_tensor *x, kg_tensor *
 kg_tensor *kg_attention_forward_queries(const kg_attention *a, kg_tensor *xq, kg_tensor *x,
                                         kg_tensor *mask);
 
+/* Rows that continue shared prompts, so that a prompt is computed once for all of them (scoring
+ * a multiple-choice item reads its question once for its choices). G prompts, left-padded to Lp
+ * positions, and R suffixes, right-padded to S, suffix r continuing prompt group[r]. The tokens
+ * lie flat, (G·Lp + R·S, C): the prompts row by row, then the suffixes. For RoPE, prompt column
+ * j sits at position j and suffix position t at Lp + t; a prompt of L tokens starts at Lp − L,
+ * so a suffix sees its prompt at the same relative positions as the whole row would (RoPE
+ * depends on nothing else). */
+typedef struct kg_prefix_layout {
+    int64_t G, Lp, R, S;
+    kg_tensor *group;       /* (R) i32 */
+    kg_tensor *prefix_mask; /* (G, 1, Lp, Lp): causal, the left padding masked as keys */
+    kg_tensor *suffix_mask; /* (R, 1, S, Lp + S): its prompt's real positions, then causal */
+} kg_prefix_layout;
+
+/* Fill l for prompts of prefix_len[g] tokens (0 <= each <= Lp) and suffixes continuing
+ * group[r] (0 <= each < G), with Mistral's sliding window (window > 0) or none; the tensors
+ * live in the current scope. False with the context's error on bad sizes. */
+bool kg_prefix_layout_init(kg_ctx *ctx, kg_prefix_layout *l, int64_t G, int64_t Lp,
+                           const int64_t *prefix_len, int64_t R, int64_t S, const int32_t *group,
+                           int64_t window);
+/* x (G·Lp + R·S, C) laid out as l → the same shape: each prompt attends causally to itself,
+ * each suffix to its prompt's positions and causally to itself; the positions are what
+ * kg_attention_forward gives for each whole row (a prompt's dropout masks, in training, are
+ * drawn once for all its rows). */
+kg_tensor *kg_attention_forward_prefixed(const kg_attention *a, kg_tensor *x,
+                                         const kg_prefix_layout *l);
+
 /* ---- MLP ---------------------------------------------------------------------------------- */
 
 typedef enum kg_mlp_kind {

@@ -214,6 +214,101 @@ static void test_continuation_too_long(void **state)
     kg_ctx_free(ctx);
 }
 
+/* The scores (and the loss's gradients, LoRA attached with random factors) of a task file's
+ * items with each item's prompt read once for its choices, against every row run whole. The
+ * shared path must run fewer positions (so it ran) and give the same values. (test_nn checks
+ * the shared attention under a sliding window.) */
+static void shared_vs_whole(const char *model, const char *rel, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/%s", KG_FIXTURES, model);
+    kg_ctx *ctx = kg_ctx_new(backend);
+    kg_model *m = kg_model_load(ctx, path);
+    kg_tokenizer *tok = kg_tokenizer_load(ctx, path);
+    snprintf(path, sizeof path, "%s/tasks/%s", KG_FIXTURES, rel);
+    kg_task *task = kg_task_read(ctx, name, path);
+    kg_train_config c = kg_train_config_default(KG_ADAPTER_LORA);
+    assert_true(kg_model_attach(m, &c.adapter));
+    assert_ok(ctx);
+    for (int i = 0; i < m->n_trainable; i++) {
+        kg_tensor *t = m->trainable[i].tensor;
+        int64_t shape[2] = {kg_tensor_dim(t, 0), kg_tensor_dim(t, 1)};
+        assert_true(kg_tensor_assign(t, kg_normal(ctx, 2, shape, 0.0f, 0.05f, 7 + (uint64_t)i)));
+    }
+    int n = (int)task->n_items;
+    const kg_mc_item *items[16], *labeled[16];
+    assert_true(n <= 16);
+    int n_labeled = 0;
+    for (int i = 0; i < n; i++) {
+        items[i] = &task->items[i];
+        if (items[i]->gold >= 0)
+            labeled[n_labeled++] = items[i];
+    }
+    assert_true(n_labeled > 0);
+    float *scores[2], *grads[2];
+    int64_t run[2], n_grad = 0;
+    for (int i = 0; i < m->n_trainable; i++)
+        n_grad += kg_tensor_numel(m->trainable[i].tensor);
+    for (int whole = 0; whole < 2; whole++) {
+        kg_mc_scorer s = {.model = m, .tok = tok, .kind = task->kind, .max_length = 256,
+                          .whole_rows = whole};
+        kg_scope scope = kg_scope_begin(ctx);
+        scores[whole] = kg_tensor_to_f32(kg_mc_scores(&s, items, n, &run[whole]));
+        for (int i = 0; i < m->n_trainable; i++)
+            kg_zero_grad(m->trainable[i].tensor);
+        if (!kg_backward(kg_mc_loss_of(&s, KG_MC_LOSS_CHOICES, labeled, n_labeled, NULL)))
+            fail_msg("%s", kg_error(ctx));
+        grads[whole] = malloc(sizeof(float) * (size_t)n_grad);
+        for (int i = 0, at = 0; i < m->n_trainable; i++) {
+            float *g = kg_tensor_to_f32(kg_grad(m->trainable[i].tensor));
+            int64_t k = kg_tensor_numel(m->trainable[i].tensor);
+            memcpy(grads[whole] + at, g, sizeof(float) * (size_t)k);
+            at += (int)k;
+            free(g);
+        }
+        kg_scope_end(ctx, scope);
+        assert_ok(ctx);
+    }
+    assert_true(run[0] < run[1]);
+    int K = 0;
+    for (int i = 0; i < n; i++)
+        K = items[i]->n_choices > K ? items[i]->n_choices : K;
+    double worst = 0, gmax = 0, gworst = 0;
+    for (int i = 0; i < n * K; i++) {
+        if (!(fabsf(scores[0][i] - scores[1][i]) <= 1e-4f))
+            fail_msg("%s %s: score %d: shared %.6f, whole %.6f", model, rel, i, scores[0][i],
+                     scores[1][i]);
+        worst = fmax(worst, fabsf(scores[0][i] - scores[1][i]));
+    }
+    for (int64_t i = 0; i < n_grad; i++) {
+        gmax = fmax(gmax, fabsf(grads[1][i]));
+        gworst = fmax(gworst, fabsf(grads[0][i] - grads[1][i]));
+    }
+    print_message("%s: %s %s: %lld positions shared, %lld whole; max |diff| scores %.2e, "
+                  "gradients %.2e of %.2e\n", kg_backend_name(ctx), model, rel,
+                  (long long)run[0], (long long)run[1], worst, gworst, gmax);
+    assert_true(gmax > 0);
+    assert_true(gworst <= 1e-4 * fmax(gmax, 1.0));
+    for (int w = 0; w < 2; w++) {
+        free(scores[w]);
+        free(grads[w]);
+    }
+    kg_task_free(task);
+    kg_tokenizer_free(tok);
+    kg_model_free(m);
+    kg_ctx_free(ctx);
+}
+
+static void test_shared_prompts_match_whole_rows(void **state)
+{
+    (void)state;
+    shared_vs_whole("llama", "arc/ARC-Challenge-Dev.jsonl", "arc-challenge");
+    if (backend == KG_BACKEND_VULKAN)
+        return; /* lavapipe is slow: one file there */
+    shared_vs_whole("llama", "piqa/dev.jsonl", "piqa");
+    shared_vs_whole("llama", "hellaswag/hellaswag_val.jsonl", "hellaswag");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "vulkan") == 0) {
@@ -230,6 +325,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_encoder_scores_match_transformers),
         cmocka_unit_test(test_ragged_batch),
         cmocka_unit_test(test_continuation_too_long),
+        cmocka_unit_test(test_shared_prompts_match_whole_rows),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     json_decref(refs);

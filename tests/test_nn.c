@@ -1,7 +1,8 @@
 /* test_nn.c — the modules of nn/kg_nn.h on their own: the attention masks' values (padding,
  * causal, sliding window, an offset for cached keys), grouped key/value heads against the same
  * attention with the heads written out, queries from the first positions alone against the full
- * attention's rows, and the KV cache's bounds. The models they make up are
+ * attention's rows, rows that share prompts against the rows run whole, and the KV cache's
+ * bounds. The models they make up are
  * checked against transformers in test_models.c.
  */
 #include "kg_test.h"
@@ -136,6 +137,105 @@ static void test_query_subset(void **state)
     kg_ctx_free(ctx);
 }
 
+/* kg_attention_forward_prefixed against each row run whole: G = 2 prompts of 5 and 3 tokens
+ * (left-padded to 5), continued by 3 suffixes (two of the first prompt), with GQA, RoPE and a
+ * sliding window of 4 shorter than the rows. The same outputs at every real position, and the
+ * same weight gradients from a loss that counts each prompt position once (in the whole rows:
+ * in the first row that holds it), on the CPU and, where there is one, a Vulkan device. */
+static void prefixed_vs_whole(kg_backend_kind backend)
+{
+    kg_ctx *ctx = kg_ctx_new(backend);
+    enum { G = 2, Lp = 5, R = 3, S = 3, T = Lp + S, C = 8, H = 4, HKV = 2, D = 2, NP = G * Lp };
+    const int64_t plen[G] = {5, 3}, slen[R] = {3, 2, 3};
+    const int32_t group[R] = {0, 0, 1};
+    const bool first[R] = {true, false, true};
+    kg_attention att = {
+        .q = {.weight = kg_normal(ctx, 2, SHAPE(H * D, C), 0, 0.5f, 2)},
+        .k = {.weight = kg_normal(ctx, 2, SHAPE(HKV * D, C), 0, 0.5f, 3)},
+        .v = {.weight = kg_normal(ctx, 2, SHAPE(HKV * D, C), 0, 0.5f, 4)},
+        .o = {.weight = kg_normal(ctx, 2, SHAPE(C, H * D), 0, 0.5f, 5)},
+        .n_heads = H, .n_kv_heads = HKV, .head_dim = D, .rope_theta = 10000.0f,
+    };
+    kg_tensor *params[] = {att.q.weight, att.k.weight, att.v.weight, att.o.weight};
+    enum { P = sizeof params / sizeof params[0] };
+    for (int i = 0; i < P; i++)
+        kg_set_requires_grad(params[i], true);
+    /* The tokens' vectors and the loss's weights, laid out both ways (padding: zero weight). */
+    float *vals = kg_tensor_to_f32(kg_normal(ctx, 2, SHAPE(NP + R * S, C), 0, 1, 1));
+    float *wts = kg_tensor_to_f32(kg_normal(ctx, 2, SHAPE(NP + R * S, C), 0, 1, 6));
+    static float xs[NP + R * S][C], ws[NP + R * S][C], xw[R * T][C], ww[R * T][C];
+    int map[R * T]; /* whole position → shared position, -1 for padding */
+    memset(ws, 0, sizeof ws), memset(xw, 0, sizeof xw), memset(ww, 0, sizeof ww);
+    memcpy(xs, vals, sizeof xs);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            int g = group[r], L = (int)plen[g], at = -1;
+            if (t < L)
+                at = g * Lp + (Lp - L) + t;
+            else if (t < L + slen[r])
+                at = NP + r * S + (t - L);
+            map[r * T + t] = at;
+            if (at < 0)
+                continue;
+            memcpy(xw[r * T + t], xs[at], sizeof xw[0]);
+            if (t >= L || first[r]) {
+                memcpy(ws[at], wts + (size_t)at * C, sizeof ws[0]);
+                memcpy(ww[r * T + t], ws[at], sizeof ww[0]);
+            }
+        }
+    free(vals), free(wts);
+    kg_prefix_layout l;
+    assert_true(kg_prefix_layout_init(ctx, &l, G, Lp, plen, R, S, group, 4));
+    kg_tensor *mask = kg_attention_mask(ctx, NULL, T, 0, true, 4);
+    float *out[2], *grad[2][P];
+    for (int way = 0; way < 2; way++) {
+        kg_scope sc = kg_scope_begin(ctx);
+        kg_tensor *y, *w;
+        if (way == 0) {
+            y = kg_attention_forward(&att, kg_from_host(ctx, KG_DTYPE_F32, 3, SHAPE(R, T, C), xw),
+                                     mask, NULL);
+            w = kg_from_host(ctx, KG_DTYPE_F32, 3, SHAPE(R, T, C), ww);
+        } else {
+            y = kg_attention_forward_prefixed(
+                &att, kg_from_host(ctx, KG_DTYPE_F32, 2, SHAPE(NP + R * S, C), xs), &l);
+            w = kg_from_host(ctx, KG_DTYPE_F32, 2, SHAPE(NP + R * S, C), ws);
+        }
+        assert_true(kg_backward(kg_sum_all(kg_mul(y, w))));
+        out[way] = kg_tensor_to_f32(y);
+        for (int i = 0; i < P; i++) {
+            grad[way][i] = kg_tensor_to_f32(kg_grad(params[i]));
+            kg_zero_grad(params[i]);
+        }
+        kg_scope_end(ctx, sc);
+        assert_ok(ctx);
+    }
+    for (int i = 0; i < R * T; i++)
+        if (map[i] >= 0)
+            assert_close(out[1] + (size_t)map[i] * C, out[0] + (size_t)i * C, C, 1e-5f, 1e-4f,
+                         "prefixed vs whole rows");
+    for (int i = 0; i < P; i++) {
+        assert_close(grad[1][i], grad[0][i], kg_tensor_numel(params[i]), 1e-5f, 1e-4f,
+                     "d weight");
+        free(grad[0][i]), free(grad[1][i]);
+    }
+    free(out[0]), free(out[1]);
+    /* Bad layouts are errors. */
+    assert_false(kg_prefix_layout_init(ctx, &l, G, Lp, (int64_t[]){6, 3}, R, S, group, 0));
+    assert_int_equal(kg_ctx_status(ctx), KG_ERR_RANGE);
+    kg_ctx_free(ctx);
+}
+
+static void test_prefixed_rows(void **state)
+{
+    (void)state;
+    prefixed_vs_whole(KG_BACKEND_CPU);
+    kg_ctx *probe = kg_ctx_new(KG_BACKEND_VULKAN);
+    bool vulkan = probe && !kg_ctx_status(probe);
+    kg_ctx_free(probe);
+    if (vulkan)
+        prefixed_vs_whole(KG_BACKEND_VULKAN);
+}
+
 static void test_kv_cache_bounds(void **state)
 {
     (void)state;
@@ -173,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_attention_mask),
         cmocka_unit_test(test_grouped_heads),
         cmocka_unit_test(test_query_subset),
+        cmocka_unit_test(test_prefixed_rows),
         cmocka_unit_test(test_kv_cache_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

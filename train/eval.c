@@ -72,6 +72,7 @@ static int64_t row_limit(const kg_mc_scorer *s)
 typedef struct dec_row {
     int32_t *full;
     int64_t n, n_cont;
+    const kg_mc_item *item; /* the rows of one item lie together and may share a prompt */
 } dec_row;
 
 typedef struct dec_rows {
@@ -144,7 +145,7 @@ static bool rows_add(const kg_mc_scorer *s, dec_rows *r, const kg_mc_item *item,
             r->row = p, r->cap = cap;
     }
     if (ok) {
-        r->row[r->n_rows++] = (dec_row){.full = full, .n = n - drop, .n_cont = nk};
+        r->row[r->n_rows++] = (dec_row){.full = full, .n = n - drop, .n_cont = nk, .item = item};
         if (n - drop - 1 > r->T)
             r->T = n - drop - 1;
         r->P += nk;
@@ -169,37 +170,125 @@ static bool rows_add_item(const kg_mc_scorer *s, dec_rows *r, const kg_mc_item *
     return ok;
 }
 
-/* The log-probability of every continuation token (P), rows read right-padded as (R, T). */
-static kg_tensor *token_log_probs(const kg_mc_scorer *s, const dec_rows *r)
+/* Each row read whole, right-padded as (R, T): ids, and where each continuation token's
+ * predicting position lies in the (R·T) positions. */
+static void whole_ids(const dec_rows *r, int32_t *ids, int32_t *pick, int32_t *target)
+{
+    int64_t T = r->T;
+    for (int64_t i = 0, p = 0; i < r->n_rows; i++) {
+        const dec_row *w = &r->row[i];
+        memcpy(ids + i * T, w->full, sizeof *ids * (size_t)(w->n - 1));
+        for (int64_t j = 0; j < w->n_cont; j++, p++) {
+            int64_t at = w->n - w->n_cont - 1 + j; /* the position that predicts it */
+            pick[p] = (int32_t)(i * T + at);
+            target[p] = w->full[at + 1];
+        }
+    }
+}
+
+/* The rows of one item share the tokens their reads have in common (the question, for choices
+ * that differ after it): a prompt read once, then each row's suffix (kg_prefix_layout). */
+typedef struct shared_rows {
+    int64_t G, Lp, S;
+    int64_t *prompt_len; /* (G) */
+    int32_t *group;      /* (R) */
+} shared_rows;
+
+static int64_t common_prefix(const dec_row *a, const dec_row *b, int64_t n)
+{
+    int64_t i = 0;
+    while (i < n && i < a->n - 1 && i < b->n - 1 && a->full[i] == b->full[i])
+        i++;
+    return i;
+}
+
+/* Group r's rows by item and size the layout; the positions it runs, G·Lp + R·S. */
+static int64_t share_rows(const dec_rows *r, shared_rows *sh)
+{
+    sh->G = sh->Lp = sh->S = 0;
+    for (int64_t i = 0; i < r->n_rows;) {
+        int64_t end = i + 1, L = r->row[i].n - 1;
+        for (; end < r->n_rows && r->row[end].item == r->row[i].item; end++)
+            L = common_prefix(&r->row[i], &r->row[end], L);
+        for (int64_t k = i; k < end; k++) {
+            sh->group[k] = (int32_t)sh->G;
+            if (r->row[k].n - 1 - L > sh->S)
+                sh->S = r->row[k].n - 1 - L;
+        }
+        sh->prompt_len[sh->G++] = L;
+        if (L > sh->Lp)
+            sh->Lp = L;
+        i = end;
+    }
+    return sh->G * sh->Lp + r->n_rows * sh->S;
+}
+
+/* The rows laid out as sh: the prompts left-padded to Lp, then the suffixes right-padded to S;
+ * a continuation token's predicting position is in its prompt or in its suffix. */
+static void shared_ids(const dec_rows *r, const shared_rows *sh, int32_t *ids, int32_t *pick,
+                       int32_t *target)
+{
+    int64_t Lp = sh->Lp, np = sh->G * Lp;
+    for (int64_t i = 0, p = 0; i < r->n_rows; i++) {
+        const dec_row *w = &r->row[i];
+        int64_t g = sh->group[i], L = sh->prompt_len[g], pad = Lp - L;
+        memcpy(ids + g * Lp + pad, w->full, sizeof *ids * (size_t)L); /* the same for its rows */
+        memcpy(ids + np + i * sh->S, w->full + L, sizeof *ids * (size_t)(w->n - 1 - L));
+        for (int64_t j = 0; j < w->n_cont; j++, p++) {
+            int64_t at = w->n - w->n_cont - 1 + j;
+            pick[p] = (int32_t)(at < L ? g * Lp + pad + at : np + i * sh->S + at - L);
+            target[p] = w->full[at + 1];
+        }
+    }
+}
+
+/* The log-probability of every continuation token (P). Each item's prompt runs once for its
+ * rows when that runs fewer positions than the whole rows (and the scorer allows it). */
+static kg_tensor *token_log_probs(const kg_mc_scorer *s, const dec_rows *r, int64_t *positions)
 {
     kg_ctx *ctx = s->model->ctx;
     int64_t R = r->n_rows, T = r->T, P = r->P;
-    int32_t *ids = calloc((size_t)(R * T), sizeof *ids);
+    shared_rows sh = {.prompt_len = malloc(sizeof(int64_t) * (size_t)R),
+                      .group = malloc(sizeof(int32_t) * (size_t)R)};
+    int64_t run = R * T;
+    bool share = false;
+    if (sh.prompt_len && sh.group && !s->whole_rows) {
+        int64_t n = share_rows(r, &sh);
+        share = sh.Lp > 0 && sh.S > 0 && n < run;
+        run = share ? n : run;
+    }
+    int32_t *ids = calloc((size_t)run, sizeof *ids);
     int32_t *pick = malloc(sizeof *pick * (size_t)P), *target = malloc(sizeof *target * (size_t)P);
     kg_tensor *out = NULL;
-    if (!ids || !pick || !target) {
+    if (!ids || !pick || !target || !sh.prompt_len || !sh.group) {
         kg_set_error(ctx, KG_ERR_NOMEM, "kg_mc_scores: out of host memory");
     } else {
-        int64_t p = 0;
-        for (int64_t i = 0; i < R; i++) {
-            const dec_row *w = &r->row[i];
-            memcpy(ids + i * T, w->full, sizeof *ids * (size_t)(w->n - 1));
-            for (int64_t j = 0; j < w->n_cont; j++, p++) {
-                int64_t at = w->n - w->n_cont - 1 + j; /* the position that predicts it */
-                pick[p] = (int32_t)(i * T + at);
-                target[p] = w->full[at + 1];
-            }
+        kg_tensor *flat; /* (positions, C) */
+        if (share) {
+            shared_ids(r, &sh, ids, pick, target);
+            kg_prefix_layout l;
+            if (kg_prefix_layout_init(ctx, &l, sh.G, sh.Lp, sh.prompt_len, R, sh.S, sh.group,
+                                      s->model->cfg.sliding_window))
+                flat = kg_model_hidden_prefixed(s->model, kg_from_host(ctx, KG_DTYPE_I32, 1,
+                                                                       &run, ids), &l);
+            else
+                flat = NULL;
+        } else {
+            whole_ids(r, ids, pick, target);
+            kg_model_input in = {.ids = kg_from_host(ctx, KG_DTYPE_I32, 2, (int64_t[]){R, T}, ids)};
+            flat = kg_reshape(kg_model_hidden(s->model, &in, NULL), 2, (int64_t[]){R * T, -1});
         }
-        kg_model_input in = {.ids = kg_from_host(ctx, KG_DTYPE_I32, 2, (int64_t[]){R, T}, ids)};
-        kg_tensor *h = kg_model_hidden(s->model, &in, NULL); /* (R, T, C) */
-        kg_tensor *flat = kg_reshape(h, 2, (int64_t[]){R * T, -1});
         kg_tensor *sel = kg_embedding(flat, kg_from_host(ctx, KG_DTYPE_I32, 1, &P, pick));
         kg_tensor *tgt = kg_from_host(ctx, KG_DTYPE_I32, 1, &P, target);
         out = kg_linear_log_probs(&s->model->lm_head, sel, tgt, -1); /* (P), the head fused */
     }
+    if (positions)
+        *positions = run;
     free(ids);
     free(pick);
     free(target);
+    free(sh.prompt_len);
+    free(sh.group);
     return out;
 }
 
@@ -266,9 +355,7 @@ static kg_tensor *decoder_scores(const kg_mc_scorer *s, const dec_rows *r,
                                  const kg_mc_item *const *items, int n, int64_t *tokens)
 {
     kg_ctx *ctx = s->model->ctx;
-    if (tokens)
-        *tokens = r->n_rows * r->T;
-    return place_choices(ctx, row_sums(ctx, r, token_log_probs(s, r)), items, n,
+    return place_choices(ctx, row_sums(ctx, r, token_log_probs(s, r, tokens)), items, n,
                          most_choices(items, n));
 }
 
@@ -374,9 +461,7 @@ kg_tensor *kg_mc_loss_of(const kg_mc_scorer *s, kg_mc_loss loss, const kg_mc_ite
             ok = rows_add_item(s, &r, items[i], true);
         kg_tensor *out = NULL;
         if (ok) {
-            out = kg_scale(kg_sum_all(token_log_probs(s, &r)), -1.0f / (float)r.P);
-            if (tokens)
-                *tokens = r.n_rows * r.T;
+            out = kg_scale(kg_sum_all(token_log_probs(s, &r, tokens)), -1.0f / (float)r.P);
         }
         rows_free(&r);
         return out;

@@ -36,6 +36,9 @@ typedef struct kg_mc_scorer {
                          * limit; a decoder may be given more, as lm-eval's max_length). Decoders
                          * drop a longer row's first tokens (lm-eval's left truncation); encoders
                          * truncate the pair's longer side (HF's longest_first) */
+    bool whole_rows;    /* decoders: run every row whole, even where an item's rows share a
+                         * prompt that could run once for them all (the same scores; the path
+                         * the shared one is tested against) */
 } kg_mc_scorer;
 
 /* Whether the scorer's model is scored as a decoder (causal LM) rather than by its head. */
