@@ -194,20 +194,23 @@ typedef struct shared_rows {
     int32_t *group;      /* (R) */
 } shared_rows;
 
+/* How many first tokens b shares with a: at most n, and short of b's last read position. */
 static int64_t common_prefix(const dec_row *a, const dec_row *b, int64_t n)
 {
     int64_t i = 0;
-    while (i < n && i < a->n - 1 && i < b->n - 1 && a->full[i] == b->full[i])
+    while (i < n && i < b->n - 2 && a->full[i] == b->full[i])
         i++;
     return i;
 }
 
-/* Group r's rows by item and size the layout; the positions it runs, G·Lp + R·S. */
+/* Group r's rows by item and size the layout; the positions it runs, G·Lp + R·S. Each row
+ * keeps at least its last read position as its suffix: choices of one token (letters after a
+ * question that lists them) read the same tokens, and the layout needs S >= 1. */
 static int64_t share_rows(const dec_rows *r, shared_rows *sh)
 {
     sh->G = sh->Lp = sh->S = 0;
     for (int64_t i = 0; i < r->n_rows;) {
-        int64_t end = i + 1, L = r->row[i].n - 1;
+        int64_t end = i + 1, L = r->row[i].n - 2;
         for (; end < r->n_rows && r->row[end].item == r->row[i].item; end++)
             L = common_prefix(&r->row[i], &r->row[end], L);
         for (int64_t k = i; k < end; k++) {
@@ -254,7 +257,7 @@ static kg_tensor *token_log_probs(const kg_mc_scorer *s, const dec_rows *r, int6
     bool share = false;
     if (sh.prompt_len && sh.group && !s->whole_rows) {
         int64_t n = share_rows(r, &sh);
-        share = sh.Lp > 0 && sh.S > 0 && n < run;
+        share = sh.Lp > 0 && n < run;
         run = share ? n : run;
     }
     int32_t *ids = calloc((size_t)run, sizeof *ids);
