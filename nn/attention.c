@@ -53,6 +53,12 @@ void kg_kv_cache_free(kg_kv_cache *caches, int n_layers)
 
 /* ---- Masks -------------------------------------------------------------------------------- */
 
+/* Whether a query at logical position i sees a key at j <= i under the window (0: none). */
+static bool in_window(int64_t i, int64_t j, int64_t window)
+{
+    return window <= 0 || j > i - window;
+}
+
 kg_tensor *kg_attention_mask(kg_ctx *ctx, kg_tensor *keep, int64_t T, int64_t pos0, bool causal,
                              int64_t window)
 {
@@ -74,7 +80,7 @@ kg_tensor *kg_attention_mask(kg_ctx *ctx, kg_tensor *keep, int64_t T, int64_t po
         for (int64_t t = 0; t < T; t++) {
             int64_t i = pos0 + t; /* the query's position */
             for (int64_t j = 0; j < S; j++) {
-                bool sees = j <= i && (window <= 0 || j > i - window);
+                bool sees = j <= i && in_window(i, j, window);
                 m[t * S + j] = sees ? 0.0f : -INFINITY;
             }
         }
@@ -237,12 +243,6 @@ kg_tensor *kg_attention_forward_queries(const kg_attention *a, kg_tensor *xq, kg
 }
 
 /* ---- Rows that share prompts -------------------------------------------------------------- */
-
-/* Whether a query at logical position i sees a key at j <= i under the window (0: none). */
-static bool in_window(int64_t i, int64_t j, int64_t window)
-{
-    return window <= 0 || j > i - window;
-}
 
 bool kg_prefix_layout_init(kg_ctx *ctx, kg_prefix_layout *l, int64_t G, int64_t Lp,
                            const int64_t *prefix_len, int64_t R, int64_t S, const int32_t *group,
